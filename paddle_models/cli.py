@@ -1,0 +1,58 @@
+"""Shared command-line plumbing for tools/: ``-c CONFIG``, ``-o key=value``, ``--json`` output."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+
+def base_parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("-c", "--config", required=config_required, help="YAML config (configs/<family>/<name>.yaml)")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. -o Global.epochs=3 -o Arch.modalities=[text]")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results as the last line")
+    return p
+
+
+def setup_logging(quiet: bool = False):
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="[%(asctime)s] %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("paddle_models").setLevel(logging.WARNING if quiet else logging.INFO)
+    os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x
+
+
+def emit_json(result: dict):
+    sys.stdout.flush()
+    print(json.dumps(_jsonable(result), ensure_ascii=False, sort_keys=False), flush=True)
+
+
+def run_tool(main):
+    """Run ``main()``; turn expected user errors into one clear line on stderr and exit code 2."""
+    from .config import ConfigError
+
+    try:
+        code = main()
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
