@@ -56,3 +56,23 @@ def run_tool(main):
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+def print_summary(title: str, result: dict):
+    """A readable table of the scalar results (the JSON line carries everything)."""
+    rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    rows += [(k, v) for k, v in result.items() if isinstance(v, bool)]
+    if not rows:
+        return
+    width = max(len(k) for k, _ in rows)
+    print(f"\n== {title} ==")
+    for k, v in rows:
+        if isinstance(v, float):
+            v = f"{v:.4f}" if abs(v) < 1e5 else f"{v:.1f}"
+        print(f"  {k.ljust(width)}  {v}")
+    cm = result.get("confusion_matrix")
+    if cm:
+        print("  confusion matrix (rows: true, columns: predicted):")
+        for row in cm:
+            print("   " + " ".join(f"{int(x):6d}" for x in row))
+    sys.stdout.flush()

@@ -71,6 +71,10 @@ class Task:
         """Write confusion matrices, prediction files... Return {name: path} to report."""
         return {}
 
+    def run_summary(self) -> dict:
+        """Data counters for the run summary (bad images skipped or blanked, truncated texts...)."""
+        return {}
+
     # ---- optimization ------------------------------------------------------------------------
     def build_optimizers(self, model, total_steps: int) -> Tuple[List[paddle.optimizer.Optimizer], list]:
         """Optimizers and LR schedulers (each scheduler is stepped once per optimizer step).
@@ -83,6 +87,11 @@ class Task:
     def export_input_spec(self, model) -> list:
         """``paddle.static.InputSpec`` list for ``paddle.jit.save`` (dynamic batch and lengths)."""
         _missing(self, "export_input_spec")
+
+    def export_variants(self, model) -> Dict[str, tuple]:
+        """Named graphs to export: ``{name: (layer, input_spec, example_inputs)}``. The default is the
+        whole model; DSSM exports its user and item towers, the Transformer its encoder and a decoder step."""
+        return {"model": (model, self.export_input_spec(model), self.example_batch(model))}
 
     def example_batch(self, model, batch_size: int = 2) -> dict:
         """A batch of inputs (numpy) matching ``export_input_spec``, for parity checks."""

@@ -240,6 +240,9 @@ class Trainer:
             os.makedirs(out_dir, exist_ok=True)
             artifacts = self.task.write_eval_artifacts(outputs, metrics, out_dir, split) or {}
         n = len(next(iter(outputs.values()))) if outputs else 0
+        summary = self.task.run_summary()
+        if summary:
+            artifacts = {**artifacts, "data": summary}
         return {**metrics, "split": split, "samples": n, "seconds": round(time.time() - t0, 3), **artifacts}
 
     # -- training --
@@ -308,7 +311,8 @@ class Trainer:
             model.train()
             value = metrics.get(task.best_metric)
             rec = {"type": "eval", "step": state["step"], "epoch": state["epoch"],
-                   **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+                   **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("seconds", "samples")},
+                   "eval_seconds": metrics.get("seconds"), "eval_samples": metrics.get("samples")}
             state["history"].append(rec)
             self._log(rec)
             if self._better(value, state["best"]):
@@ -407,10 +411,13 @@ class Trainer:
                   "epochs_run": state["epoch"], "seconds": round(time.time() - t_start, 3),
                   "samples_seen": state["samples"], "nonfinite_skipped": self.nonfinite_skipped}
         best = state["best_metrics"] or (state["history"][-1] if state["history"] else {})
-        result.update({k: v for k, v in best.items() if k not in ("type",)})
+        result.update({k: v for k, v in best.items() if k not in ("type", "step", "epoch")})
         result["best_step"] = best.get("step")
         result["best_checkpoint"] = os.path.abspath(os.path.join(best_path, "model.pdparams")) \
             if os.path.isdir(best_path) else None
+        summary = task.run_summary()
+        if summary:
+            result["data"] = summary
         result["last_checkpoint"] = os.path.abspath(last_path) if os.path.isdir(last_path) else None
         if self.is_main:
             self._write_curves()

@@ -1,0 +1,196 @@
+"""The multimodal classification task: data, tokenizer, loss, metrics and export inputs for the engine."""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from typing import Dict, Optional
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from .. import metrics as M
+from ..engine.task import Task
+from ..registry import register_task
+from . import data as D
+from .network import INPUT_NAMES
+from .tokenizer import load_tokenizer, train_tokenizer, vocab_size
+
+log = logging.getLogger("paddle_models")
+
+TOKENIZER_DIR = "tokenizer"
+
+
+def find_tokenizer_dir(cfg) -> Optional[str]:
+    """Data.tokenizer, else <output_dir>/tokenizer, else the tokenizer saved beside a checkpoint's run."""
+    if cfg["Data"].get("tokenizer"):
+        return cfg["Data"]["tokenizer"]
+    cands = [os.path.join(cfg["Global"]["output_dir"], TOKENIZER_DIR)]
+    ck = cfg["Global"].get("checkpoint")
+    if ck:
+        d = os.path.abspath(ck)
+        for _ in range(4):  # <run>/checkpoints/best/model.pdparams -> <run>/tokenizer
+            d = os.path.dirname(d)
+            cands.append(os.path.join(d, TOKENIZER_DIR))
+    for c in cands:
+        if os.path.isfile(os.path.join(c, "vocab.txt")):
+            return c
+    return None
+
+
+@register_task("multimodal")
+class MultimodalTask(Task):
+    family = "multimodal"
+    best_metric = "macro_f1"
+    best_mode = "max"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        mods = list(cfg["Arch"]["modalities"])
+        self.use_text, self.use_image = "text" in mods, "image" in mods
+        self.label_names = D.label_names_of(cfg["Data"])
+        if len(self.label_names) != cfg["Arch"]["num_classes"]:
+            raise ValueError(f"Data.label_names has {len(self.label_names)} names but Arch.num_classes is "
+                             f"{cfg['Arch']['num_classes']}")
+        self.tokenizer = None
+        self._datasets: Dict[str, D.MultimodalDataset] = {}
+
+    # ---- setup -------------------------------------------------------------------------------
+    def split_name(self, split: str) -> str:
+        d = self.cfg["Data"]
+        return {"train": d["train_split"], "val": d["val_split"], "test": d["test_split"]}.get(split, split)
+
+    def prepare(self, output_dir: str, is_main: bool = True) -> None:
+        tok_dir = find_tokenizer_dir(self.cfg)
+        if tok_dir is None:
+            tok_dir = os.path.join(output_dir, TOKENIZER_DIR)
+            if is_main:
+                ds = self.dataset("train")
+                n = self.cfg["Data"]["tokenizer_vocab_size"]
+                log.info("training a %d-piece SentencePiece tokenizer on %s -> %s", n, ds.source, tok_dir)
+                train_tokenizer(ds.iter_texts(include_evidence=True), tok_dir, vocab_size=n)
+        self.tokenizer = load_tokenizer(tok_dir)
+        self.tokenizer_dir = tok_dir
+        need = vocab_size(self.tokenizer)
+        if need > self.cfg["Arch"]["ernie"]["vocab_size"]:
+            raise ValueError(f"tokenizer {tok_dir} has {need} ids but Arch.ernie.vocab_size is "
+                             f"{self.cfg['Arch']['ernie']['vocab_size']}: raise it or use a smaller vocabulary")
+
+    def _ensure_tokenizer(self):
+        if self.tokenizer is None:
+            tok_dir = find_tokenizer_dir(self.cfg)
+            if tok_dir is None:
+                raise FileNotFoundError("no tokenizer: set Data.tokenizer, or point Global.checkpoint / "
+                                        "Global.output_dir at a training run (it keeps <run>/tokenizer)")
+            self.tokenizer = load_tokenizer(tok_dir)
+            self.tokenizer_dir = tok_dir
+
+    # ---- data --------------------------------------------------------------------------------
+    def dataset(self, split: str):
+        if split not in self._datasets:
+            ds = D.build_dataset(self.cfg["Data"], self.split_name(split), self.use_text, self.use_image)
+            limit = int(self.cfg["Data"].get("limit") or 0)
+            if limit and len(ds) > limit:
+                ds.records = ds.records[:limit]
+                ds._counts = D._SharedCounts(len(ds.records), 2)
+            self._datasets[split] = ds
+        return self._datasets[split]
+
+    def collate_fn(self, split: str):
+        self._ensure_tokenizer()
+        return D.build_collate(self.cfg["Data"], self.tokenizer, self.use_text, self.use_image)
+
+    def run_summary(self) -> dict:
+        return {split: ds.summary() for split, ds in self._datasets.items()}
+
+    # ---- steps -------------------------------------------------------------------------------
+    @staticmethod
+    def inputs(batch):
+        return {k: batch[k] for k in INPUT_NAMES}
+
+    def forward_loss(self, model, batch):
+        logits = model(**self.inputs(batch))
+        return F.cross_entropy(logits, batch["label"]), {}
+
+    def predict_step(self, model, batch):
+        prob = F.softmax(model(**self.inputs(batch)), axis=-1)
+        return {"prob": prob.numpy(), "label": batch["label"].numpy(), "id": np.asarray(batch["id"])}
+
+    def compute_metrics(self, outputs):
+        if not outputs:
+            return {"samples": 0}
+        labels, prob = outputs["label"], outputs["prob"]
+        pred = prob.argmax(axis=1)
+        known = labels >= 0
+        if not known.any():
+            return {"labelled": 0}
+        rep = M.classification_report(labels[known], pred[known], len(self.label_names), self.label_names)
+        out = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "macro_precision": rep["macro_precision"],
+               "macro_recall": rep["macro_recall"], "weighted_f1": rep["weighted_f1"],
+               "loss": float(-np.mean(np.log(np.clip(prob[known, labels[known]], 1e-12, None)))),
+               "labelled": int(known.sum())}
+        for c in rep["per_class"]:
+            for k in ("precision", "recall", "f1"):
+                out[f"{k}/{c['label']}"] = c[k]
+        out["confusion_matrix"] = rep["confusion_matrix"]
+        return out
+
+    def write_eval_artifacts(self, outputs, metrics, out_dir, split):
+        from ..plots import plot_confusion_matrix
+
+        paths = {}
+        pred = outputs["prob"].argmax(axis=1)
+        p = os.path.join(out_dir, "predictions.csv")  # the competition's format
+        with open(p + ".tmp", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "label"])
+            for i, y in zip(outputs["id"], pred):
+                w.writerow([i, int(y)])
+        os.replace(p + ".tmp", p)
+        paths["predictions_csv"] = p
+        p = os.path.join(out_dir, "predictions_proba.csv")
+        with open(p + ".tmp", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "label", "label_name"] + [f"p_{n}" for n in self.label_names])
+            for i, y, pr in zip(outputs["id"], pred, outputs["prob"]):
+                w.writerow([i, int(y), self.label_names[int(y)]] + [f"{v:.6f}" for v in pr])
+        os.replace(p + ".tmp", p)
+        paths["probabilities_csv"] = p
+        if "confusion_matrix" in metrics:
+            cm = np.asarray(metrics["confusion_matrix"])
+            txt = os.path.join(out_dir, "confusion_matrix.txt")
+            with open(txt, "w") as f:
+                f.write(M.format_confusion_matrix(cm, self.label_names) + "\n")
+            paths["confusion_matrix_txt"] = txt
+            paths["confusion_matrix_png"] = plot_confusion_matrix(
+                cm, os.path.join(out_dir, "confusion_matrix.png"), self.label_names, title=f"{split} confusion matrix")
+        return paths
+
+    # ---- export ------------------------------------------------------------------------------
+    def image_size(self) -> int:
+        return int(self.cfg["Data"]["image_crop"])
+
+    def export_input_spec(self, model):
+        s = self.image_size()
+        I = paddle.static.InputSpec
+        return [I([None, None], "int64", "input_ids"), I([None, None], "int64", "attention_mask"),
+                I([None, None, None], "int64", "caption_ids"), I([None, None, None], "int64", "caption_mask"),
+                I([None, 3, s, s], "float32", "image"), I([None, None, 3, s, s], "float32", "evidence_images"),
+                I([None, None], "float32", "evidence_mask")]
+
+    def example_batch(self, model, batch_size: int = 2, seed: int = 0):
+        rng = np.random.RandomState(seed)
+        s, L, nc, ni = self.image_size(), 16, 2, 2
+        vocab = model.ernie.config.vocab_size
+        mask = (np.arange(L)[None, :] < rng.randint(4, L + 1, size=(batch_size, 1))).astype("int64")
+        ids = rng.randint(5, vocab, size=(batch_size, L)).astype("int64") * mask
+        cmask = (np.arange(L)[None, None, :] < rng.randint(4, L + 1, size=(batch_size, nc, 1))).astype("int64")
+        cmask[0, 1] = 0  # an empty caption slot
+        cids = rng.randint(5, vocab, size=(batch_size, nc, L)).astype("int64") * cmask
+        ev_mask = np.ones((batch_size, ni), "float32")
+        ev_mask[0, 1] = 0
+        return {"input_ids": ids, "attention_mask": mask, "caption_ids": cids, "caption_mask": cmask,
+                "image": rng.randn(batch_size, 3, s, s).astype("float32"),
+                "evidence_images": rng.randn(batch_size, ni, 3, s, s).astype("float32") * ev_mask[:, :, None, None, None],
+                "evidence_mask": ev_mask}
