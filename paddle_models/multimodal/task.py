@@ -89,12 +89,8 @@ class MultimodalTask(Task):
     # ---- data --------------------------------------------------------------------------------
     def dataset(self, split: str):
         if split not in self._datasets:
-            ds = D.build_dataset(self.cfg["Data"], self.split_name(split), self.use_text, self.use_image)
-            limit = int(self.cfg["Data"].get("limit") or 0)
-            if limit and len(ds) > limit:
-                ds.records = ds.records[:limit]
-                ds._counts = D._SharedCounts(len(ds.records), 2)
-            self._datasets[split] = ds
+            self._datasets[split] = D.build_dataset(self.cfg["Data"], self.split_name(split), self.use_text,
+                                                    self.use_image)
         return self._datasets[split]
 
     def collate_fn(self, split: str):

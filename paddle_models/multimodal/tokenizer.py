@@ -1,0 +1,257 @@
+"""A small SentencePiece tokenizer in ERNIE-M's format, and loading PaddleNLP's ErnieMTokenizer.
+
+The official ERNIE-M files (``sentencepiece.bpe.model`` + ``vocab.txt``) cannot be downloaded here,
+so :func:`train_tokenizer` trains a SentencePiece model on a text corpus and writes both files the
+way PaddleNLP's ``ErnieMTokenizer`` reads them:
+
+* ``ErnieMTokenizer._tokenize`` cuts text into SentencePiece pieces, then splits each piece further
+  (each CJK character and each of ``,;:.?!~，；：。？！《》【】`` becomes its own token, digit runs are cut
+  from letters, a lone ``▁`` is dropped);
+* token ids come from ``vocab.txt`` (line number = id), NOT from the SentencePiece model's ids.
+
+So ``vocab.txt`` is written as: ``[PAD]`` (id 0: ``ErnieMModel`` without an explicit attention
+mask treats id 0 as padding), ``[CLS]``, ``[SEP]``, ``[UNK]``, ``[MASK]``, then every
+SentencePiece piece in the model's order, then every token that ErnieM's extra splitting can cut
+out of some piece and that is not a piece itself. Every token the tokenizer can produce from a
+known piece therefore has an id; characters unknown to the model map to ``[UNK]``.
+
+The model's vocabulary size is ``len(tokenizer.vocab)`` (see :func:`vocab_size`), not
+``tokenizer.vocab_size`` (PaddleNLP returns the SentencePiece model's size there).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Iterable, List, Optional, Sequence
+
+SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+SP_MODEL_FILE = "sentencepiece.bpe.model"
+VOCAB_FILE = "vocab.txt"
+INFO_FILE = "tokenizer_info.json"
+
+
+def _ernie_m_splitter():
+    """An object whose ``split(piece)`` applies ErnieMTokenizer's per-piece splitting to one piece.
+
+    It reuses the installed PaddleNLP's own ``_tokenize`` code (with a SentencePiece stand-in that
+    returns the piece unchanged), so the vocabulary follows whatever that version does.
+    """
+    from paddlenlp.transformers import ErnieMTokenizer
+
+    class _OnePiece:
+        is_ch_char = ErnieMTokenizer.is_ch_char
+        is_punct = ErnieMTokenizer.is_punct
+        _tokenize = ErnieMTokenizer._tokenize
+
+        def __init__(self):
+            self.sp_model = self
+
+        def EncodeAsPieces(self, text):  # noqa: N802 (SentencePiece's name)
+            return [text]
+
+        def split(self, piece: str) -> List[str]:
+            return self._tokenize(piece)
+
+    return _OnePiece()
+
+
+def _clean_texts(texts: Iterable[str]) -> List[str]:
+    out = []
+    for t in texts:
+        if not isinstance(t, str):
+            continue
+        t = " ".join(t.replace("\r", " ").replace("\n", " ").split())
+        if t:
+            out.append(t)
+    return out
+
+
+def train_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 8000,
+                    model_type: str = "unigram", character_coverage: float = 0.9995,
+                    lowercase: bool = False, max_sentence_length: int = 8192,
+                    seed_sentencepiece_size: int = 200000) -> dict:
+    """Train a SentencePiece model on ``texts`` and write ERNIE-M tokenizer files to ``out_dir``.
+
+    ``vocab_size`` is the SentencePiece vocabulary target; on a small corpus it is lowered
+    automatically (``hard_vocab_limit=False``). ``lowercase`` folds case inside the model
+    (``nmt_nfkc_cf`` normalisation). Training is single-threaded and deterministic.
+
+    Writes ``sentencepiece.bpe.model``, ``vocab.txt``, ``tokenizer_config.json`` (so
+    ``ErnieMTokenizer.from_pretrained(out_dir)`` works) and ``tokenizer_info.json``; returns the
+    info dict (``vocab_size`` = lines of vocab.txt, ``sp_vocab_size``, ``num_texts``, files).
+    """
+    import sentencepiece as spm
+
+    lines = _clean_texts(texts)
+    if not lines:
+        raise ValueError("train_tokenizer: no non-empty text to train on")
+    if vocab_size < 8:
+        raise ValueError(f"train_tokenizer: vocab_size={vocab_size} is too small (minimum 8)")
+    if model_type not in ("unigram", "bpe", "char", "word"):
+        raise ValueError(f"train_tokenizer: model_type must be unigram|bpe|char|word, got {model_type!r}")
+    os.makedirs(out_dir, exist_ok=True)
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=buf,
+        vocab_size=int(vocab_size),
+        model_type=model_type,
+        character_coverage=float(character_coverage),
+        normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+        hard_vocab_limit=False,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        num_threads=1,
+        max_sentence_length=int(max_sentence_length),
+        seed_sentencepiece_size=int(seed_sentencepiece_size),
+        minloglevel=2,
+    )
+    model_bytes = buf.getvalue()
+    sp_path = os.path.join(out_dir, SP_MODEL_FILE)
+    _atomic_write_bytes(sp_path, model_bytes)
+
+    sp = spm.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(model_bytes)
+    pieces = []
+    for i in range(sp.GetPieceSize()):
+        if sp.IsUnknown(i) or sp.IsControl(i):
+            continue
+        pieces.append(sp.IdToPiece(i))
+    vocab = list(SPECIAL_TOKENS)
+    seen = set(vocab)
+    for p in pieces:
+        if p not in seen and "\n" not in p:
+            vocab.append(p)
+            seen.add(p)
+    splitter = _ernie_m_splitter()
+    extra = 0
+    for p in pieces:
+        for tok in splitter.split(p):
+            if tok not in seen and "\n" not in tok:
+                vocab.append(tok)
+                seen.add(tok)
+                extra += 1
+    vocab_path = os.path.join(out_dir, VOCAB_FILE)
+    _atomic_write_bytes(vocab_path, ("\n".join(vocab) + "\n").encode("utf-8"))
+
+    config = {
+        "tokenizer_class": "ErnieMTokenizer",
+        "do_lower_case": False,
+        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+        "cls_token": "[CLS]", "mask_token": "[MASK]",
+    }
+    _atomic_write_bytes(os.path.join(out_dir, "tokenizer_config.json"),
+                        json.dumps(config, indent=2).encode("utf-8"))
+    info = {
+        "vocab_size": len(vocab),
+        "sp_vocab_size": int(sp.GetPieceSize()),
+        "extra_split_tokens": extra,
+        "num_texts": len(lines),
+        "model_type": model_type,
+        "lowercase": bool(lowercase),
+        "files": {"sentencepiece_model_file": sp_path, "vocab_file": vocab_path},
+    }
+    _atomic_write_bytes(os.path.join(out_dir, INFO_FILE), json.dumps(info, indent=2).encode("utf-8"))
+    return info
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def load_tokenizer(path: str):
+    """PaddleNLP ``ErnieMTokenizer`` from a folder holding ``sentencepiece.bpe.model`` and ``vocab.txt``.
+
+    A folder with ``tokenizer_config.json`` is loaded by ``ErnieMTokenizer.from_pretrained`` (which
+    also restores options saved there); otherwise the two files are passed directly.
+    """
+    from paddlenlp.transformers import ErnieMTokenizer
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"tokenizer folder {path!r} does not exist")
+    sp_path = os.path.join(path, SP_MODEL_FILE)
+    vocab_path = os.path.join(path, VOCAB_FILE)
+    for f in (sp_path, vocab_path):
+        if not os.path.isfile(f):
+            raise FileNotFoundError(
+                f"tokenizer folder {path!r}: missing {os.path.basename(f)} "
+                f"(expected {SP_MODEL_FILE} and {VOCAB_FILE}; make one with tools/train_tokenizer.py)")
+    if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
+        tok = ErnieMTokenizer.from_pretrained(path)
+    else:
+        tok = ErnieMTokenizer(vocab_file=vocab_path, sentencepiece_model_file=sp_path)
+    if tok.pad_token_id != 0:
+        raise ValueError(
+            f"tokenizer folder {path!r}: [PAD] has id {tok.pad_token_id} in {VOCAB_FILE}; "
+            "ErnieMModel's default attention mask treats id 0 as padding, so [PAD] must be line 1")
+    return tok
+
+
+def vocab_size(tokenizer) -> int:
+    """Number of ids the tokenizer can emit (the embedding table size the model needs)."""
+    return len(tokenizer.vocab)
+
+
+def read_texts(paths: Sequence[str], field: Optional[str] = None) -> List[str]:
+    """Texts for tokenizer training from files: JSONL (``text`` field, or ``field``), JSON (an MR2
+    ``dataset_items_*.json`` dict of items with ``caption``, or a list of objects with ``text``, as
+    MVSA), or plain text (one text per line). The format is chosen by content, not by extension.
+    """
+    out: List[str] = []
+    for path in paths:
+        with open(path, "r", encoding="utf-8") as f:
+            content = f.read()
+        stripped = content.lstrip()
+        parsed = None
+        if stripped[:1] in ("{", "["):
+            try:
+                parsed = json.loads(content)
+            except json.JSONDecodeError:
+                parsed = None
+        if parsed is not None:
+            out.extend(_texts_from_json(parsed, path, field))
+            continue
+        lines = content.splitlines()
+        jsonl = stripped[:1] == "{"
+        for lineno, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if jsonl:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
+                key = field or "text"
+                if not isinstance(rec, dict) or not isinstance(rec.get(key), str):
+                    raise ValueError(f"{path}: line {lineno}: field {key!r} missing or not a string")
+                out.append(rec[key])
+                for ev in rec.get("evidence_texts") or []:
+                    if isinstance(ev, str):
+                        out.append(ev)
+            else:
+                out.append(line)
+    return out
+
+
+def _texts_from_json(obj, path: str, field: Optional[str]) -> List[str]:
+    keys = [field] if field else ["text", "caption"]
+    items = obj.values() if isinstance(obj, dict) else obj
+    if not isinstance(items, (list, type({}.values()))):
+        raise ValueError(f"{path}: expected a JSON list or object of records")
+    out = []
+    for i, rec in enumerate(items):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}: record {i}: expected an object")
+        for k in keys:
+            if isinstance(rec.get(k), str):
+                out.append(rec[k])
+                break
+        else:
+            raise ValueError(f"{path}: record {i}: no text field ({' or '.join(keys)})")
+    return out
