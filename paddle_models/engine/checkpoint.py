@@ -64,6 +64,29 @@ def _fsync_dir(path: str):
         pass
 
 
+def _param_names(model) -> dict:
+    """Paddle's generated parameter name (``linear_3.w_0``) -> the structured name (``classifier1.weight``)."""
+    return {p.name: n for n, p in model.named_parameters()}
+
+
+def _rename_state(state: dict, mapping: dict) -> dict:
+    """Rename optimizer-state keys ``<param name>_<accumulator>`` through ``mapping`` (longest prefix wins).
+
+    Generated parameter names depend on how many layers a process built before, so optimizer states are
+    stored under the structured names and mapped back to this process's names on load."""
+    ordered = sorted(mapping, key=len, reverse=True)
+    out = {}
+    for k, v in state.items():
+        new = k
+        if isinstance(k, str):
+            for old in ordered:
+                if k == old or k.startswith(old + "_"):
+                    new = mapping[old] + k[len(old):]
+                    break
+        out[new] = _rename_state(v, mapping) if isinstance(v, dict) else v
+    return out
+
+
 def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_state: Optional[dict] = None,
                     rng: bool = True) -> str:
     """Write a checkpoint folder atomically at ``path``; returns ``path``."""
@@ -75,7 +98,7 @@ def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_stat
     os.makedirs(tmp)
     paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
     for i, opt in enumerate(optimizers):
-        paddle.save(opt.state_dict(), os.path.join(tmp, f"optimizer_{i}.pdopt"))
+        paddle.save(_rename_state(opt.state_dict(), _param_names(model)), os.path.join(tmp, f"optimizer_{i}.pdopt"))
     for i, s in enumerate(schedulers):
         with open(os.path.join(tmp, f"scheduler_{i}.json"), "w") as f:
             json.dump({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in s.state_dict().items()}, f)
@@ -137,7 +160,8 @@ def load_checkpoint(path: str, model, optimizers=(), schedulers=(), restore_rng:
         fp = os.path.join(path, f"optimizer_{i}.pdopt")
         if not os.path.isfile(fp):
             raise CheckpointError(f"{fp}: missing (the checkpoint has fewer optimizers than this run)")
-        opt.set_state_dict(paddle.load(fp))
+        back = {structured: generated for generated, structured in _param_names(model).items()}
+        opt.set_state_dict(_rename_state(paddle.load(fp), back))
     for i, s in enumerate(schedulers):
         with open(os.path.join(path, f"scheduler_{i}.json")) as f:
             s.set_state_dict(json.load(f))

@@ -1,0 +1,165 @@
+"""The engine on the small multimodal model: crash + resume equals an uninterrupted run, accumulation,
+checkpoint verification, the non-finite-loss guard, eval artifacts."""
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_models import get_task, load_config
+from paddle_models.engine.checkpoint import CheckpointError, load_model_weights, verify_checkpoint
+from paddle_models.engine.trainer import NonFiniteLossError, Trainer, epoch_indices
+from paddle_models.multimodal import demo_data
+from paddle_models.multimodal.tokenizer import train_tokenizer
+
+from conftest import ROOT
+
+CFG = str(ROOT / "configs" / "multimodal" / "jsonl_small.yaml")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    demo_data.make_demo_data(str(d / "data"), n_train=48, n_val=16, n_test=16, image_size=32)
+    texts = [json.loads(l)["text"] for l in open(d / "data" / "train.jsonl")]
+    train_tokenizer(texts, str(d / "tok"), vocab_size=120)
+    return d
+
+
+def cfg_for(demo, out, *extra):
+    return load_config(CFG, [f"Data.root={demo / 'data'}", f"Data.tokenizer={demo / 'tok'}",
+                             f"Global.output_dir={out}", "Global.epochs=2", "Global.batch_size=8",
+                             "Global.progress=false", "Global.log_every_steps=1", *extra])
+
+
+def weights(path):
+    return {k: v for k, v in paddle.load(os.path.join(path, "model.pdparams"), return_numpy=True).items()}
+
+
+def run(cfg, task=None):
+    task = task or get_task("multimodal")(cfg)
+    return Trainer(cfg, task).fit()
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_crash_then_resume_equals_uninterrupted_run(demo, tmp_path):
+    ref = run(cfg_for(demo, tmp_path / "a", "Global.save_every_steps=2"))
+    cfg = cfg_for(demo, tmp_path / "b", "Global.save_every_steps=2")
+    task = get_task("multimodal")(cfg)
+    calls = {"n": 0}
+    real = task.forward_loss
+
+    def crashing(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 10:  # batch 4 of epoch 2 (6 batches an epoch): last checkpoint at step 8
+            raise Crash("simulated crash")
+        return real(model, batch)
+
+    task.forward_loss = crashing
+    with pytest.raises(Crash):
+        run(cfg, task)
+    state = json.load(open(tmp_path / "b" / "checkpoints" / "last" / "trainer.json"))
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (8, 1, 2)
+    resumed = run(cfg_for(demo, tmp_path / "b", "Global.save_every_steps=2", "Global.resume=true"))
+    assert resumed["steps"] == ref["steps"] == 12
+    assert resumed["macro_f1"] == pytest.approx(ref["macro_f1"], abs=0)
+    assert resumed["loss"] == pytest.approx(ref["loss"], rel=1e-6)
+    wa, wb = weights(tmp_path / "a" / "checkpoints" / "last"), weights(tmp_path / "b" / "checkpoints" / "last")
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    # the log of the resumed run continues, it does not restart
+    steps = [json.loads(l)["step"] for l in open(tmp_path / "b" / "metrics.jsonl") if '"train"' in l]
+    assert steps[-1] == 12 and 9 in steps
+
+
+def test_gradient_accumulation_matches_the_big_batch(demo, tmp_path):
+    # SGD: the update is linear in the gradient (Adam would amplify rounding where a gradient is ~0)
+    a = run(cfg_for(demo, tmp_path / "a", "Optimizer.name=SGD", "Optimizer.lr=0.05", "Optimizer.grad_clip=1.0"))
+    b = run(cfg_for(demo, tmp_path / "b", "Optimizer.name=SGD", "Optimizer.lr=0.05", "Optimizer.grad_clip=1.0", "Global.batch_size=4",
+                    "Global.accum_steps=2"))
+    assert a["steps"] == b["steps"]
+    wa, wb = weights(tmp_path / "a" / "checkpoints" / "last"), weights(tmp_path / "b" / "checkpoints" / "last")
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_outputs_of_a_run(demo, tmp_path):
+    res = run(cfg_for(demo, tmp_path / "r"))
+    out = tmp_path / "r"
+    for f in ("metrics.jsonl", "curves.png", "config.yaml", "result.json"):
+        assert (out / f).exists(), f
+    assert res["best_checkpoint"].endswith("checkpoints/best/model.pdparams")
+    assert os.path.isfile(res["best_checkpoint"])
+    recs = [json.loads(l) for l in open(out / "metrics.jsonl")]
+    assert {r["type"] for r in recs} == {"train", "eval"}
+    assert all("samples_per_s" in r for r in recs if r["type"] == "train")
+    # eval with the best checkpoint reproduces the best validation metrics and writes artifacts
+    cfg = cfg_for(demo, tmp_path / "e", f"Global.checkpoint={res['best_checkpoint']}")
+    ev = Trainer(cfg, get_task("multimodal")(cfg)).evaluate("val")
+    assert ev["macro_f1"] == pytest.approx(res["macro_f1"], abs=1e-9)
+    for k in ("predictions_csv", "confusion_matrix_png", "confusion_matrix_txt"):
+        assert os.path.isfile(ev[k])
+    lines = open(ev["predictions_csv"]).read().splitlines()
+    assert lines[0] == "id,label" and len(lines) == 17
+
+
+def test_corrupted_checkpoint_is_detected(demo, tmp_path):
+    run(cfg_for(demo, tmp_path / "r", "Global.epochs=1"))
+    last = tmp_path / "r" / "checkpoints" / "last"
+    verify_checkpoint(str(last))
+    p = last / "model.pdparams"
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        verify_checkpoint(str(last))
+    with pytest.raises(CheckpointError, match="truncated"):
+        run(cfg_for(demo, tmp_path / "r", "Global.resume=true"))
+    p.write_bytes(data[:-8] + bytes(8))  # same size, different bytes
+    with pytest.raises(CheckpointError, match="corrupted"):
+        verify_checkpoint(str(last))
+
+
+def test_checkpoint_of_another_architecture_is_refused(demo, tmp_path):
+    res = run(cfg_for(demo, tmp_path / "r", "Global.epochs=1"))
+    cfg = cfg_for(demo, tmp_path / "x", "Arch.hidden=96")
+    model = get_task("multimodal")(cfg).build_model()
+    with pytest.raises(CheckpointError, match="does not fit this model's architecture: .*classifier1.weight"):
+        load_model_weights(model, res["best_checkpoint"])
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_non_finite_loss_guard(demo, tmp_path, policy):
+    cfg = cfg_for(demo, tmp_path / "n", "Global.save_every_steps=2", f"Global.on_nonfinite={policy}")
+    task = get_task("multimodal")(cfg)
+    calls = {"n": 0}
+    real = task.forward_loss
+
+    def poisoned(model, batch):
+        calls["n"] += 1
+        loss, extra = real(model, batch)
+        return (loss * float("nan"), extra) if calls["n"] == 5 else (loss, extra)
+
+    task.forward_loss = poisoned
+    if policy == "stop":
+        with pytest.raises(NonFiniteLossError, match="non-finite loss .* last good checkpoint is kept at .*last"):
+            run(cfg, task)
+        verify_checkpoint(str(tmp_path / "n" / "checkpoints" / "last"))  # intact
+        assert json.load(open(tmp_path / "n" / "checkpoints" / "last" / "trainer.json"))["step"] == 4
+        w = weights(tmp_path / "n" / "checkpoints" / "last")
+        assert all(np.isfinite(v).all() for v in w.values())
+    else:
+        res = run(cfg, task)
+        assert res["nonfinite_skipped"] == 1 and res["steps"] == 11
+        assert all(np.isfinite(v).all() for v in weights(tmp_path / "n" / "checkpoints" / "last").values())
+
+
+def test_epoch_order_is_seeded_and_sharded():
+    a, b = epoch_indices(10, 1, 0, True), epoch_indices(10, 1, 0, True)
+    assert np.array_equal(a, b) and sorted(a) == list(range(10))
+    assert not np.array_equal(a, epoch_indices(10, 1, 1, True))
+    r0, r1 = epoch_indices(10, 1, 0, True, 0, 2), epoch_indices(10, 1, 0, True, 1, 2)
+    assert sorted(np.concatenate([r0, r1])) == list(range(10)) and len(r0) == len(r1) == 5
