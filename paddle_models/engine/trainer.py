@@ -46,6 +46,8 @@ def setup_runtime(cfg):
         paddle.set_device("gpu")
     else:
         paddle.set_device("cpu")
+    if paddle.get_device() == "cpu":
+        paddle.set_flags({"FLAGS_use_mkldnn": bool(g.get("onednn", False))})
     threads = int(g.get("num_threads") or 0) or (os.cpu_count() or 1)
     rank, ws = world()
     if ws > 1 and paddle.get_device() == "cpu":
@@ -296,7 +298,8 @@ class Trainer:
         if self.is_main and not resumed and os.path.exists(os.path.join(self.output_dir, "metrics.jsonl")):
             os.remove(os.path.join(self.output_dir, "metrics.jsonl"))
 
-        train_model = paddle.DataParallel(model) if self.world_size > 1 else model
+        # find_unused_parameters: ERNIE-M's pooler (and ablated branches) take no part in the loss
+        train_model = paddle.DataParallel(model, find_unused_parameters=True) if self.world_size > 1 else model
         eval_every = int(g["eval_every_steps"] or 0)
         save_every = int(g["save_every_steps"] or 0)
         stop = False
@@ -418,6 +421,13 @@ class Trainer:
         summary = task.run_summary()
         if summary:
             result["data"] = summary
+        if self.world_size > 1:  # data parallel must leave every rank with the same weights
+            digests = []
+            paddle.distributed.all_gather_object(digests, weights_digest(model))
+            result["rank_weight_digests"] = digests
+            result["ranks_identical"] = len(set(digests)) == 1
+            if not result["ranks_identical"]:
+                log.error("data-parallel ranks ended with different weights: %s", digests)
         result["last_checkpoint"] = os.path.abspath(last_path) if os.path.isdir(last_path) else None
         if self.is_main:
             self._write_curves()
@@ -438,6 +448,17 @@ class Trainer:
                 plot_training_curves(src, os.path.join(self.output_dir, "curves.png"))
             except Exception as e:  # a plot must never fail a training run
                 log.warning("could not draw curves.png: %s", e)
+
+
+def weights_digest(model) -> str:
+    """sha256 over every parameter and buffer, in state-dict order (bitwise identity check)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return h.hexdigest()
 
 
 def _bar(total, desc, enabled, initial=0):

@@ -1,0 +1,60 @@
+"""Data parallel on CPU (gloo) with paddle.distributed.launch: 2 ranks == 1 process with the same global batch."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+
+CFG = str(ROOT / "configs" / "multimodal" / "jsonl_small.yaml")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from paddle_models.multimodal import demo_data
+    from paddle_models.multimodal.tokenizer import train_tokenizer
+
+    d = tmp_path_factory.mktemp("ddp")
+    demo_data.make_demo_data(str(d / "data"), n_train=48, n_val=16, n_test=16, image_size=32)
+    texts = [json.loads(l)["text"] for l in open(d / "data" / "train.jsonl")]
+    train_tokenizer(texts, str(d / "tok"), vocab_size=120)
+    return d
+
+
+def overrides(demo, out, batch):
+    return ["-o", f"Data.root={demo / 'data'}", "-o", f"Data.tokenizer={demo / 'tok'}", "-o", f"Global.output_dir={out}",
+            "-o", "Global.epochs=2", "-o", f"Global.batch_size={batch}", "-o", "Global.progress=false",
+            "-o", "Optimizer.name=SGD", "-o", "Optimizer.lr=0.05", "-o", "Optimizer.grad_clip=1.0"]
+
+
+def last_json(text):
+    return json.loads([l for l in text.strip().splitlines() if l.startswith("{")][-1])
+
+
+def test_two_ranks_match_one_process(demo, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOG_minloglevel="2")
+    train = str(ROOT / "tools" / "train.py")
+    single = subprocess.run([sys.executable, train, "-c", CFG, *overrides(demo, tmp_path / "one", 8), "--json"],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                          "--log_dir", str(tmp_path / "logs"), train, "-c", CFG,
+                          *overrides(demo, tmp_path / "two", 4), "--json"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    logs = "".join(open(tmp_path / "logs" / f).read() for f in sorted(os.listdir(tmp_path / "logs")))
+    assert ddp.returncode == 0, logs[-4000:]
+    r1 = last_json(single.stdout)
+    r2 = last_json(open(tmp_path / "logs" / "workerlog.0").read())
+    assert r2["ranks_identical"] is True and len(r2["rank_weight_digests"]) == 2
+    assert r1["steps"] == r2["steps"] == 12
+    assert r2["macro_f1"] == pytest.approx(r1["macro_f1"], abs=1e-9)
+    # only rank 0 wrote files
+    assert (tmp_path / "two" / "checkpoints" / "last").is_dir()
+    wa = paddle.load(str(tmp_path / "one" / "checkpoints" / "last" / "model.pdparams"), return_numpy=True)
+    wb = paddle.load(str(tmp_path / "two" / "checkpoints" / "last" / "model.pdparams"), return_numpy=True)
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], rtol=1e-4, atol=1e-6, err_msg=k)
