@@ -152,6 +152,31 @@ def verify_checkpoint(path: str) -> dict:
     return manifest
 
 
+def resume_path(path: str) -> Optional[str]:
+    """The checkpoint to resume from: ``path`` if it verifies; else its ``.prev`` copy (left by a kill
+    between the two renames of a save) with a warning; None when neither exists. A damaged checkpoint
+    without a good ``.prev`` is an error."""
+    import logging
+
+    log = logging.getLogger("paddle_models")
+    prev = path + ".prev"
+    if os.path.isdir(path):
+        try:
+            verify_checkpoint(path)
+            return path
+        except CheckpointError as e:
+            if os.path.isdir(prev):
+                verify_checkpoint(prev)
+                log.warning("%s; resuming from the previous good checkpoint %s", e, prev)
+                return prev
+            raise
+    if os.path.isdir(prev):
+        verify_checkpoint(prev)
+        log.warning("%s is missing (a save was interrupted); resuming from %s", path, prev)
+        return prev
+    return None
+
+
 def load_checkpoint(path: str, model, optimizers=(), schedulers=(), restore_rng: bool = True) -> dict:
     """Verify and load a checkpoint folder into model/optimizers/schedulers; return the trainer state."""
     verify_checkpoint(path)

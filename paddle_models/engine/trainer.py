@@ -24,7 +24,7 @@ import numpy as np
 import paddle
 
 from ..config import dump_config
-from .checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
+from .checkpoint import load_checkpoint, load_model_weights, resume_path, save_checkpoint
 
 log = logging.getLogger("paddle_models")
 
@@ -286,10 +286,11 @@ class Trainer:
         best_path = os.path.join(self.ckpt_dir, "best")
         resumed = False
         if g.get("resume"):
-            if os.path.isdir(last_path):
-                state.update(load_checkpoint(last_path, model, optimizers, schedulers))
+            src = resume_path(last_path)
+            if src:
+                state.update(load_checkpoint(src, model, optimizers, schedulers))
                 resumed = True
-                log.info("resumed from %s at epoch %d, batch %d, step %d", last_path, state["epoch"],
+                log.info("resumed from %s at epoch %d, batch %d, step %d", src, state["epoch"],
                          state["batch_in_epoch"], state["step"])
             else:
                 log.warning("Global.resume: no checkpoint at %s; starting from scratch", last_path)

@@ -1,0 +1,553 @@
+"""Export a trained model to a static graph for serving, with parity checks.
+
+``export_model(cfg, out_dir)`` builds the model of ``cfg`` (weights from ``Global.checkpoint``), and for
+every graph the task names in ``Task.export_variants`` (the whole model by default; DSSM its two towers;
+the Transformer its encoder and a decoder step) runs ``paddle.jit.save`` with the task's ``InputSpec``s
+(batch size, evidence count and sequence lengths stay dynamic). Paddle 3 writes ``<variant>.json`` +
+``<variant>.pdiparams`` (the variant named ``model`` gives ``model.json`` / ``model.pdiparams``). Beside
+them:
+
+``export.yaml``
+    what a predictor needs and nothing else: per variant the graph files and the inputs (name, shape
+    with ``-1`` for dynamic dimensions, dtype) and outputs; the label names; the family's
+    preprocessing (for the multimodal family: the tokenizer folder, text limits, image resize / crop /
+    mean / std and evidence limits, in the ``Data`` keys of training so that ``tools/infer.py`` runs the
+    training code with them).
+``config.yaml``
+    a copy of the full config.
+``tokenizer/``
+    the tokenizer the model was trained with (multimodal family), so the folder is self-contained.
+``example_<variant>.npz``
+    the example inputs of the parity check (the predictor's oneDNN probe replays them).
+``<variant>.onnx``
+    with ``onnx=True``: the ONNX graph from paddle2onnx, checked with onnxruntime.
+
+Parity: the dygraph model and the exported graph (Paddle Inference, oneDNN off; and oneDNN on in a
+probe subprocess when ``check_onednn``) must agree on the example batch and on its first sample alone
+(a different batch size, so a frozen dimension shows) within ``1e-5`` relative, the ONNX graph within
+``1e-4``; otherwise the export fails and nothing is left at ``out_dir``. The error measure is
+:func:`max_rel_err`: the largest absolute difference divided by the largest magnitude of the
+reference output.
+
+Exporting the same weights twice gives byte-identical files: names that Paddle numbers per process
+(layer name structs, unique names) are reset around each ``paddle.jit.save``, and nothing time- or
+machine-dependent is written.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import shutil
+import time
+import zipfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import paddle
+import yaml
+
+log = logging.getLogger("paddle_models")
+
+EXPORT_META = "export.yaml"
+FORMAT_VERSION = 1
+PARITY_TOL = 1e-5
+ONNX_PARITY_TOL = 1e-4
+ONNX_OPSET = 13
+
+
+class ExportError(RuntimeError):
+    """Export failed (parity, conversion, missing inputs); the message says which variant and why."""
+
+
+# ---- numbers -----------------------------------------------------------------------------------
+def flatten_outputs(out) -> List[np.ndarray]:
+    """A model output (Tensor, tuple/list, dict) as a flat list of numpy arrays, in a fixed order."""
+    if isinstance(out, dict):
+        return [a for k in sorted(out) for a in flatten_outputs(out[k])]
+    if isinstance(out, (list, tuple)):
+        return [a for o in out for a in flatten_outputs(o)]
+    if isinstance(out, paddle.Tensor):
+        return [out.numpy()]
+    return [np.asarray(out)]
+
+
+def max_rel_err(outputs: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> float:
+    """max over outputs of ``max|out - ref| / max(max|ref|, 1e-30)`` (infinity-norm relative error).
+
+    Shapes must agree; a NaN anywhere gives ``inf``. Relative to the output's scale rather than per
+    element, so a logit that happens to be near zero does not dominate."""
+    if len(outputs) != len(references):
+        raise ExportError(f"parity: {len(outputs)} outputs vs {len(references)} reference outputs")
+    worst = 0.0
+    for i, (o, r) in enumerate(zip(outputs, references)):
+        o, r = np.asarray(o), np.asarray(r)
+        if o.shape != r.shape:
+            raise ExportError(f"parity: output {i} has shape {o.shape}, the reference {r.shape}")
+        if o.size == 0:
+            continue
+        o64, r64 = o.astype(np.float64), r.astype(np.float64)
+        if not (np.all(np.isfinite(o64)) and np.all(np.isfinite(r64))):
+            if np.array_equal(o64, r64, equal_nan=True):
+                continue
+            return float("inf")
+        scale = max(float(np.max(np.abs(r64))), 1e-30)
+        worst = max(worst, float(np.max(np.abs(o64 - r64))) / scale)
+    return worst
+
+
+def first_sample(inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The batch reduced to its first sample (only the batch axis is cut)."""
+    return {k: np.ascontiguousarray(v[:1]) for k, v in inputs.items()}
+
+
+# ---- deterministic saving ----------------------------------------------------------------------
+@contextlib.contextmanager
+def deterministic_names():
+    """Reset the per-process name counters Paddle writes into a saved program (``struct_name`` of each op:
+    ``/ErnieMModel_1/`` on a second save in the same process), so two exports give identical files."""
+    fw = paddle.base.framework
+    saved = getattr(fw, "_name_struct", None)
+    if saved is not None and hasattr(fw, "NameStruct"):
+        fw._name_struct = fw.NameStruct()
+    try:
+        with paddle.utils.unique_name.guard():
+            yield
+    finally:
+        if saved is not None:
+            fw._name_struct = saved
+
+
+@contextlib.contextmanager
+def canonical_tensor_names(layer):
+    """Name every parameter and buffer of ``layer`` by its structured name (``param:ernie.encoder...``) while
+    saving, then restore the names. Paddle's own names (``linear_12.w_0``) count the layers created earlier in
+    the process, and they are written into model.json and order model.pdiparams."""
+    renamed, seen = [], set()
+    for prefix, named in (("param:", layer.named_parameters()), ("buffer:", layer.named_buffers())):
+        for n, t in named:
+            if t is None or id(t) in seen:
+                continue
+            seen.add(id(t))
+            renamed.append((t, t.name, prefix + n))
+    try:
+        for t, _, new in renamed:
+            t.name = new
+        yield
+    finally:
+        for t, old, _ in renamed:
+            t.name = old
+
+
+def save_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
+    """``np.savez`` with fixed zip timestamps (numpy stamps the current time: files would differ)."""
+    tmp = path + ".tmp"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
+    os.replace(tmp, path)
+
+
+def load_npz(path: str) -> Dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def graph_files(out_dir: str, variant: str) -> tuple:
+    """(model file, params file) of a saved variant: ``.json`` under PIR (Paddle 3), else ``.pdmodel``."""
+    js = os.path.join(out_dir, f"{variant}.json")
+    pd = os.path.join(out_dir, f"{variant}.pdmodel")
+    return (js if os.path.isfile(js) or not os.path.isfile(pd) else pd), os.path.join(out_dir, f"{variant}.pdiparams")
+
+
+def save_static(layer, path_prefix: str, spec: list) -> None:
+    """``paddle.jit.save`` with deterministic names. An input that does not reach the outputs (the
+    multimodal ``fusion: baseline`` ignores ``attention_mask``) makes Paddle's pruning fail; the graph is
+    then saved unpruned, so every variant keeps the task's full input list (unused ops are removed by the
+    predictor's dead-code pass)."""
+    try:
+        with deterministic_names(), canonical_tensor_names(layer):
+            paddle.jit.save(layer, path_prefix, input_spec=spec)
+    except ValueError as e:
+        if "is not involved in the target_vars calculation" not in str(e):
+            raise
+        log.info("%s: some inputs do not reach the outputs; saving the graph with all inputs kept",
+                 os.path.basename(path_prefix))
+        with deterministic_names(), canonical_tensor_names(layer):
+            paddle.jit.save(layer, path_prefix, input_spec=spec, skip_prune_program=True)
+
+
+def spec_entry(spec) -> dict:
+    shape = [-1 if (d is None or int(d) < 0) else int(d) for d in spec.shape]
+    dtype = spec.dtype if isinstance(spec.dtype, str) else paddle.base.data_feeder.convert_dtype(spec.dtype)
+    return {"name": spec.name, "shape": shape, "dtype": str(dtype).replace("paddle.", "")}
+
+
+def _check_example(variant: str, spec: list, example: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    names = [s.name for s in spec]
+    if any(not n for n in names):
+        raise ExportError(f"variant {variant!r}: every InputSpec needs a name (got {names})")
+    if len(set(names)) != len(names):
+        raise ExportError(f"variant {variant!r}: duplicate InputSpec names {names}")
+    missing = [n for n in names if n not in example]
+    if missing:
+        raise ExportError(f"variant {variant!r}: example inputs lack {missing} (have {sorted(example)})")
+    out = {}
+    for s in spec:
+        e = spec_entry(s)
+        a = example[s.name]
+        a = a.numpy() if isinstance(a, paddle.Tensor) else np.asarray(a)
+        if str(a.dtype) != e["dtype"]:
+            raise ExportError(f"variant {variant!r}: example input {s.name!r} is {a.dtype}, its InputSpec says "
+                              f"{e['dtype']}")
+        if a.ndim != len(e["shape"]) or any(d != -1 and d != n for d, n in zip(e["shape"], a.shape)):
+            raise ExportError(f"variant {variant!r}: example input {s.name!r} has shape {list(a.shape)}, its "
+                              f"InputSpec says {e['shape']}")
+        out[s.name] = np.ascontiguousarray(a)
+    return out
+
+
+# ---- the dygraph reference ---------------------------------------------------------------------
+def dygraph_outputs(layer, spec: list, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    """Outputs of the dygraph ``layer`` in eval mode, inputs passed positionally in InputSpec order."""
+    layer.eval()
+    with paddle.no_grad():
+        out = layer(*[paddle.to_tensor(inputs[s.name]) for s in spec])
+    return flatten_outputs(out)
+
+
+# ---- family metadata ---------------------------------------------------------------------------
+_DATA_KEYS_NOT_EXPORTED = ("root", "train_split", "val_split", "test_split", "tokenizer", "tokenizer_vocab_size",
+                           "limit", "files")
+
+
+def _multimodal_metadata(task, cfg, out_dir: str) -> dict:
+    """Tokenizer (copied into ``out_dir/tokenizer``), text limits and image preprocessing, as ``Data`` keys."""
+    from ..multimodal import data as D
+    from ..multimodal.task import TOKENIZER_DIR, find_tokenizer_dir
+
+    tok = find_tokenizer_dir(cfg)
+    if tok is None:
+        raise ExportError("no tokenizer for this model: set Data.tokenizer, or point Global.checkpoint into a "
+                          "training run's output folder (it keeps <run>/tokenizer)")
+    dst = os.path.join(out_dir, TOKENIZER_DIR)
+    os.makedirs(dst, exist_ok=True)
+    for name in sorted(os.listdir(tok)):
+        src = os.path.join(tok, name)
+        if os.path.isfile(src) and not name.endswith(".tmp"):
+            shutil.copyfile(src, os.path.join(dst, name))
+    data = {k: v for k, v in dict(cfg["Data"]).items() if k not in _DATA_KEYS_NOT_EXPORTED}
+    D.image_transform_of(cfg["Data"])  # validates the image settings
+    data["image_mean"] = [float(x) for x in (cfg["Data"].get("image_mean") or D.IMAGENET_MEAN)]
+    data["image_std"] = [float(x) for x in (cfg["Data"].get("image_std") or D.IMAGENET_STD)]
+    data["label_names"] = list(task.label_names)
+    return {
+        "labels": list(task.label_names),
+        "preprocess": {
+            "family": "multimodal",
+            "tokenizer": TOKENIZER_DIR,
+            "modalities": list(cfg["Arch"]["modalities"]),
+            "output": "logits",  # softmax over the last axis gives the class probabilities
+            "data": _plain(data),
+        },
+    }
+
+
+_FAMILY_METADATA = {"multimodal": _multimodal_metadata}
+
+
+def family_metadata(task, cfg, out_dir: str) -> dict:
+    """``task.export_metadata(out_dir)`` when the task defines it, else the built-in one of its family,
+    else only the label names (when the task has ``label_names``)."""
+    hook = getattr(task, "export_metadata", None)
+    if callable(hook):
+        return dict(hook(out_dir) or {})
+    fn = _FAMILY_METADATA.get(cfg["_family"])
+    if fn is not None:
+        return fn(task, cfg, out_dir)
+    labels = getattr(task, "label_names", None)
+    return {"labels": list(labels)} if labels else {}
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    return x
+
+
+def write_yaml(path: str, data: dict) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        yaml.safe_dump(_plain(data), f, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+    os.replace(path + ".tmp", path)
+
+
+def read_export_meta(model_dir: str) -> dict:
+    path = os.path.join(model_dir, EXPORT_META)
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"{model_dir}: export folder not found")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{model_dir}: no {EXPORT_META} here (not an export folder; make one with "
+                                f"tools/export.py -c CONFIG -o Global.checkpoint=CKPT --out DIR)")
+    with open(path, encoding="utf-8") as f:
+        meta = yaml.safe_load(f)
+    if not isinstance(meta, dict) or "variants" not in meta:
+        raise ValueError(f"{path}: not an export description (no 'variants')")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')} is newer than this code "
+                         f"understands ({FORMAT_VERSION})")
+    return meta
+
+
+def output_names(meta: dict, variant: str, n: int) -> List[str]:
+    """``output_<i>``, except a whole model's single output named by its family (multimodal: ``logits``)."""
+    pre = meta.get("preprocess") or {}
+    if n == 1 and variant == "model" and pre.get("output"):
+        return [str(pre["output"])]
+    return [f"output_{i}" for i in range(n)]
+
+
+# ---- building -----------------------------------------------------------------------------------
+def build_for_export(cfg, task=None, require_checkpoint: bool = True):
+    """(task, model in eval mode) with the weights of ``Global.checkpoint`` loaded."""
+    from ..registry import get_task
+    from .checkpoint import load_model_weights
+
+    task = task or get_task(cfg["_family"])(cfg)
+    model = task.build_model()
+    ckpt = cfg["Global"].get("checkpoint")
+    if ckpt:
+        load_model_weights(model, ckpt)
+    elif require_checkpoint:
+        raise ValueError("set the weights to export with -o Global.checkpoint=PATH (a .pdparams or a checkpoint "
+                         "folder such as <output_dir>/checkpoints/best)")
+    model.eval()
+    return task, model
+
+
+def export_variants_of(task, model) -> Dict[str, tuple]:
+    """``task.export_variants(model)`` checked: ``{name: (layer, input_spec, example_inputs)}``."""
+    variants = task.export_variants(model)
+    if not variants:
+        raise ExportError(f"{type(task).__name__}.export_variants returned nothing to export")
+    for name, v in variants.items():
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise ExportError(f"export variant name {name!r}: use a plain file-name stem")
+        if not (isinstance(v, (tuple, list)) and len(v) == 3):
+            raise ExportError(f"export variant {name!r}: expected (layer, input_spec, example_inputs), got {type(v)}")
+    return variants
+
+
+# ---- ONNX ---------------------------------------------------------------------------------------
+def convert_onnx(model_file: str, params_file: str, onnx_file: str, opset: int = ONNX_OPSET) -> str:
+    """paddle2onnx without its optimizer step (its default, polygraphy, pip-installs at run time)."""
+    try:
+        import paddle2onnx
+    except ImportError as e:
+        raise ExportError(f"--onnx needs paddle2onnx ({e})") from None
+    if os.path.exists(onnx_file):
+        os.remove(onnx_file)
+    try:
+        paddle2onnx.export(model_file, params_file, onnx_file, opset_version=opset, auto_upgrade_opset=True,
+                           enable_onnx_checker=True, optimize_tool="None", verbose=False)
+    except Exception as e:  # paddle2onnx logs the real cause and then fails on its own unset result
+        raise ExportError(f"paddle2onnx could not convert {model_file} ({type(e).__name__}: {e}); its log above "
+                          f"names the unsupported operator") from None
+    if not os.path.isfile(onnx_file) or os.path.getsize(onnx_file) == 0:
+        raise ExportError(f"paddle2onnx wrote no {onnx_file}; its log above says why")
+    return onnx_file
+
+
+def onnx_session(onnx_file: str, threads: int = 0):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads > 0:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(onnx_file, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+# ---- the export -----------------------------------------------------------------------------------
+def _check_parity(what: str, variant: str, err: float, tol: float):
+    if not err <= tol:  # also catches NaN
+        raise ExportError(f"variant {variant!r}: {what} differs from the dygraph model by {err:.3g} relative "
+                          f"(> {tol:g}); the export is not faithful")
+
+
+def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, threads: int = 0,
+                 check_onednn: bool = True, parity_tol: float = PARITY_TOL,
+                 onnx_parity_tol: float = ONNX_PARITY_TOL) -> dict:
+    """Export every variant of the model of ``cfg`` into ``out_dir`` (see the module doc); return a result
+    dict with ``parity_max_rel_err`` (and ``onnx_parity_max_rel_err``), the files and timings.
+
+    ``model``/``task`` may be given (already built, weights loaded); otherwise they are built from ``cfg``
+    with ``Global.checkpoint``. The folder is written as ``<out_dir>.tmp`` and renamed into place only
+    after every parity check passed."""
+    from ..config import dump_config
+    from .predictor import Predictor, probe_onednn
+
+    t0 = time.time()
+    out_dir = os.path.abspath(out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, EXPORT_META)):
+        raise ExportError(f"{out_dir}: exists, is not empty and is not an export folder; choose another --out")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"{out_dir}: exists and is not a folder; choose another --out")
+    if model is None:
+        task, model = build_for_export(cfg, task)
+    elif task is None:
+        from ..registry import get_task
+
+        task = get_task(cfg["_family"])(cfg)
+    model.eval()
+    tmp = out_dir + ".tmp"
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    try:
+        result = _export_into(cfg, task, model, tmp, onnx, threads, check_onednn, parity_tol, onnx_parity_tol,
+                              dump_config, Predictor, probe_onednn)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    for v in result["variants"].values():
+        for k in ("model_file", "params_file", "onnx_file"):
+            if k in v:
+                v[k] = os.path.join(out_dir, v[k])
+    result.update({"out_dir": out_dir, "export_yaml": os.path.join(out_dir, EXPORT_META),
+                   "seconds": round(time.time() - t0, 3)})
+    return result
+
+
+def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_tol, onnx_parity_tol,
+                 dump_config, Predictor, probe_onednn) -> dict:
+    variants = export_variants_of(task, model)
+    meta = {"format_version": FORMAT_VERSION, "family": cfg["_family"], "model": cfg["Arch"]["name"],
+            "paddle_version": paddle.__version__, "config": "config.yaml"}
+    ckpt = cfg["Global"].get("checkpoint")
+    if ckpt:
+        from .checkpoint import resolve_weights
+
+        wpath = resolve_weights(ckpt)
+        meta["checkpoint"] = {"path": os.path.abspath(wpath), "sha256": _sha256(wpath)}
+    meta.update(family_metadata(task, cfg, out_dir))
+    dump_config(cfg, os.path.join(out_dir, "config.yaml"))
+
+    result = {"family": cfg["_family"], "model": cfg["Arch"]["name"], "variants": {}}
+    worst, worst_onnx = 0.0, 0.0
+    meta["variants"] = {}
+    saved = {}
+    for name, (layer, spec, example) in variants.items():
+        spec = list(spec)
+        example = _check_example(name, spec, example)
+        layer.eval()
+        t = time.time()
+        save_static(layer, os.path.join(out_dir, name), spec)
+        save_s = time.time() - t
+        model_file, params_file = graph_files(out_dir, name)
+        if not os.path.isfile(model_file):
+            raise ExportError(f"variant {name!r}: paddle.jit.save wrote no {os.path.basename(model_file)}")
+        save_npz(os.path.join(out_dir, f"example_{name}.npz"), example)
+        entry = {"model_file": os.path.basename(model_file),
+                 "params_file": os.path.basename(params_file) if os.path.isfile(params_file) else None,
+                 "example": f"example_{name}.npz",
+                 "inputs": [spec_entry(s) for s in spec]}
+        saved[name] = (layer, spec, example, entry)
+        result["variants"][name] = {"model_file": entry["model_file"], "save_seconds": round(save_s, 3)}
+        if entry["params_file"]:
+            result["variants"][name]["params_file"] = entry["params_file"]
+        meta["variants"][name] = entry
+
+    # outputs: names and shapes from the dygraph reference (the graph's fetch order is the same)
+    for name, (layer, spec, example, entry) in saved.items():
+        refs = dygraph_outputs(layer, spec, example)
+        names = output_names(meta, name, len(refs))
+        entry["outputs"] = [{"name": n, "dtype": str(r.dtype), "shape": ([-1] + [int(d) for d in r.shape[1:]]) if r.ndim else []}
+                            for n, r in zip(names, refs)]
+        saved[name] = (layer, spec, example, entry, refs)
+    write_yaml(os.path.join(out_dir, EXPORT_META), meta)
+
+    for name, (layer, spec, example, entry, refs) in saved.items():
+        vres = result["variants"][name]
+        batches = [("example", example, refs)]
+        one = first_sample(example)
+        if all(s.shape[0] is None or int(s.shape[0]) < 0 for s in spec) and \
+                next(iter(example.values())).shape[0] > 1:
+            batches.append(("first sample", one, dygraph_outputs(layer, spec, one)))
+        # Paddle Inference, oneDNN off (in this process)
+        pred = Predictor(out_dir, variant=name, threads=threads, onednn="off")
+        err = 0.0
+        for what, inputs, ref in batches:
+            e = max_rel_err(pred.run_list(inputs), ref)
+            _check_parity(f"Paddle Inference on the {what} batch", name, e, parity_tol)
+            err = max(err, e)
+        vres["parity_max_rel_err"] = err
+        worst = max(worst, err)
+        del pred
+        # oneDNN on, in a subprocess (a crash there must not take the export down)
+        if check_onednn:
+            probe = probe_onednn(out_dir, name, threads=threads, inputs=[b[1] for b in batches])
+            vres["onednn"] = "ok" if probe["ok"] else "unavailable"
+            if probe["ok"]:
+                e = max(max_rel_err(o, b[2]) for o, b in zip(probe["outputs"], batches))
+                _check_parity("Paddle Inference with oneDNN", name, e, parity_tol)
+                vres["onednn_parity_max_rel_err"] = e
+                worst = max(worst, e)
+            else:
+                vres["onednn_error"] = probe["error"]
+                log.warning("variant %s: oneDNN is unusable for this graph on this machine (%s); predictors "
+                            "will run without it", name, probe["error"])
+        if onnx:
+            mf = os.path.join(out_dir, entry["model_file"])
+            pf = os.path.join(out_dir, entry["params_file"]) if entry["params_file"] else ""
+            onnx_file = os.path.join(out_dir, f"{name}.onnx")
+            t = time.time()
+            convert_onnx(mf, pf, onnx_file)
+            vres["onnx_seconds"] = round(time.time() - t, 3)
+            sess = onnx_session(onnx_file, threads)
+            onames = [i.name for i in sess.get_inputs()]
+            if sorted(onames) != sorted(s.name for s in spec):
+                raise ExportError(f"variant {name!r}: the ONNX graph's inputs {onames} differ from the InputSpec "
+                                  f"{[s.name for s in spec]}")
+            err = 0.0
+            for what, inputs, ref in batches:
+                e = max_rel_err(sess.run(None, {k: inputs[k] for k in onames}), ref)
+                _check_parity(f"onnxruntime on the {what} batch", name, e, onnx_parity_tol)
+                err = max(err, e)
+            vres["onnx_file"] = os.path.basename(onnx_file)
+            vres["onnx_parity_max_rel_err"] = err
+            entry["onnx_file"] = os.path.basename(onnx_file)
+            worst_onnx = max(worst_onnx, err)
+    if onnx:
+        write_yaml(os.path.join(out_dir, EXPORT_META), meta)
+    result["parity_max_rel_err"] = worst
+    result["parity_tolerance"] = parity_tol
+    if onnx:
+        result["onnx_parity_max_rel_err"] = worst_onnx
+        result["onnx_parity_tolerance"] = onnx_parity_tol
+    if "labels" in meta:
+        result["labels"] = meta["labels"]
+    return result

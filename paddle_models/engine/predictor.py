@@ -1,0 +1,393 @@
+"""Serve an exported model with Paddle Inference (``paddle.inference.Config`` / ``create_predictor``).
+
+    pred = Predictor("output/export_small", threads=2, onednn="auto")
+    outputs = pred.run({"input_ids": ids, ...})        # {"logits": array}
+
+* Inputs are checked against ``export.yaml`` before they reach Paddle: a missing or unknown input, a
+  wrong dtype, rank or fixed dimension, or inputs that disagree on the batch size raise
+  :class:`InputError` naming the input, what was expected and what came.
+* CPU threads: ``threads`` (0: all cores). glog's info lines are switched off.
+* oneDNN: ``"on"``, ``"off"`` or ``"auto"``. Paddle 3.3.x has a known oneDNN failure on some graphs on
+  CPU (``ConvertPirAttribute2RuntimeAttribute not support ...`` from the PIR executor, or a hard crash).
+  ``"auto"`` first runs a probe in a subprocess (so a crash cannot take the caller down): it replays the
+  example inputs saved at export with oneDNN on and off and accepts oneDNN when it runs and agrees within
+  ``PROBE_TOL``; the result is cached per graph file for the process. ``"on"`` skips the probe. In both,
+  an error raised while creating the predictor or on its first run falls back to oneDNN off with a
+  warning (``pred.onednn`` says what is in use, ``pred.onednn_note`` why).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .export import EXPORT_META, load_npz, max_rel_err, read_export_meta, save_npz
+
+log = logging.getLogger("paddle_models")
+
+PROBE_TOL = 1e-4
+ONEDNN_MODES = ("auto", "on", "off")
+_PROBE_CACHE: Dict[tuple, dict] = {}
+
+
+class InputError(ValueError):
+    """Inputs that do not match the exported graph; the message names the input, expected and got."""
+
+
+def _shape_text(shape) -> str:
+    return "[" + ", ".join("N" if d == -1 else str(d) for d in shape) + "]"
+
+
+def check_inputs(specs: Sequence[dict], inputs, where: str = "") -> Dict[str, np.ndarray]:
+    """Validate ``inputs`` (dict name -> array) against the export's input specs; return numpy arrays in
+    spec order. No silent casts: a wrong dtype is an error."""
+    pre = f"{where}: " if where else ""
+    expected = [s["name"] for s in specs]
+    if not isinstance(inputs, dict):
+        raise InputError(f"{pre}inputs must be a dict of name -> array ({', '.join(expected)}), "
+                         f"got {type(inputs).__name__}")
+    unknown = [k for k in inputs if k not in expected]
+    if unknown:
+        raise InputError(f"{pre}unknown input {unknown[0]!r}; the graph takes {', '.join(expected)}")
+    missing = [n for n in expected if n not in inputs]
+    if missing:
+        raise InputError(f"{pre}missing input {missing[0]!r}; the graph takes {', '.join(expected)}")
+    out: Dict[str, np.ndarray] = {}
+    batch = None
+    for s in specs:
+        name, shape, dtype = s["name"], list(s["shape"]), str(s["dtype"])
+        value = inputs[name]
+        if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+            value = value.numpy()
+        a = np.asarray(value)
+        if a.dtype.kind in "OUS":
+            raise InputError(f"{pre}input {name!r}: expected a {dtype} array of shape {_shape_text(shape)}, "
+                             f"got {a.dtype} values")
+        if str(a.dtype) != dtype:
+            raise InputError(f"{pre}input {name!r}: expected dtype {dtype}, got {a.dtype} "
+                             f"(convert with .astype('{dtype}'))")
+        if a.ndim != len(shape):
+            raise InputError(f"{pre}input {name!r}: expected {len(shape)} dimensions {_shape_text(shape)}, "
+                             f"got shape {list(a.shape)}")
+        for axis, (want, got) in enumerate(zip(shape, a.shape)):
+            if want != -1 and want != got:
+                raise InputError(f"{pre}input {name!r}: expected shape {_shape_text(shape)}, got {list(a.shape)} "
+                                 f"(dimension {axis} must be {want})")
+        if a.ndim and shape[0] == -1:
+            if a.shape[0] == 0:
+                raise InputError(f"{pre}input {name!r}: empty batch (shape {list(a.shape)})")
+            if batch is None:
+                batch = (name, a.shape[0])
+            elif a.shape[0] != batch[1]:
+                raise InputError(f"{pre}inputs disagree on the batch size: {batch[0]!r} has {batch[1]}, "
+                                 f"{name!r} has {a.shape[0]}")
+        out[name] = np.ascontiguousarray(a)
+    return out
+
+
+def _onednn_mode(value) -> str:
+    if value is True:
+        return "on"
+    if value is False or value is None:
+        return "off"
+    v = str(value).lower()
+    if v not in ONEDNN_MODES:
+        raise ValueError(f"onednn: {value!r} is not one of {', '.join(ONEDNN_MODES)}")
+    return v
+
+
+def _compiled_with_onednn() -> bool:
+    from paddle.base import core
+
+    fn = getattr(core, "is_compiled_with_onednn", None) or getattr(core, "is_compiled_with_mkldnn", None)
+    return bool(fn and fn())
+
+
+def default_threads(threads: int = 0) -> int:
+    return int(threads) if threads and int(threads) > 0 else (os.cpu_count() or 1)
+
+
+class Predictor:
+    """A Paddle Inference predictor for one variant of an export folder (see the module doc)."""
+
+    def __init__(self, model_dir: str, variant: Optional[str] = None, threads: int = 0, onednn="auto",
+                 onednn_cache_capacity: int = 16):
+        self.model_dir = os.path.abspath(model_dir)
+        self.meta = read_export_meta(self.model_dir)
+        variants = self.meta["variants"]
+        if variant is None:
+            variant = "model" if "model" in variants or len(variants) != 1 else next(iter(variants))
+        if variant not in variants:
+            raise ValueError(f"{os.path.join(self.model_dir, EXPORT_META)}: no variant {variant!r} "
+                             f"(variants: {', '.join(variants)})")
+        self.variant = variant
+        self.entry = variants[variant]
+        self.input_specs: List[dict] = list(self.entry["inputs"])
+        self.output_specs: List[dict] = list(self.entry.get("outputs") or [])
+        self.input_names = [s["name"] for s in self.input_specs]
+        self.model_file = os.path.join(self.model_dir, self.entry["model_file"])
+        self.params_file = os.path.join(self.model_dir, self.entry["params_file"]) if self.entry.get("params_file") \
+            else ""
+        for f in (self.model_file, self.params_file):
+            if f and not os.path.isfile(f):
+                raise FileNotFoundError(f"{f}: missing from the export folder (listed in {EXPORT_META})")
+        self.threads = default_threads(threads)
+        self.onednn_cache_capacity = int(onednn_cache_capacity)
+        self.requested_onednn = _onednn_mode(onednn)
+        self.onednn_note = ""
+        self._warm = False
+        use = self.requested_onednn != "off"
+        if use and not _compiled_with_onednn():
+            use, self.onednn_note = False, "this paddle build has no oneDNN"
+        if use and self.requested_onednn == "auto":
+            probe = probe_onednn(self.model_dir, variant, threads=self.threads)
+            if not probe["ok"]:
+                use, self.onednn_note = False, f"oneDNN probe failed: {probe['error']}"
+                log.warning("%s [%s]: %s; running without oneDNN", self.model_dir, variant, self.onednn_note)
+        self._create(use)
+
+    # ---- setup -------------------------------------------------------------------------------------
+    def _config(self, use_onednn: bool):
+        from paddle.inference import Config
+
+        cfg = Config(self.model_file, self.params_file) if self.params_file else Config(self.model_file)
+        cfg.disable_gpu()
+        cfg.disable_glog_info()
+        cfg.set_cpu_math_library_num_threads(self.threads)
+        cfg.switch_ir_optim(True)
+        if use_onednn:
+            cfg.enable_mkldnn()
+            cfg.set_mkldnn_cache_capacity(self.onednn_cache_capacity)  # dynamic shapes: bounded primitive cache
+        else:
+            cfg.disable_mkldnn()
+        return cfg
+
+    def _create(self, use_onednn: bool):
+        from paddle.inference import create_predictor
+
+        try:
+            self._predictor = create_predictor(self._config(use_onednn))
+            self.onednn = use_onednn
+        except Exception as e:
+            if not use_onednn:
+                raise
+            self._fall_back(e)
+            return
+        names = list(self._predictor.get_input_names())
+        if sorted(names) != sorted(self.input_names):
+            raise ValueError(f"{self.model_file}: the graph's inputs {names} differ from {EXPORT_META}'s "
+                             f"{self.input_names}")
+        self._output_handles = list(self._predictor.get_output_names())
+
+    def _fall_back(self, error: Exception):
+        first = str(error).strip().splitlines()
+        msg = f"{type(error).__name__}: {first[0] if first else ''}"[:300]
+        self.onednn_note = f"oneDNN failed ({msg})"
+        log.warning("%s [%s]: %s; falling back to oneDNN off", self.model_dir, self.variant, self.onednn_note)
+        self._create(False)
+
+    # ---- running -------------------------------------------------------------------------------------
+    def _run_checked(self, arrays: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        p = self._predictor
+        for name in self.input_names:
+            h = p.get_input_handle(name)
+            h.reshape(list(arrays[name].shape))
+            h.copy_from_cpu(arrays[name])
+        p.run()
+        return [p.get_output_handle(n).copy_to_cpu() for n in self._output_handles]
+
+    def run_list(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        """Outputs in the export's order (a list of numpy arrays)."""
+        arrays = check_inputs(self.input_specs, inputs, where=f"{os.path.basename(self.model_dir)} [{self.variant}]")
+        if self._warm or not self.onednn:
+            return self._run_checked(arrays)
+        try:  # the first run with oneDNN is where the PIR executor's oneDNN failure shows
+            out = self._run_checked(arrays)
+        except Exception as e:
+            self._fall_back(e)
+            out = self._run_checked(arrays)
+        self._warm = True
+        return out
+
+    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """``{output name: array}`` (names from ``export.yaml``: ``logits`` for the multimodal model)."""
+        outs = self.run_list(inputs)
+        names = [o["name"] for o in self.output_specs] if len(self.output_specs) == len(outs) else \
+            [f"output_{i}" for i in range(len(outs))]
+        return dict(zip(names, outs))
+
+    __call__ = run
+
+    def example_inputs(self) -> Dict[str, np.ndarray]:
+        """The inputs saved at export for the parity check."""
+        return load_npz(os.path.join(self.model_dir, self.entry["example"]))
+
+    def describe(self) -> dict:
+        return {"model_dir": self.model_dir, "variant": self.variant, "threads": self.threads,
+                "onednn": self.onednn, "onednn_requested": self.requested_onednn, "onednn_note": self.onednn_note}
+
+
+# ---- raw inputs -> batches (the training preprocessing) ------------------------------------------
+def detect_multimodal_format(path: str) -> str:
+    """``jsonl`` for ``*.jsonl``; for ``*.json``: an object keyed by item id is MR2's ``dataset_items``, a
+    list is MVSA's layout."""
+    low = path.lower()
+    if low.endswith(".jsonl"):
+        return "jsonl"
+    if low.endswith(".json"):
+        with open(path, "r", encoding="utf-8") as f:
+            head = f.read(4096).lstrip()
+        if head.startswith("{"):
+            return "mr2"
+        if head.startswith("["):
+            return "mvsa"
+        raise ValueError(f"{path}: expected a JSON object (MR2 dataset_items) or a list (MVSA), starting with "
+                         f"{head[:20]!r}")
+    raise ValueError(f"{path}: unknown input layout (use a .jsonl file of the JSONL layout, an MR2 "
+                     f"dataset_items_<split>.json, or a .npz of input arrays)")
+
+
+def multimodal_input(model_dir: str, meta: dict, input_file: str, on_bad_image: Optional[str] = None):
+    """(dataset, collate) for a raw input file, built by the training code (``paddle_models.multimodal.data``)
+    with the export's ``Data`` settings and tokenizer; image paths resolve under the input file's folder."""
+    from ..multimodal import data as D
+    from ..multimodal.tokenizer import load_tokenizer
+
+    pre = meta.get("preprocess") or {}
+    if pre.get("family") != "multimodal":
+        raise ValueError(f"{model_dir}: not a multimodal export (no multimodal preprocessing in {EXPORT_META})")
+    path = os.path.abspath(input_file)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{input_file}: input file not found")
+    fmt = detect_multimodal_format(path)
+    base = os.path.basename(path)
+    split = base[:-len(".jsonl")] if fmt == "jsonl" else os.path.splitext(base)[0]
+    if fmt == "mr2" and split.startswith("dataset_items_"):
+        split = split[len("dataset_items_"):]
+    data = dict(pre["data"])
+    data.update({"format": fmt, "root": os.path.dirname(path), "files": {split: base}, "limit": 0})
+    if on_bad_image:
+        data["on_bad_image"] = on_bad_image
+    mods = list(pre.get("modalities") or ["text", "image"])
+    use_text, use_image = "text" in mods, "image" in mods
+    ds = D.build_dataset(data, split, use_text, use_image, require_label=False)
+    tok = load_tokenizer(os.path.join(model_dir, pre["tokenizer"]))
+    collate = D.build_collate(data, tok, use_text, use_image)
+    return ds, collate
+
+
+# ---- the oneDNN probe (a subprocess) ---------------------------------------------------------------
+def _probe_command(model_dir: str, variant: str, threads: int, input_files: List[str], out_dir: str) -> List[str]:
+    return [sys.executable, "-m", "paddle_models.engine.predictor", "--probe", model_dir, "--variant", variant,
+            "--threads", str(threads), "--out", out_dir, "--inputs", *input_files]
+
+
+def probe_onednn(model_dir: str, variant: str = "model", threads: int = 0, inputs: Optional[list] = None,
+                 timeout: float = 900.0, use_cache: bool = True) -> dict:
+    """Run ``variant`` with oneDNN on and off in a subprocess on ``inputs`` (default: the saved example).
+
+    Returns ``{"ok", "error", "max_rel_err" (on vs off), "outputs" (oneDNN-on outputs per input batch),
+    "seconds"}``; ``ok`` is false when the subprocess fails or crashes, or when oneDNN and the plain CPU
+    kernels disagree by more than ``PROBE_TOL``."""
+    model_dir = os.path.abspath(model_dir)
+    meta = read_export_meta(model_dir)
+    entry = meta["variants"][variant]
+    mf = os.path.join(model_dir, entry["model_file"])
+    st = os.stat(mf)
+    key = (mf, st.st_mtime_ns, st.st_size, default_threads(threads))
+    if inputs is None and use_cache and key in _PROBE_CACHE:
+        return _PROBE_CACHE[key]
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="onednn_probe_") as tmp:
+        if inputs is None:
+            files = [os.path.join(model_dir, entry["example"])]
+        else:
+            files = []
+            for i, arrays in enumerate(inputs):
+                files.append(os.path.join(tmp, f"in_{i}.npz"))
+                save_npz(files[-1], arrays)
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("GLOG_minloglevel", "2")
+        cmd = _probe_command(model_dir, variant, default_threads(threads), files, tmp)
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            res = {"ok": False, "error": f"the probe did not finish within {timeout:.0f} s", "outputs": None}
+        else:
+            res = _probe_result(proc, tmp, len(files))
+    res["seconds"] = round(time.time() - t0, 3)
+    if inputs is None:
+        _PROBE_CACHE[key] = res
+    return res
+
+
+def _probe_result(proc, tmp: str, n: int) -> dict:
+    if proc.returncode != 0:
+        if proc.returncode < 0:
+            import signal
+
+            try:
+                why = f"the probe process was killed by {signal.Signals(-proc.returncode).name}"
+            except ValueError:
+                why = f"the probe process died (signal {-proc.returncode})"
+        else:
+            lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+            tail = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
+            why = f"the probe exited with status {proc.returncode}: {tail.strip()[:300]}"
+        return {"ok": False, "error": why, "outputs": None}
+    try:
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"ok": False, "error": f"the probe printed no result ({(proc.stdout or '')[-200:]!r})",
+                "outputs": None}
+    outs = []
+    for i in range(n):
+        z = load_npz(os.path.join(tmp, f"out_{i}.npz"))
+        outs.append([z[f"o{j}"] for j in range(len(z))])
+    err = float(report["max_rel_err"])
+    ok = err <= PROBE_TOL
+    return {"ok": ok, "max_rel_err": err, "outputs": outs,
+            "error": "" if ok else f"oneDNN and the plain CPU kernels disagree by {err:.3g} relative (> {PROBE_TOL:g})"}
+
+
+def _probe_main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="oneDNN probe (run by probe_onednn in a subprocess)")
+    ap.add_argument("--probe", required=True, help="export folder")
+    ap.add_argument("--variant", default="model")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--inputs", nargs="+", required=True)
+    a = ap.parse_args(argv)
+    off = Predictor(a.probe, a.variant, threads=a.threads, onednn="off")
+    on = Predictor.__new__(Predictor)
+    on.__dict__.update({k: v for k, v in off.__dict__.items() if not k.startswith("_")})
+    on.requested_onednn, on._warm = "on", True
+    from paddle.inference import create_predictor
+
+    on._predictor = create_predictor(on._config(True))  # no fallback here: a failure is the answer
+    on._output_handles = list(on._predictor.get_output_names())
+    on.onednn = True
+    worst = 0.0
+    for i, f in enumerate(a.inputs):
+        x = load_npz(f)
+        ref = off.run_list(x)
+        got = on.run_list(x)
+        worst = max(worst, max_rel_err(got, ref))
+        save_npz(os.path.join(a.out, f"out_{i}.npz"), {f"o{j}": o for j, o in enumerate(got)})
+    print(json.dumps({"ok": True, "max_rel_err": worst}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_probe_main())
