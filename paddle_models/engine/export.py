@@ -1,8 +1,8 @@
 """Export a trained model to a static graph for serving, with parity checks.
 
 ``export_model(cfg, out_dir)`` builds the model of ``cfg`` (weights from ``Global.checkpoint``), and for
-every graph the task names in ``Task.export_variants`` (the whole model by default; DSSM its two towers;
-the Transformer its encoder and a decoder step) runs ``paddle.jit.save`` with the task's ``InputSpec``s
+every graph the task names in ``Task.export_variants`` (the whole model by default; the Transformer also
+its encoder and a decoder step, DSSM may name its two towers) runs ``paddle.jit.save`` with the task's ``InputSpec``s
 (batch size, evidence count and sequence lengths stay dynamic). Paddle 3 writes ``<variant>.json`` +
 ``<variant>.pdiparams`` (the variant named ``model`` gives ``model.json`` / ``model.pdiparams``). Beside
 them:
@@ -25,13 +25,18 @@ them:
 Parity: the dygraph model and the exported graph (Paddle Inference, oneDNN off; and oneDNN on in a
 probe subprocess when ``check_onednn``) must agree on the example batch and on its first sample alone
 (a different batch size, so a frozen dimension shows) within ``1e-5`` relative, the ONNX graph within
-``1e-4``; otherwise the export fails and nothing is left at ``out_dir``. The error measure is
+``1e-4``; otherwise the export fails and ``out_dir`` is left as it was (the folder is built as
+``<out_dir>.tmp`` and renamed into place at the end). The error measure is
 :func:`max_rel_err`: the largest absolute difference divided by the largest magnitude of the
 reference output.
 
-Exporting the same weights twice gives byte-identical files: names that Paddle numbers per process
-(layer name structs, unique names) are reset around each ``paddle.jit.save``, and nothing time- or
-machine-dependent is written.
+Exporting the same weights twice gives byte-identical files, in one process or two: the names Paddle
+numbers per process (op name structs, unique names) are reset around each ``paddle.jit.save``, parameters
+and buffers are saved under their structured names (``param:ernie.encoder.layers.0...``) instead of
+``linear_12.w_0``, the npz files carry fixed timestamps, and nothing time- or machine-dependent is written.
+
+A forward input that does not reach the outputs (the multimodal ``fusion: baseline`` never reads
+``attention_mask``) is kept as a graph input, so the inputs of a variant are always the task's full list.
 """
 from __future__ import annotations
 
@@ -189,6 +194,24 @@ def save_static(layer, path_prefix: str, spec: list) -> None:
                  os.path.basename(path_prefix))
         with deterministic_names(), canonical_tensor_names(layer):
             paddle.jit.save(layer, path_prefix, input_spec=spec, skip_prune_program=True)
+
+
+def graph_output_shapes(model_file: str) -> Optional[List[List[int]]]:
+    """Static output shapes of a saved PIR graph (``-1`` = dynamic), read from the program alone (no
+    parameters loaded); None when the file cannot be read this way (an old ``.pdmodel``)."""
+    if not model_file.endswith(".json"):
+        return None
+    try:
+        from paddle.base import core
+
+        with paddle.pir_utils.IrGuard():
+            prog = paddle.static.Program()
+            core.deserialize_pir_program(model_file, prog, 1)
+        return [[int(d) for d in op.operand_source(0).shape] for op in prog.global_block().ops
+                if op.name() == "pd_op.fetch"]
+    except Exception as e:  # the shapes are informative only; the dygraph ones are used instead
+        log.debug("could not read the output shapes of %s: %s", model_file, e)
+        return None
 
 
 def spec_entry(spec) -> dict:
@@ -485,8 +508,10 @@ def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_
     for name, (layer, spec, example, entry) in saved.items():
         refs = dygraph_outputs(layer, spec, example)
         names = output_names(meta, name, len(refs))
-        entry["outputs"] = [{"name": n, "dtype": str(r.dtype), "shape": ([-1] + [int(d) for d in r.shape[1:]]) if r.ndim else []}
-                            for n, r in zip(names, refs)]
+        shapes = graph_output_shapes(os.path.join(out_dir, entry["model_file"]))
+        if not shapes or len(shapes) != len(refs) or any(len(s) != r.ndim for s, r in zip(shapes, refs)):
+            shapes = [([-1] + [int(d) for d in r.shape[1:]]) if r.ndim else [] for r in refs]
+        entry["outputs"] = [{"name": n, "dtype": str(r.dtype), "shape": s} for n, r, s in zip(names, refs, shapes)]
         saved[name] = (layer, spec, example, entry, refs)
     write_yaml(os.path.join(out_dir, EXPORT_META), meta)
 

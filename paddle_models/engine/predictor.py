@@ -13,7 +13,8 @@
   example inputs saved at export with oneDNN on and off and accepts oneDNN when it runs and agrees within
   ``PROBE_TOL``; the result is cached per graph file for the process. ``"on"`` skips the probe. In both,
   an error raised while creating the predictor or on its first run falls back to oneDNN off with a
-  warning (``pred.onednn`` says what is in use, ``pred.onednn_note`` why).
+  warning; so does an error on a later run (a new input shape) (``pred.onednn`` says what is in use,
+  ``pred.onednn_note`` why; ``fallback=False`` raises instead).
 """
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ class Predictor:
     """A Paddle Inference predictor for one variant of an export folder (see the module doc)."""
 
     def __init__(self, model_dir: str, variant: Optional[str] = None, threads: int = 0, onednn="auto",
-                 onednn_cache_capacity: int = 16):
+                 onednn_cache_capacity: int = 16, fallback: bool = True):
         self.model_dir = os.path.abspath(model_dir)
         self.meta = read_export_meta(self.model_dir)
         variants = self.meta["variants"]
@@ -142,7 +143,7 @@ class Predictor:
         self.onednn_cache_capacity = int(onednn_cache_capacity)
         self.requested_onednn = _onednn_mode(onednn)
         self.onednn_note = ""
-        self._warm = False
+        self.fallback = bool(fallback)  # False: a oneDNN failure raises instead of falling back
         use = self.requested_onednn != "off"
         if use and not _compiled_with_onednn():
             use, self.onednn_note = False, "this paddle build has no oneDNN"
@@ -176,7 +177,7 @@ class Predictor:
             self._predictor = create_predictor(self._config(use_onednn))
             self.onednn = use_onednn
         except Exception as e:
-            if not use_onednn:
+            if not use_onednn or not self.fallback:
                 raise
             self._fall_back(e)
             return
@@ -206,15 +207,15 @@ class Predictor:
     def run_list(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
         """Outputs in the export's order (a list of numpy arrays)."""
         arrays = check_inputs(self.input_specs, inputs, where=f"{os.path.basename(self.model_dir)} [{self.variant}]")
-        if self._warm or not self.onednn:
+        if not self.onednn:
             return self._run_checked(arrays)
-        try:  # the first run with oneDNN is where the PIR executor's oneDNN failure shows
-            out = self._run_checked(arrays)
+        try:  # a oneDNN kernel failing on a shape (first run, or a new shape) -> the plain CPU kernels
+            return self._run_checked(arrays)
         except Exception as e:
+            if not self.fallback:
+                raise
             self._fall_back(e)
-            out = self._run_checked(arrays)
-        self._warm = True
-        return out
+            return self._run_checked(arrays)
 
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """``{output name: array}`` (names from ``export.yaml``: ``logits`` for the multimodal model)."""
@@ -254,9 +255,11 @@ def detect_multimodal_format(path: str) -> str:
                      f"dataset_items_<split>.json, or a .npz of input arrays)")
 
 
-def multimodal_input(model_dir: str, meta: dict, input_file: str, on_bad_image: Optional[str] = None):
+def multimodal_input(model_dir: str, meta: dict, input_file: str, on_bad_image: Optional[str] = None,
+                     data_overrides: Optional[dict] = None):
     """(dataset, collate) for a raw input file, built by the training code (``paddle_models.multimodal.data``)
-    with the export's ``Data`` settings and tokenizer; image paths resolve under the input file's folder."""
+    with the export's ``Data`` settings and tokenizer; image paths resolve under the input file's folder.
+    ``data_overrides`` changes some of those settings for this input (``{"allow_empty_text": True}``)."""
     from ..multimodal import data as D
     from ..multimodal.tokenizer import load_tokenizer
 
@@ -272,6 +275,12 @@ def multimodal_input(model_dir: str, meta: dict, input_file: str, on_bad_image: 
     if fmt == "mr2" and split.startswith("dataset_items_"):
         split = split[len("dataset_items_"):]
     data = dict(pre["data"])
+    for k, v in (data_overrides or {}).items():
+        if k not in data:
+            raise ValueError(f"Data.{k}: not a preprocessing setting of this export (settings: {', '.join(data)})")
+        if k in ("max_len", "image_crop", "image_resize", "image_mean", "image_std", "label_names") and v != data[k]:
+            raise ValueError(f"Data.{k}: fixed by the trained model ({data[k]!r}); it cannot change at inference")
+        data[k] = v
     data.update({"format": fmt, "root": os.path.dirname(path), "files": {split: base}, "limit": 0})
     if on_bad_image:
         data["on_bad_image"] = on_bad_image
@@ -370,14 +379,7 @@ def _probe_main(argv=None) -> int:
     ap.add_argument("--inputs", nargs="+", required=True)
     a = ap.parse_args(argv)
     off = Predictor(a.probe, a.variant, threads=a.threads, onednn="off")
-    on = Predictor.__new__(Predictor)
-    on.__dict__.update({k: v for k, v in off.__dict__.items() if not k.startswith("_")})
-    on.requested_onednn, on._warm = "on", True
-    from paddle.inference import create_predictor
-
-    on._predictor = create_predictor(on._config(True))  # no fallback here: a failure is the answer
-    on._output_handles = list(on._predictor.get_output_names())
-    on.onednn = True
+    on = Predictor(a.probe, a.variant, threads=a.threads, onednn="on", fallback=False)  # a failure is the answer
     worst = 0.0
     for i, f in enumerate(a.inputs):
         x = load_npz(f)

@@ -230,5 +230,6 @@ def build_ernie_m_resnet(cfg) -> NetWork:
     from .weights import load_pretrained
 
     model = network_from_config(cfg["Arch"])
-    load_pretrained(model, cfg["Arch"]["pretrained"])
+    load_pretrained(model, cfg["Arch"]["pretrained"],
+                    checkpoint_follows=bool(cfg.get("Global", {}).get("checkpoint")) and not cfg.get("Global", {}).get("resume"))
     return model

@@ -137,8 +137,9 @@ def load_resnet(model, spec: str, strict: bool = True) -> dict:
                        ignored=ignored)
 
 
-def load_pretrained(model, pcfg) -> List[dict]:
-    """Load what ``Arch.pretrained`` names; warn loudly about encoders left random."""
+def load_pretrained(model, pcfg, checkpoint_follows: bool = False) -> List[dict]:
+    """Load what ``Arch.pretrained`` names; warn loudly about encoders left random (unless a whole-model
+    checkpoint, ``Global.checkpoint``, is loaded right after: ``checkpoint_follows``)."""
     strict = bool(pcfg.get("strict", True))
     reports = []
     if pcfg.get("checkpoint"):
@@ -147,7 +148,7 @@ def load_pretrained(model, pcfg) -> List[dict]:
         reports.append(load_ernie(model, pcfg["ernie"], strict))
     if pcfg.get("resnet"):
         reports.append(load_resnet(model, pcfg["resnet"], strict))
-    if not pcfg.get("checkpoint"):
+    if not pcfg.get("checkpoint") and not checkpoint_follows:
         random_parts = [n for n, key in (("ERNIE-M", "ernie"), ("ResNet", "resnet")) if not pcfg.get(key)]
         if random_parts:
             log.warning("RANDOM WEIGHTS: %s %s randomly initialised: no pretrained weights configured "

@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Inference latency and throughput of the multimodal network: dygraph eval vs Paddle Inference (oneDNN on
+and off) vs onnxruntime, measured side by side in one run, at batch 1 and 8.
+
+    nice -n 10 python benchmarks/inference.py [--skip-faithful] [--threads 2] [--json]
+
+Models: the demo-size network (configs/multimodal/jsonl_small.yaml) and the faithful one
+(configs/multimodal/ernie_m_resnet101.yaml: ERNIE-M base + ResNet-101, 345M parameters), both with random
+weights (timing does not depend on the values). Each model is exported with tools/export.py's code (so the
+parity checks run too) into a temporary folder. Inputs are full-size batches of the config: texts padded
+to Data.max_len, Data.max_captions caption slots and Data.max_evidence_images evidence images per item
+(the faithful model's evidence counts can be lowered with --faithful-captions / --faithful-evidence to keep
+the CPU run short). Every backend uses the same number of CPU threads. Reported per backend and batch
+size: p50 / p95 latency (ms) and throughput (items/s); and the ratio of each backend's p50 to the dygraph
+p50 at the same batch size (the goal: Paddle Inference <= 0.6x dygraph at batch 1).
+"""
+import argparse
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(ROOT, "configs", "multimodal", "jsonl_small.yaml")
+FAITHFUL_CONFIG = os.path.join(ROOT, "configs", "multimodal", "ernie_m_resnet101.yaml")
+BACKENDS = ("dygraph", "paddle_inference_onednn", "paddle_inference", "onnxruntime")
+
+
+def synthetic_batch(cfg, vocab: int, batch: int, captions: int, evidence: int, seed: int = 0) -> dict:
+    """A collated batch at the config's full sizes: every text max_len tokens, every slot filled."""
+    rng = np.random.RandomState(seed)
+    d = cfg["Data"]
+    L, s = int(d["max_len"]), int(d["image_crop"])
+    ids = rng.randint(5, vocab, size=(batch, L)).astype("int64")
+    ids[:, 0], ids[:, -1] = 1, 2  # [CLS] ... [SEP]
+    cids = rng.randint(5, vocab, size=(batch, captions, L)).astype("int64")
+    return {"input_ids": ids, "attention_mask": np.ones((batch, L), "int64"),
+            "caption_ids": cids, "caption_mask": np.ones((batch, captions, L), "int64"),
+            "image": rng.randn(batch, 3, s, s).astype("float32"),
+            "evidence_images": rng.randn(batch, evidence, 3, s, s).astype("float32"),
+            "evidence_mask": np.ones((batch, evidence), "float32")}
+
+
+def make_tokenizer(out_dir: str) -> str:
+    """A throw-away SentencePiece tokenizer (the export copies one; its vocabulary does not affect timing)."""
+    from paddle_models.multimodal.tokenizer import train_tokenizer
+
+    words = "the a post photo image news rumor true false today city people video says report".split()
+    rng = np.random.RandomState(0)
+    texts = [" ".join(rng.choice(words, size=rng.randint(3, 12))) for _ in range(300)]
+    train_tokenizer(texts, out_dir, vocab_size=60)
+    return out_dir
+
+
+def timed_round_robin(fns: dict, warmup: int, iters: int, budget_s: float) -> dict:
+    """Latencies of each function, timed in turns (one call of each per round) so that the load of a
+    shared machine falls on every backend alike. Stops after ``iters`` rounds or ``budget_s`` seconds
+    (at least 3 rounds)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    lat = {k: [] for k in fns}
+    t_end = time.perf_counter() + budget_s
+    for i in range(iters):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            lat[k].append(time.perf_counter() - t)
+        if i >= 2 and time.perf_counter() > t_end:
+            break
+    return lat
+
+
+def summarize(lat: list, batch: int) -> dict:
+    a = np.asarray(lat) * 1000.0
+    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p95_ms": round(float(np.percentile(a, 95)), 3),
+            "min_ms": round(float(np.min(a)), 3),
+            "items_per_s": round(batch * 1000.0 / float(np.mean(a)), 2), "runs": len(lat)}
+
+
+def bench_model(label: str, config: str, args, overrides: list, captions: int, evidence: int,
+                warmup: int, iters: int) -> dict:
+    import paddle
+
+    from paddle_models.config import load_config
+    from paddle_models.engine.export import export_model, max_rel_err, onnx_session
+    from paddle_models.engine.predictor import Predictor
+    from paddle_models.registry import get_task
+
+    work = tempfile.mkdtemp(prefix=f"bench_{label}_")
+    try:
+        tok = make_tokenizer(os.path.join(work, "tokenizer"))
+        cfg = load_config(config, overrides + [f"Data.tokenizer={tok}", f"Global.output_dir={work}/run"])
+        paddle.base.core.set_num_threads(args.threads)
+        paddle.seed(0)
+        task = get_task("multimodal")(cfg)
+        t = time.time()
+        model = task.build_model()
+        model.eval()
+        n_params = int(sum(int(np.prod(p.shape)) for p in model.parameters()))
+        build_s = time.time() - t
+        print(f"[{label}] {n_params:,} parameters, built in {build_s:.1f} s; exporting...", flush=True)
+        exp = export_model(cfg, os.path.join(work, "export"), task=task, model=model, onnx=not args.skip_onnx,
+                           threads=args.threads, check_onednn=True)
+        print(f"[{label}] exported in {exp['seconds']:.1f} s, parity {exp['parity_max_rel_err']:.2e}"
+              + ("" if args.skip_onnx else f", onnx parity {exp['onnx_parity_max_rel_err']:.2e}"), flush=True)
+        out = {"config": os.path.relpath(config, ROOT), "parameters": n_params,
+               "parity_max_rel_err": exp["parity_max_rel_err"],
+               "onednn_probe": exp["variants"]["model"].get("onednn"),
+               "inputs": {"max_len": int(cfg["Data"]["max_len"]), "captions": captions, "evidence_images": evidence,
+                          "image": int(cfg["Data"]["image_crop"])},
+               "results": {}}
+        if not args.skip_onnx:
+            out["onnx_parity_max_rel_err"] = exp["onnx_parity_max_rel_err"]
+        edir = os.path.join(work, "export")
+        vocab = int(cfg["Arch"]["ernie"]["vocab_size"])
+        runners = {}
+
+        def dygraph_runner():
+            names = task.export_input_spec(model)
+
+            def run(b):
+                with paddle.no_grad():
+                    return model(*[paddle.to_tensor(b[s.name]) for s in names]).numpy()
+            return run
+
+        runners["dygraph"] = dygraph_runner()
+        pi_on = Predictor(edir, threads=args.threads, onednn="on")
+        if pi_on.onednn:
+            runners["paddle_inference_onednn"] = lambda b: pi_on.run_list(b)[0]
+        else:
+            out["onednn_note"] = pi_on.onednn_note
+        pi_off = Predictor(edir, threads=args.threads, onednn="off")
+        runners["paddle_inference"] = lambda b: pi_off.run_list(b)[0]
+        if not args.skip_onnx:
+            sess = onnx_session(os.path.join(edir, "model.onnx"), args.threads)
+            runners["onnxruntime"] = lambda b: sess.run(None, b)[0]
+        for bs in args.batch_sizes:
+            batch = synthetic_batch(cfg, vocab, bs, captions, evidence, seed=bs)
+            names = [n for n in BACKENDS if n in runners]
+            outs = {n: runners[n](batch) for n in names}
+            lat = timed_round_robin({n: (lambda f=runners[n]: f(batch)) for n in names}, warmup, iters, args.budget)
+            for name in names:
+                err = max_rel_err([outs[name]], [outs["dygraph"]])
+                r = summarize(lat[name], bs)
+                r["max_rel_err_vs_dygraph"] = err
+                out["results"][f"{name}@{bs}"] = r
+                print(f"[{label}] batch {bs:2d} {name:24s} p50 {r['p50_ms']:10.2f} ms  p95 {r['p95_ms']:10.2f} ms  "
+                      f"{r['items_per_s']:9.2f} items/s  ({r['runs']} runs, rel err {err:.1e})", flush=True)
+            base = out["results"].get(f"dygraph@{bs}")
+            for name in BACKENDS[1:]:
+                r = out["results"].get(f"{name}@{bs}")
+                if r and base:
+                    r["p50_ratio_vs_dygraph"] = round(r["p50_ms"] / base["p50_ms"], 3)
+        del runners, pi_on, pi_off, model
+        gc.collect()
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(label: str, res: dict, batch_sizes):
+    print(f"\n### {label}: {res['config']} ({res['parameters']:,} parameters; inputs {res['inputs']})")
+    print("| backend | batch | p50 ms | p95 ms | min ms | items/s | p50 vs dygraph |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for bs in batch_sizes:
+        for name in BACKENDS:
+            r = res["results"].get(f"{name}@{bs}")
+            if r:
+                ratio = f"{r['p50_ratio_vs_dygraph']:.2f}x" if "p50_ratio_vs_dygraph" in r else "1.00x"
+                print(f"| {name} | {bs} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['min_ms']:.2f} | "
+                      f"{r['items_per_s']:.2f} | {ratio} |")
+    if res.get("onednn_note"):
+        print(f"(oneDNN: {res['onednn_note']})")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for every backend (1 is steadiest on a "
+                                                           "shared machine)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--warmup", type=int, default=3, help="untimed rounds first (demo model)")
+    ap.add_argument("--iters", type=int, default=60, help="timed rounds per batch size, at most (demo model)")
+    ap.add_argument("--faithful-warmup", type=int, default=1)
+    ap.add_argument("--faithful-iters", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=30.0, help="stop timing after this many seconds per model and "
+                                                              "batch size (at least 3 rounds)")
+    ap.add_argument("--skip-faithful", action="store_true", help="only the demo-size model")
+    ap.add_argument("--skip-demo", action="store_true", help="only the faithful model")
+    ap.add_argument("--skip-onnx", action="store_true", help="no ONNX export / onnxruntime")
+    ap.add_argument("--faithful-captions", type=int, default=1,
+                    help="caption slots per item for the faithful model (its config keeps 5)")
+    ap.add_argument("--faithful-evidence", type=int, default=1,
+                    help="evidence images per item for the faithful model (its config keeps 5)")
+    ap.add_argument("--nice", type=int, default=10, help="lower this process's CPU priority (shared machines)")
+    ap.add_argument("--json", action="store_true", help="print all results as one JSON line at the end")
+    args = ap.parse_args(argv)
+    if args.nice:
+        try:
+            os.nice(args.nice)
+        except OSError:
+            pass
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    import paddle
+
+    paddle.set_device("cpu")
+    results = {"threads": args.threads, "paddle": paddle.__version__, "cpu_count": os.cpu_count(), "models": {}}
+    if not args.skip_demo:
+        from paddle_models.config import load_config
+
+        c = load_config(DEMO_CONFIG)
+        results["models"]["demo"] = bench_model("demo", DEMO_CONFIG, args, [], int(c["Data"]["max_captions"]),
+                                                int(c["Data"]["max_evidence_images"]), args.warmup, args.iters)
+    if not args.skip_faithful:
+        results["models"]["faithful"] = bench_model(
+            "faithful", FAITHFUL_CONFIG, args,
+            [f"Data.max_captions={args.faithful_captions}", f"Data.max_evidence_images={args.faithful_evidence}"],
+            args.faithful_captions, args.faithful_evidence, args.faithful_warmup, args.faithful_iters)
+    for label, res in results["models"].items():
+        print_table(label, res, args.batch_sizes)
+    goal = []
+    for label, res in results["models"].items():
+        r = res["results"]
+        best = min((r[k]["p50_ratio_vs_dygraph"] for k in ("paddle_inference_onednn@1", "paddle_inference@1")
+                    if k in r), default=None)
+        if best is not None:
+            goal.append(f"{label}: best Paddle Inference p50 at batch 1 = {best:.2f}x dygraph "
+                        f"({'meets' if best <= 0.6 else 'misses'} the 0.6x goal)")
+            res["goal_met"] = best <= 0.6
+    print("\n" + "\n".join(goal))
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

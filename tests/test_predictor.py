@@ -1,0 +1,213 @@
+"""The Paddle Inference predictor: results against the dygraph model, clear errors for wrong inputs,
+oneDNN on/off, and the fallback when oneDNN fails (a crashing probe, an error at creation)."""
+import copy
+import logging
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_models.config import load_config
+from paddle_models.engine import predictor as P
+from paddle_models.engine.export import export_model
+from paddle_models.engine.predictor import InputError, Predictor, check_inputs
+from paddle_models.registry import get_task, list_models, model_entry
+
+
+def _merge(base, upd):
+    out = copy.deepcopy(base)
+    for k, v in upd.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _small(name, tmp):
+    data = _merge({"Arch": {"name": name}, "Global": {"output_dir": str(tmp / "run")}}, model_entry(name)["small_config"])
+    return load_config(data=data)
+
+
+@pytest.fixture(scope="module")
+def fm_export(tmp_path_factory):
+    """A small CTR model (synthetic data, ids + dense values) exported without ONNX."""
+    if "deepfm" not in list_models():
+        pytest.skip("the rec family (deepfm) is not registered")
+    tmp = tmp_path_factory.mktemp("pred")
+    cfg = _small("deepfm", tmp)
+    task = get_task("rec")(cfg)
+    paddle.seed(1)
+    model = task.build_model()
+    model.eval()
+    out = tmp / "export"
+    export_model(cfg, str(out), task=task, model=model, threads=1, check_onednn=False)
+    return {"dir": str(out), "model": model, "task": task}
+
+
+def _batch(fm_export, n=5):
+    task = fm_export["task"]
+    ex = task.example_batch(fm_export["model"], batch_size=n)
+    return ex
+
+
+def _dygraph(fm_export, batch):
+    spec = fm_export["task"].export_input_spec(fm_export["model"])
+    with paddle.no_grad():
+        return fm_export["model"](*[paddle.to_tensor(batch[s.name]) for s in spec]).numpy()
+
+
+@pytest.mark.parametrize("onednn", ["off", "on"])
+def test_predictor_matches_dygraph(fm_export, onednn):
+    pred = Predictor(fm_export["dir"], threads=1, onednn=onednn)
+    batch = _batch(fm_export, 7)
+    out = pred.run(batch)
+    assert list(out) == ["output_0"]
+    ref = _dygraph(fm_export, batch)
+    np.testing.assert_allclose(out["output_0"], ref, rtol=1e-5, atol=1e-6)
+    assert pred.onednn is (onednn == "on")
+    # a batch of one (the batch axis is dynamic)
+    one = {k: v[:1] for k, v in batch.items()}
+    np.testing.assert_allclose(pred.run(one)["output_0"], ref[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_wrong_dtype_is_a_clear_error(fm_export):
+    pred = Predictor(fm_export["dir"], threads=1, onednn="off")
+    batch = _batch(fm_export)
+    name = pred.input_names[0]
+    bad = dict(batch, **{name: batch[name].astype("int32")})
+    with pytest.raises(InputError, match=rf"input '{name}': expected dtype int64, got int32 "
+                                         r"\(convert with .astype\('int64'\)\)"):
+        pred.run(bad)
+
+
+def test_wrong_shapes_are_clear_errors(fm_export):
+    pred = Predictor(fm_export["dir"], threads=1, onednn="off")
+    batch = _batch(fm_export)
+    spec = pred.input_specs[0]
+    name, width = spec["name"], spec["shape"][1]
+    assert width > 0  # the number of id columns is fixed by the feature layout
+    wide = dict(batch, **{name: np.concatenate([batch[name], batch[name][:, :1]], axis=1)})
+    with pytest.raises(InputError, match=rf"input '{name}': expected shape \[N, {width}\], got \[5, {width + 1}\] "
+                                         rf"\(dimension 1 must be {width}\)"):
+        pred.run(wide)
+    flat = dict(batch, **{name: batch[name].reshape(-1)})
+    with pytest.raises(InputError, match=rf"input '{name}': expected 2 dimensions \[N, {width}\], got shape \[{5 * width}\]"):
+        pred.run(flat)
+    with pytest.raises(InputError, match=rf"missing input '{name}'"):
+        pred.run({k: v for k, v in batch.items() if k != name})
+    with pytest.raises(InputError, match=r"unknown input 'idz'; the graph takes"):
+        pred.run(dict(batch, idz=batch[name]))
+
+
+def test_check_inputs_batch_size_and_values():
+    specs = [{"name": "a", "shape": [-1, -1], "dtype": "int64"}, {"name": "b", "shape": [-1, 3], "dtype": "float32"}]
+    ok = check_inputs(specs, {"b": paddle.zeros([2, 3]), "a": np.zeros((2, 9), "int64")})
+    assert list(ok) == ["a", "b"] and isinstance(ok["b"], np.ndarray)  # spec order; tensors become numpy
+    with pytest.raises(InputError, match="inputs disagree on the batch size: 'a' has 2, 'b' has 4"):
+        check_inputs(specs, {"a": np.zeros((2, 9), "int64"), "b": np.zeros((4, 3), "float32")})
+    with pytest.raises(InputError, match="input 'a': empty batch"):
+        check_inputs(specs, {"a": np.zeros((0, 9), "int64"), "b": np.zeros((0, 3), "float32")})
+    with pytest.raises(InputError, match=r"input 'b': expected dtype float32, got float64"):
+        check_inputs(specs, {"a": np.zeros((2, 9), "int64"), "b": np.zeros((2, 3))})
+    with pytest.raises(InputError, match=r"input 'a': expected a int64 array of shape \[N, N\], got <U"):
+        check_inputs(specs, {"a": np.array([["x"]]), "b": np.zeros((1, 3), "float32")})
+    with pytest.raises(InputError, match="inputs must be a dict"):
+        check_inputs(specs, [np.zeros((2, 9), "int64")])
+
+
+def test_not_an_export_folder(tmp_path, fm_export):
+    with pytest.raises(FileNotFoundError, match="no export.yaml here"):
+        Predictor(str(tmp_path))
+    with pytest.raises(ValueError, match=r"no variant 'user_tower' \(variants: model\)"):
+        Predictor(fm_export["dir"], variant="user_tower", onednn="off")
+
+
+def test_auto_falls_back_when_the_onednn_probe_crashes(fm_export, monkeypatch, caplog):
+    """A probe that dies by a signal (what the oneDNN crash looks like from outside) -> oneDNN off."""
+    monkeypatch.setattr(P, "_PROBE_CACHE", {})
+    monkeypatch.setattr(P, "_probe_command",
+                        lambda *a, **k: [sys.executable, "-c", "import os; os.abort()"])
+    with caplog.at_level(logging.WARNING, logger="paddle_models"):
+        pred = Predictor(fm_export["dir"], threads=1, onednn="auto")
+    assert pred.onednn is False
+    assert "killed by SIGABRT" in pred.onednn_note
+    assert any("running without oneDNN" in r.getMessage() for r in caplog.records)
+    batch = _batch(fm_export)
+    np.testing.assert_allclose(pred.run(batch)["output_0"], _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_probe_failing_with_an_error_names_it(fm_export, monkeypatch):
+    monkeypatch.setattr(P, "_PROBE_CACHE", {})
+    code = ("import sys; sys.stderr.write('NotImplementedError: (Unimplemented) ConvertPirAttribute2RuntimeAttribute "
+            "not support [pir::ArrayAttribute<pir::DoubleAttribute>]\\n'); sys.exit(1)")
+    monkeypatch.setattr(P, "_probe_command", lambda *a, **k: [sys.executable, "-c", code])
+    pred = Predictor(fm_export["dir"], threads=1, onednn="auto")
+    assert pred.onednn is False
+    assert "ConvertPirAttribute2RuntimeAttribute" in pred.onednn_note
+
+
+def test_auto_probe_accepts_onednn_and_is_cached(fm_export, monkeypatch):
+    monkeypatch.setattr(P, "_PROBE_CACHE", {})
+    pred = Predictor(fm_export["dir"], threads=1, onednn="auto")
+    if not P._compiled_with_onednn():
+        pytest.skip("this paddle build has no oneDNN")
+    assert pred.onednn is True, pred.onednn_note
+    (res,) = P._PROBE_CACHE.values()
+    assert res["ok"] and res["max_rel_err"] <= P.PROBE_TOL
+    calls = []
+    monkeypatch.setattr(P.subprocess, "run", lambda *a, **k: calls.append(a))
+    Predictor(fm_export["dir"], threads=1, onednn="auto")
+    assert calls == []  # the second predictor reuses the probe's answer
+
+
+def test_error_at_creation_with_onednn_falls_back(fm_export, monkeypatch, caplog):
+    """The Paddle 3.3 PIR/oneDNN failure is raised by the predictor: 'on' then runs without oneDNN."""
+    import paddle.inference as pi
+
+    real = pi.create_predictor
+
+    def flaky(config):
+        if config.mkldnn_enabled():
+            raise NotImplementedError("(Unimplemented) ConvertPirAttribute2RuntimeAttribute not support "
+                                      "[pir::ArrayAttribute<pir::DoubleAttribute>]")
+        return real(config)
+
+    monkeypatch.setattr(pi, "create_predictor", flaky)
+    with caplog.at_level(logging.WARNING, logger="paddle_models"):
+        pred = Predictor(fm_export["dir"], threads=1, onednn="on")
+    assert pred.onednn is False and "ConvertPirAttribute2RuntimeAttribute" in pred.onednn_note
+    assert any("falling back to oneDNN off" in r.getMessage() for r in caplog.records)
+    batch = _batch(fm_export)
+    np.testing.assert_allclose(pred.run(batch)["output_0"], _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_onednn_mode():
+    with pytest.raises(ValueError, match="onednn: 'maybe' is not one of auto, on, off"):
+        P._onednn_mode("maybe")
+
+
+def test_error_on_a_run_with_onednn_falls_back(fm_export, caplog):
+    """A oneDNN kernel failing on a run (e.g. a new shape): that call and later ones run without oneDNN."""
+    pred = Predictor(fm_export["dir"], threads=1, onednn="on")
+    if not pred.onednn:
+        pytest.skip("oneDNN unavailable here")
+
+    class Failing:
+        def __init__(self, real):
+            self.real = real
+
+        def run(self):
+            raise RuntimeError("(PreconditionNotMet) oneDNN primitive creation failed")
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    pred._predictor = Failing(pred._predictor)
+    batch = _batch(fm_export)
+    with caplog.at_level(logging.WARNING, logger="paddle_models"):
+        out = pred.run(batch)["output_0"]
+    assert pred.onednn is False and "oneDNN primitive creation failed" in pred.onednn_note
+    np.testing.assert_allclose(out, _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
+    strict = Predictor(fm_export["dir"], threads=1, onednn="on", fallback=False)
+    strict._predictor = Failing(strict._predictor)
+    with pytest.raises(RuntimeError, match="primitive creation failed"):
+        strict.run(batch)

@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""Predict with an exported model (Paddle Inference) on raw data.
+
+    python tools/infer.py --model-dir OUT/export --input data/test.jsonl --out OUT/pred.csv [--json]
+
+Multimodal exports read a JSONL file of the user layout (id, text, image, label optional,
+evidence_texts, evidence_images; image paths relative to the input file's folder) or an MR2
+dataset_items_<split>.json, preprocessed by the training code with the export's settings and tokenizer.
+Writes PRED as CSV (id, label, one probability column per class) and the same rows as JSON lines
+(PRED with the extension .jsonl). Any export also takes a .npz of input arrays (named as in export.yaml)
+and then writes the raw outputs to PRED as .npz.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+os.environ.setdefault("GLOG_minloglevel", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_models.cli import emit_json, print_summary, run_tool, setup_logging  # noqa: E402
+
+
+def softmax(x):
+    import numpy as np
+
+    z = x.astype("float64") - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype("float32")
+
+
+def paths_for(out: str):
+    """(csv path, jsonl path): PRED itself and PRED with the extension .jsonl (or .csv when PRED is .jsonl)."""
+    stem, ext = os.path.splitext(out)
+    if ext.lower() == ".jsonl":
+        return stem + ".csv", out
+    return out, stem + ".jsonl"
+
+
+def write_predictions(out: str, ids, probs, label_names, true_labels=None):
+    csv_path, jsonl_path = paths_for(out)
+    os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
+    pred = probs.argmax(axis=1)
+    with open(csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label"] + [f"p_{n}" for n in label_names])
+        for i, y, p in zip(ids, pred, probs):
+            w.writerow([i, int(y)] + [f"{v:.6f}" for v in p])
+    os.replace(csv_path + ".tmp", csv_path)
+    with open(jsonl_path + ".tmp", "w", encoding="utf-8") as f:
+        for k, (i, y, p) in enumerate(zip(ids, pred, probs)):
+            row = {"id": str(i), "label": int(y), "label_name": label_names[int(y)],
+                   "probabilities": {n: round(float(v), 6) for n, v in zip(label_names, p)}}
+            if true_labels is not None and true_labels[k] >= 0:
+                row["true_label"] = int(true_labels[k])
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(jsonl_path + ".tmp", jsonl_path)
+    return csv_path, jsonl_path
+
+
+def data_overrides(items):
+    """``-o Data.key=value`` -> {key: value} (values parsed as YAML, as the other tools do)."""
+    from paddle_models.config import parse_override
+
+    out = {}
+    for text in items:
+        keys, value = parse_override(text)
+        if len(keys) != 2 or keys[0] != "Data":
+            raise ValueError(f"-o {text}: tools/infer.py takes only Data.<key>=<value> (the preprocessing settings "
+                             f"of export.yaml)")
+        out[keys[1]] = value
+    return out
+
+
+def infer_raw(pred, args):
+    import numpy as np
+
+    from paddle_models.engine.predictor import multimodal_input
+    from paddle_models.engine.trainer import Loader
+
+    meta = pred.meta
+    t0 = time.time()
+    ds, collate = multimodal_input(pred.model_dir, meta, args.input, on_bad_image=args.on_bad_image,
+                                   data_overrides=data_overrides(args.override))
+    setup_s = time.time() - t0
+    loader = Loader(ds, collate, args.batch_size, args.num_workers)
+    ids, probs, labels = [], [], []
+    t_model = 0.0
+    t_wait = time.time()
+    t_pre = 0.0
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(ds), desc="infer", unit="item", dynamic_ncols=True, leave=False)
+    for batch in loader.batches(np.arange(len(ds))):
+        t1 = time.time()
+        t_pre += t1 - t_wait
+        out = pred.run_list({k: batch[k] for k in pred.input_names})
+        t_wait = time.time()
+        t_model += t_wait - t1
+        probs.append(softmax(out[0]))
+        ids.extend(str(i) for i in batch["id"])
+        labels.append(batch["label"])
+        if bar is not None:
+            bar.update(len(batch["id"]))
+    if bar is not None:
+        bar.close()
+    probs = np.concatenate(probs)
+    labels = np.concatenate(labels)
+    names = list(meta.get("labels") or [f"class_{i}" for i in range(probs.shape[1])])
+    csv_path, jsonl_path = write_predictions(args.out, ids, probs, names, labels)
+    total = time.time() - t0
+    n = len(ids)
+    result = {"input": os.path.abspath(args.input), "items": n, "predictions_csv": os.path.abspath(csv_path),
+              "predictions_jsonl": os.path.abspath(jsonl_path), "batch_size": args.batch_size,
+              "seconds": round(total, 3), "setup_seconds": round(setup_s, 3),
+              "preprocess_seconds": round(t_pre, 3), "model_seconds": round(t_model, 3),
+              # throughput of the stream: reading + preprocessing + the model (setup excluded)
+              "items_per_s": round(n / max(t_pre + t_model, 1e-9), 2),
+              "model_items_per_s": round(n / max(t_model, 1e-9), 2)}
+    known = labels >= 0
+    if known.any():
+        from paddle_models import metrics as M
+
+        rep = M.classification_report(labels[known], probs[known].argmax(1), len(names), names)
+        result.update({"labelled": int(known.sum()), "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"]})
+    result["data"] = ds.summary()
+    return result
+
+
+def infer_arrays(pred, args):
+    import numpy as np
+
+    from paddle_models.engine.export import load_npz, save_npz
+
+    arrays = load_npz(args.input)
+    t0 = time.time()
+    outs = pred.run(arrays)
+    dt = time.time() - t0
+    out = args.out if args.out.endswith(".npz") else os.path.splitext(args.out)[0] + ".npz"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    save_npz(out, outs)
+    n = int(next(iter(arrays.values())).shape[0]) if arrays else 0
+    return {"input": os.path.abspath(args.input), "items": n, "outputs_npz": os.path.abspath(out),
+            "outputs": {k: list(v.shape) for k, v in outs.items()}, "model_seconds": round(dt, 4),
+            "model_items_per_s": round(n / max(dt, 1e-9), 2)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--model-dir", required=True, help="export folder (tools/export.py --out)")
+    p.add_argument("--input", required=True, help="JSONL / MR2 dataset_items JSON (multimodal) or .npz of arrays")
+    p.add_argument("--out", required=True, help="predictions CSV (JSON lines beside it)")
+    p.add_argument("--variant", default=None, help="graph to run when the export has several")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-workers", type=int, default=0, help="preprocessing worker processes")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--onednn", choices=["auto", "on", "off"], default=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"),
+                   help="oneDNN kernels: auto probes them in a subprocess first and falls back when they fail")
+    p.add_argument("--on-bad-image", choices=["error", "skip", "blank"], default=None,
+                   help="override the export's Data.on_bad_image for this input")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="Data.KEY=VALUE",
+                   help="change a preprocessing setting for this input, e.g. -o Data.allow_empty_text=true "
+                        "-o Data.max_captions=2 (text length and image size stay those of training)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results as the last line")
+    args = p.parse_args()
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    setup_logging()
+    from paddle_models.engine.predictor import Predictor
+
+    t = time.time()
+    pred = Predictor(args.model_dir, variant=args.variant, threads=args.threads, onednn=args.onednn)
+    load_s = time.time() - t
+    if args.input.lower().endswith(".npz"):
+        result = infer_arrays(pred, args)
+    else:
+        result = infer_raw(pred, args)
+    result.update({"model_dir": pred.model_dir, "variant": pred.variant, "threads": pred.threads,
+                   "onednn": pred.onednn, "load_seconds": round(load_s, 3)})
+    if pred.onednn_note:
+        result["onednn_note"] = pred.onednn_note
+    print_summary("infer", {k: v for k, v in result.items() if k not in ("data", "outputs")})
+    if args.json:
+        emit_json(result)
+    return 0
+
+
+if __name__ == "__main__":
+    run_tool(main)
