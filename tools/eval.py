@@ -14,7 +14,8 @@ from paddle_models.cli import base_parser, emit_json, print_summary, run_tool, s
 
 def main():
     p = base_parser(__doc__.splitlines()[1])
-    p.add_argument("--split", default="val", help="split to evaluate: train, val, test or a file stem")
+    p.add_argument("--split", default=None, help="split to evaluate: train, val, test or a file stem "
+                   "(default: the task's default, e.g. test when Data.test_path / Data.test_src is set, else val)")
     args = p.parse_args()
     setup_logging()
     from paddle_models.config import load_config
@@ -26,10 +27,11 @@ def main():
         raise ValueError("set the weights to evaluate with -o Global.checkpoint=PATH (a .pdparams or a checkpoint folder)")
     task = get_task(cfg["_family"])(cfg)
     trainer = Trainer(cfg, task)
-    result = trainer.evaluate(args.split)
+    split = args.split or task.default_eval_split()
+    result = trainer.evaluate(split)
     result["checkpoint"] = cfg["Global"]["checkpoint"]
     if trainer.is_main:
-        print_summary(f"eval {args.split}", result)
+        print_summary(f"eval {split}", result)
         if args.json:
             emit_json(result)
     return 0

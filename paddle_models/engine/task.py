@@ -71,6 +71,10 @@ class Task:
         """Write confusion matrices, prediction files... Return {name: path} to report."""
         return {}
 
+    def default_eval_split(self) -> str:
+        """The split ``tools/eval.py`` evaluates when no ``--split`` is given."""
+        return "val"
+
     def run_summary(self) -> dict:
         """Data counters for the run summary (bad images skipped or blanked, truncated texts...)."""
         return {}

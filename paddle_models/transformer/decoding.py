@@ -1,0 +1,236 @@
+"""Batched decoding for ``model.Transformer``: greedy search and beam search, with or without a key/value cache.
+
+Both run the encoder once, then one decoder step per output token. With ``use_cache=True`` a step feeds
+only the newest token and reuses the keys/values of earlier positions (``Transformer.init_cache``); with
+``use_cache=False`` it recomputes the decoder over the whole prefix (the reference the cache must match).
+Outputs are ``[B, L]`` int64 numpy arrays: tokens up to and including EOS, then ``PAD_ID``.
+``strip_special`` turns a row into the token list a tokenizer decodes.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+import paddle
+
+from .model import BOS_ID, EOS_ID, PAD_ID, reorder_cache
+
+_NEG = -1e9  # "impossible" log-probability (finite, so sums and ratios never give NaN)
+
+
+def max_output_len(model, src_len: int, a: float, b: int) -> int:
+    """``a * src_len + b`` output tokens, at most what the model's positional table allows."""
+    return max(1, min(int(a * src_len + b), model.max_len - 1))
+
+
+def log_softmax(x):
+    """``x - logsumexp(x)`` over the last axis (much faster than Paddle's CPU log_softmax kernel)."""
+    return x - paddle.logsumexp(x, axis=-1, keepdim=True)
+
+
+def _step_logits(model, tokens, memory, memory_mask, cache, t):
+    """Logits ``[N, V]`` of the token after ``tokens`` ``[N, t+1]`` (BOS first)."""
+    if cache is not None:
+        return model.decode(tokens[:, -1:], memory, memory_mask, cache, start=t)[:, -1]
+    return model.decode(tokens, memory, memory_mask, last_only=True)[:, -1]
+
+
+@paddle.no_grad()
+def greedy_search(model, src_ids, max_len: int, use_cache: bool = True, bos_id: int = BOS_ID,
+                  eos_id: Optional[int] = EOS_ID, pad_id: int = PAD_ID) -> np.ndarray:
+    """Pick the most probable token at each step, for a whole batch at once.
+
+    Stops when every sentence has produced ``eos_id`` or after ``max_len`` tokens; ``eos_id=None``
+    never stops early (benchmarks use it to decode a fixed length).
+    """
+    was_training = model.training
+    model.eval()
+    src_ids = paddle.to_tensor(src_ids) if not isinstance(src_ids, paddle.Tensor) else src_ids
+    batch = src_ids.shape[0]
+    memory, memory_mask = model.encode(src_ids)
+    cache = model.init_cache(memory) if use_cache else None
+    tokens = paddle.full([batch, 1], bos_id, dtype="int64")
+    finished = paddle.zeros([batch], dtype="bool")
+    for t in range(min(max_len, model.max_len - 1)):
+        logits = _step_logits(model, tokens, memory, memory_mask, cache, t)
+        nxt = paddle.argmax(logits, axis=-1)
+        nxt = paddle.where(finished, paddle.full_like(nxt, pad_id), nxt)
+        tokens = paddle.concat([tokens, nxt.unsqueeze(1)], axis=1)
+        if eos_id is not None:
+            finished = paddle.logical_or(finished, nxt == eos_id)
+            if bool(finished.all()):
+                break
+    model.train(was_training)
+    return tokens[:, 1:].numpy()
+
+
+def length_penalty(length, alpha: float):
+    """GNMT's length normalization lp(Y) = ((5 + |Y|) / 6) ^ alpha (Wu et al., 2016); alpha=0: none."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@paddle.no_grad()
+def beam_search(model, src_ids, beam_size: int, max_len: int, alpha: float = 0.6, use_cache: bool = True,
+                bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> np.ndarray:
+    """Batched beam search; hypotheses are ranked by ``log P(Y|X) / length_penalty(|Y|, alpha)``, alpha >= 0.
+
+    Each sentence keeps ``beam_size`` live hypotheses. At every step the ``2 * beam_size`` best
+    extensions are ranked; those ending in EOS within the first ``beam_size`` are finished hypotheses
+    (the best one of each sentence is kept aside, so a finished hypothesis never takes a live one's
+    place), and the best ``beam_size`` others live on. A sentence is done when its best finished
+    hypothesis beats what any live one could still reach (a log-probability can only fall, and the
+    penalty is at most ``length_penalty(max_len)``); the search ends when every sentence is done or after
+    ``max_len`` tokens, where live hypotheses count as complete.
+    """
+    was_training = model.training
+    model.eval()
+    src_ids = paddle.to_tensor(src_ids) if not isinstance(src_ids, paddle.Tensor) else src_ids
+    B, K, V = src_ids.shape[0], int(beam_size), model.vocab_size
+    memory, memory_mask = model.encode(src_ids)
+    rows = paddle.arange(B, dtype="int64").unsqueeze(1).expand([B, K]).reshape([-1])  # b -> b*K..b*K+K-1
+    memory, memory_mask = paddle.index_select(memory, rows, 0), paddle.index_select(memory_mask, rows, 0)
+    cache = model.init_cache(memory) if use_cache else None
+
+    tokens = paddle.full([B * K, 1], bos_id, dtype="int64")
+    # all K beams start as the same BOS hypothesis: let only the first one expand at step 0
+    scores = paddle.to_tensor(np.tile(np.array([0.0] + [_NEG] * (K - 1), "float32"), (B, 1)))
+    offsets = (paddle.arange(B, dtype="int64") * K).unsqueeze(1)
+    rank = paddle.arange(2 * K, dtype="int64").unsqueeze(0)
+    best_norm = np.full([B], -np.inf)  # best finished hypothesis of each sentence, kept aside
+    best_seq: List[Optional[np.ndarray]] = [None] * B
+
+    steps = min(max_len, model.max_len - 1)
+    max_lp = length_penalty(float(steps), alpha)
+    for t in range(steps):
+        logp = log_softmax(_step_logits(model, tokens, memory, memory_mask, cache, t)).reshape([B, K * V])
+        cand = (scores.unsqueeze(-1) + logp.reshape([B, K, V])).reshape([B, K * V])  # total log-probabilities
+        top_scores, top = paddle.topk(cand, 2 * K, axis=-1)  # all extensions have length t+1: raw order
+        beam, tok = top // V, top % V
+        is_eos = tok == eos_id
+        # finished: EOS extensions ranked within the first K (and not from a dead start beam)
+        fin = (is_eos & (rank < K) & (top_scores > _NEG / 2)).numpy()
+        if fin.any():
+            norms = top_scores.numpy() / length_penalty(t + 1.0, alpha)
+            prev = tokens.numpy()
+            beams = beam.numpy()
+            for b, j in zip(*np.nonzero(fin)):
+                if norms[b, j] > best_norm[b]:
+                    best_norm[b] = norms[b, j]
+                    best_seq[b] = np.append(prev[b * K + beams[b, j], 1:], eos_id)
+        # live: the K best extensions that are not EOS
+        order = paddle.argsort(is_eos.astype("int64") * 2 * K + rank, axis=-1)[:, :K]
+        scores = paddle.take_along_axis(top_scores, order, axis=1)
+        flat = (offsets + paddle.take_along_axis(beam, order, axis=1)).reshape([-1])
+        nxt = paddle.take_along_axis(tok, order, axis=1).reshape([-1, 1])
+        tokens = paddle.concat([paddle.index_select(tokens, flat, 0), nxt], axis=1)
+        if cache is not None:
+            cache = reorder_cache(cache, flat)
+        reachable = scores.max(axis=1).numpy() / max_lp  # the most a live hypothesis can still score
+        if (best_norm >= reachable).all():
+            break
+    # live hypotheses count as complete at max_len tokens (after an early stop none of them can win)
+    live_norm = scores.numpy() / max_lp
+    live = tokens.numpy()[:, 1:].reshape([B, K, -1])
+    outs = []
+    for b in range(B):
+        k = int(np.argmax(live_norm[b]))
+        outs.append(best_seq[b] if best_seq[b] is not None and best_norm[b] >= live_norm[b, k] else live[b, k])
+    width = max(len(o) for o in outs)
+    out = np.full([B, width], pad_id, dtype="int64")
+    for b, o in enumerate(outs):
+        out[b, : len(o)] = o
+    model.train(was_training)
+    return out
+
+
+def decode_batch(model, src_ids, beam_size: int = 1, max_len: int = 64, alpha: float = 0.6,
+                 use_cache: bool = True) -> np.ndarray:
+    """Greedy search for ``beam_size`` 1, beam search otherwise."""
+    if beam_size <= 1:
+        return greedy_search(model, src_ids, max_len, use_cache=use_cache)
+    return beam_search(model, src_ids, beam_size, max_len, alpha=alpha, use_cache=use_cache)
+
+
+def strip_special(row, eos_id: int = EOS_ID, pad_id: int = PAD_ID, bos_id: int = BOS_ID) -> List[int]:
+    """Token ids up to (not including) the first EOS, without PAD/BOS."""
+    out = []
+    for t in np.asarray(row).tolist():
+        if t == eos_id:
+            break
+        if t not in (pad_id, bos_id):
+            out.append(int(t))
+    return out
+
+
+@paddle.no_grad()
+def sequence_logprob(model, src_ids, hyp_ids, bos_id: int = BOS_ID, pad_id: int = PAD_ID) -> np.ndarray:
+    """Total log-probability of each hypothesis row (up to PAD) under teacher forcing; ``[B]``."""
+    model.eval()
+    src = paddle.to_tensor(src_ids)
+    hyp = paddle.to_tensor(hyp_ids)
+    tgt_in = paddle.concat([paddle.full([hyp.shape[0], 1], bos_id, "int64"), hyp[:, :-1]], axis=1)
+    logp = log_softmax(model(src, tgt_in))
+    tok = paddle.take_along_axis(logp, hyp.unsqueeze(-1), axis=-1).squeeze(-1)
+    return (tok * (hyp != pad_id).astype("float32")).sum(axis=1).numpy()
+
+
+# ---- graphs for export (paddle.jit.save): the encoder once, then one cached decoder step per token ----
+class EncoderGraph(paddle.nn.Layer):
+    """``src_ids [B, S]`` -> the decoder's cross-attention keys and values for every layer,
+    ``memory_k``/``memory_v`` ``[B, layers, heads, S, head_dim]``, and ``memory_mask [B, 1, 1, S]``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src_ids):
+        memory, memory_mask = self.model.encode(src_ids)
+        ks, vs = [], []
+        for layer in self.model.decoder_layers:
+            k, v = layer.cross_attn.compute_kv(memory, memory)
+            ks.append(k)
+            vs.append(v)
+        return paddle.stack(ks, axis=1), paddle.stack(vs, axis=1), memory_mask
+
+
+class DecoderStepGraph(paddle.nn.Layer):
+    """One incremental decoding step: the newest token ``[B, 1]``, the encoder's outputs and the
+    self-attention cache of the ``t`` earlier positions (``cache_k``/``cache_v``
+    ``[B, layers, heads, t, head_dim]``; the position of the token is ``t``) -> log-probabilities of the
+    next token ``[B, vocab]`` and the cache extended to ``t + 1`` positions. Start with ``t = 0`` (empty
+    caches) and the BOS token."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, token, memory_k, memory_v, memory_mask, cache_k, cache_v):
+        start = paddle.shape(cache_k)[3]
+        cache = [{"k": cache_k[:, i], "v": cache_v[:, i], "mk": memory_k[:, i], "mv": memory_v[:, i]}
+                 for i in range(len(self.model.decoder_layers))]
+        logits = self.model.decode(token, None, memory_mask, cache, start=start)
+        new_k = paddle.stack([c["k"] for c in cache], axis=1)
+        new_v = paddle.stack([c["v"] for c in cache], axis=1)
+        return log_softmax(logits[:, -1]), new_k, new_v
+
+
+def export_greedy(encoder_fn, step_fn, src_ids: np.ndarray, max_len: int, num_layers: int, num_heads: int,
+                  head_dim: int, bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> np.ndarray:
+    """Greedy decoding driven by the two exported graphs (any callables taking and returning numpy
+    arrays in the graphs' input/output order, e.g. Paddle Inference or onnxruntime sessions)."""
+    mk, mv, mmask = encoder_fn(src_ids)
+    batch = src_ids.shape[0]
+    ck = np.zeros([batch, num_layers, num_heads, 0, head_dim], "float32")
+    cv = ck.copy()
+    token = np.full([batch, 1], bos_id, "int64")
+    finished = np.zeros([batch], bool)
+    out = []
+    for _ in range(max_len):
+        logp, ck, cv = step_fn(token, mk, mv, mmask, ck, cv)
+        nxt = np.where(finished, pad_id, np.asarray(logp).argmax(-1)).astype("int64")
+        out.append(nxt)
+        finished |= nxt == eos_id
+        token = nxt[:, None]
+        if finished.all():
+            break
+    return np.stack(out, axis=1)

@@ -1,0 +1,148 @@
+"""End to end through the tools: the copy toy task trains to 100% exact match within two minutes
+(tools/train.py JSON contract), evaluates from its checkpoint (tools/eval.py), exports encoder + decoder
+step whose greedy decoding under Paddle Inference equals dygraph greedy decoding; tools/eval.py on
+translation test files (plain and gzipped) reports BLEU."""
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+
+ENV = {**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH": str(ROOT)}
+
+
+def _cpu_children():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _tool(*args, timeout=600):
+    """Run a tool; return its last JSON line and the CPU seconds it used (user + system, all threads)."""
+    c0 = _cpu_children()
+    p = subprocess.run([sys.executable, *args], cwd=str(ROOT), env=ENV, capture_output=True, text=True,
+                       timeout=timeout)
+    assert p.returncode == 0, f"{args[0]} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return json.loads(p.stdout.strip().splitlines()[-1]), _cpu_children() - c0
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("copy_toy") / "run"
+    t0 = time.time()
+    res, cpu = _tool("tools/train.py", "-c", "configs/transformer/copy_toy.yaml", "-o", f"Global.output_dir={out}",
+                     "-o", "Global.progress=false", "--json")
+    return {"out": out, "result": res, "cpu": cpu, "wall": time.time() - t0}
+
+
+def test_copy_toy_reaches_full_exact_match_within_two_minutes(toy):
+    """Two minutes of this 2-core machine: counted as the CPU time the whole tool used (import, data,
+    training, evaluations), since wall time here depends on what else the shared CPU is running."""
+    res = toy["result"]
+    assert res["exact_match"] == 1.0, res
+    assert os.path.isfile(res["best_checkpoint"])
+    assert toy["cpu"] < 120, f"copy toy used {toy['cpu']:.0f} s of CPU ({toy['wall']:.0f} s wall)"
+    evals = [json.loads(line) for line in open(toy["out"] / "metrics.jsonl") if '"eval"' in line]
+    assert evals and evals[0]["exact_match"] < 1.0  # it was learned, not there from the start
+    assert (toy["out"] / "curves.png").is_file()
+
+
+def test_toy_checkpoint_evaluates_on_held_out_test_split(toy):
+    res, _ = _tool("tools/eval.py", "-c", "configs/transformer/copy_toy.yaml", "-o",
+                   f"Global.checkpoint={toy['result']['best_checkpoint']}", "-o",
+                   f"Global.output_dir={toy['out'].parent / 'eval'}", "-o", "Global.progress=false",
+                   "--split", "test", "--json")
+    assert res["exact_match"] >= 0.99 and res["samples"] == 200
+    rows = open(res["hypotheses"], encoding="utf-8").read().splitlines()[1:]
+    assert len(rows) == 200 and sum(h == r for h, r in (row.split("\t") for row in rows)) >= 198
+
+
+def test_trained_toy_exports_and_greedy_decodes_identically(toy, tmp_path):
+    """encoder + decoder_step graphs under Paddle Inference, driven by export_greedy, give the same tokens
+    as dygraph greedy search with the KV cache; the whole-model graph passes the exporter's parity."""
+    from paddle_models.config import load_config
+    from paddle_models.engine.checkpoint import load_model_weights
+    from paddle_models.engine.export import export_model
+    from paddle_models.engine.predictor import Predictor
+    from paddle_models.registry import get_task
+    from paddle_models.transformer.data import collate
+    from paddle_models.transformer.decoding import export_greedy, greedy_search, strip_special
+
+    cfg = load_config(str(ROOT / "configs" / "transformer" / "copy_toy.yaml"),
+                      [f"Global.checkpoint={toy['result']['best_checkpoint']}", f"Global.output_dir={tmp_path}"])
+    res = export_model(cfg, str(tmp_path / "export"), threads=1, check_onednn=False)
+    assert res["parity_max_rel_err"] <= 1e-5
+    assert set(res["variants"]) == {"model", "encoder", "decoder_step"}
+    enc = Predictor(str(tmp_path / "export"), variant="encoder", threads=1, onednn="off")
+    step = Predictor(str(tmp_path / "export"), variant="decoder_step", threads=1, onednn="off")
+    task = get_task("transformer")(cfg)
+    batch = collate([task.dataset("test")[i] for i in range(0, 200, 7)])
+    src = batch["src_ids"]
+    a = cfg["Arch"]
+    got = export_greedy(lambda s: enc.run_list({"src_ids": s}),
+                        lambda *x: step.run_list(dict(zip(step.input_names, x))), src, src.shape[1] + 2,
+                        a["num_decoder_layers"], a["num_heads"], a["d_model"] // a["num_heads"])
+    model = task.build_model()
+    load_model_weights(model, cfg["Global"]["checkpoint"])
+    want = greedy_search(model, src, src.shape[1] + 2)
+    assert [strip_special(r) for r in got] == [strip_special(r) for r in want]
+    assert [" ".join(map(str, strip_special(r))) for r in got] == batch["ref"].tolist()  # and they are copies
+
+
+def test_eval_tool_reports_bleu_on_test_files(tmp_path):
+    """The eval contract: -o Data.test_src=FILE -o Data.test_tgt=FILE (plain / gzipped) -> JSON with bleu;
+    the vocabulary is found beside the checkpoint."""
+    from paddle_models.config import load_config
+    from paddle_models.registry import get_task
+    from paddle_models.transformer.data import train_sentencepiece
+
+    r = np.random.RandomState(0)
+    words = "ein Hund läuft über die Wiese zwei Männer spielen Fußball a dog runs across the meadow men play".split()
+    lines = [" ".join(r.choice(words, r.randint(3, 8))) + "." for _ in range(300)]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines), encoding="utf-8")
+    run = tmp_path / "run"
+    train_sentencepiece([str(tmp_path / "corpus.txt")], str(run / "spm"), vocab_size=40)
+    overrides = ["Arch.vocab_size=40", "Arch.d_model=16", "Arch.num_heads=2", "Arch.num_encoder_layers=1",
+                 "Arch.num_decoder_layers=1", "Arch.d_ff=16", f"Global.output_dir={tmp_path / 'eval'}",
+                 "Global.progress=false"]
+    cfg = load_config(str(ROOT / "configs" / "transformer" / "multi30k_small.yaml"), overrides)
+    paddle.seed(0)
+    model = get_task("transformer")(cfg).build_model()
+    (run / "checkpoints" / "best").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "best" / "model.pdparams"
+    paddle.save(model.state_dict(), str(ckpt))
+    (tmp_path / "test.en").write_text("\n".join(lines[:20]) + "\n", encoding="utf-8")
+    with gzip.open(tmp_path / "test.de.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines[20:40]) + "\n")
+    res, _ = _tool("tools/eval.py", "-c", "configs/transformer/multi30k_small.yaml", *sum(
+        (["-o", o] for o in overrides + [f"Global.checkpoint={ckpt}", f"Data.test_src={tmp_path / 'test.en'}",
+                                         f"Data.test_tgt={tmp_path / 'test.de.gz'}"]), []),
+        "--split", "test", "--json")
+    assert "bleu" in res and 0.0 <= res["bleu"] <= 100.0 and res["samples"] == 20
+    refs = [row.split("\t")[1] for row in open(res["hypotheses"], encoding="utf-8").read().splitlines()[1:]]
+    assert sorted(refs) == sorted(lines[20:40])
+
+
+def test_train_spm_tool(tmp_path):
+    from paddle_models.transformer.data import SpmTokenizer
+
+    lines = [f"ein Hund und {n} Katzen laufen über die Wiese." for n in ("zwei", "drei", "vier")] * 50
+    (tmp_path / "a.txt").write_text("\n".join(lines[:80]), encoding="utf-8")
+    with gzip.open(tmp_path / "b.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines[80:]))
+    res, _ = _tool("tools/train_spm.py", "--inputs", str(tmp_path / "a.txt"), str(tmp_path / "b.gz"),
+                   "--vocab-size", "25", "--out", str(tmp_path / "v" / "spm"), "--json")
+    assert res["vocab_size"] == 25 and os.path.isfile(res["model"]) and os.path.isfile(res["vocab"])
+    tok = SpmTokenizer(res["model"])
+    assert tok.decode(tok.encode(lines[0])) == lines[0]
+    p = subprocess.run([sys.executable, "tools/train_spm.py", "--inputs", str(tmp_path / "nope.txt"), "--out",
+                        str(tmp_path / "x"), "--vocab-size", "30"], cwd=str(ROOT), env=ENV, capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and "nope.txt: file not found" in p.stderr
