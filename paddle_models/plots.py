@@ -21,7 +21,7 @@ import numpy as np
 _X_KEYS = ("step", "global_step", "epoch")
 _SPLIT_KEYS = ("split", "type", "phase", "mode")
 _SKIP_KEYS = {"time", "seconds", "timestamp", "wall_time", "samples_per_s", "samples/s", "eta",
-              "elapsed", "best", "num_samples"}
+              "elapsed", "best", "num_samples", "eval_seconds", "eval_samples", "labelled"}
 
 
 def _pyplot():
