@@ -58,3 +58,22 @@ def test_two_ranks_match_one_process(demo, tmp_path):
     wb = paddle.load(str(tmp_path / "two" / "checkpoints" / "last" / "model.pdparams"), return_numpy=True)
     for k in wa:
         np.testing.assert_allclose(wb[k], wa[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("config, extra", [
+    ("configs/rec/deepfm_criteo.yaml", ["-o", "Global.epochs=1"]),
+    ("configs/transformer/copy_toy.yaml", ["-o", "Global.max_steps=6", "-o", "Global.eval_every_steps=0"]),
+])
+def test_other_families_train_data_parallel(tmp_path, config, extra):
+    if "criteo" in config and not (ROOT.parent / "shared" / "data" / "criteo_samples").is_dir():
+        pytest.skip("../shared/data/criteo_samples not found (the Criteo sample the config reads)")
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOG_minloglevel="2")
+    p = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                        "--log_dir", str(tmp_path / "logs"), str(ROOT / "tools" / "train.py"), "-c", str(ROOT / config),
+                        "-o", f"Global.output_dir={tmp_path / 'out'}", "-o", "Global.progress=false", *extra, "--json"],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=str(ROOT))
+    log0 = open(tmp_path / "logs" / "workerlog.0").read()
+    assert p.returncode == 0, log0[-3000:]
+    res = last_json(log0)
+    assert res["ranks_identical"] is True and len(res["rank_weight_digests"]) == 2
+    assert os.path.isfile(res["best_checkpoint"])
