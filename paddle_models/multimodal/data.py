@@ -267,7 +267,7 @@ def read_jsonl(path: str, root: str, label_names: Sequence[str], require_label: 
             continue
         where = f"{path}: line {lineno}"
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
         if not isinstance(obj, dict):
