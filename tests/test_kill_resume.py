@@ -16,16 +16,9 @@ CFG = str(ROOT / "configs" / "multimodal" / "jsonl_small.yaml")
 TRAIN = str(ROOT / "tools" / "train.py")
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    from paddle_models.multimodal import demo_data
-    from paddle_models.multimodal.tokenizer import train_tokenizer
-
-    d = tmp_path_factory.mktemp("kill")
-    demo_data.make_demo_data(str(d / "data"), n_train=48, n_val=16, n_test=16, image_size=32)
-    texts = [json.loads(l)["text"] for l in open(d / "data" / "train.jsonl")]
-    train_tokenizer(texts, str(d / "tok"), vocab_size=120)
-    return d
+@pytest.fixture
+def demo(tiny_demo):
+    return tiny_demo
 
 
 def cmd(demo, out, *extra):

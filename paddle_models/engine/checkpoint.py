@@ -31,7 +31,7 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -109,7 +109,7 @@ def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_stat
         with open(os.path.join(tmp, "rng.pkl"), "wb") as f:
             pickle.dump(rng_state(), f)
     files = sorted(os.listdir(tmp))
-    manifest = {n: {"bytes": os.path.getsize(os.path.join(tmp, n)), "sha256": _sha256(os.path.join(tmp, n))}
+    manifest = {n: {"bytes": os.path.getsize(os.path.join(tmp, n)), "sha256": file_sha256(os.path.join(tmp, n))}
                 for n in files}
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
@@ -147,7 +147,7 @@ def verify_checkpoint(path: str) -> dict:
         size = os.path.getsize(fp)
         if size != meta["bytes"]:
             raise CheckpointError(f"{fp}: truncated or changed ({size} bytes, manifest says {meta['bytes']}){fallback}")
-        if _sha256(fp) != meta["sha256"]:
+        if file_sha256(fp) != meta["sha256"]:
             raise CheckpointError(f"{fp}: corrupted (sha256 differs from the manifest){fallback}")
     return manifest
 

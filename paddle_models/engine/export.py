@@ -41,7 +41,6 @@ A forward input that does not reach the outputs (the multimodal ``fusion: baseli
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -53,6 +52,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import paddle
 import yaml
+
+from .checkpoint import file_sha256
 
 log = logging.getLogger("paddle_models")
 
@@ -162,14 +163,6 @@ def save_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
 def load_npz(path: str) -> Dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def graph_files(out_dir: str, variant: str) -> tuple:
@@ -475,7 +468,7 @@ def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_
         from .checkpoint import resolve_weights
 
         wpath = resolve_weights(ckpt)
-        meta["checkpoint"] = {"path": os.path.abspath(wpath), "sha256": _sha256(wpath)}
+        meta["checkpoint"] = {"path": os.path.abspath(wpath), "sha256": file_sha256(wpath)}
     meta.update(family_metadata(task, cfg, out_dir))
     dump_config(cfg, os.path.join(out_dir, "config.yaml"))
 
