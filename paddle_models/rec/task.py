@@ -118,7 +118,6 @@ class RecTask(Task):
         self._catalog_tensor = None
         self._plateau: List[PlateauScale] = []
 
-    @property
     def default_eval_split(self) -> str:
         """The split ``tools/eval.py`` should score when none is named: ``test`` when ``Data.test_path`` is set
         (``-o Data.test_path=FILE`` evaluates FILE), else ``val``."""
@@ -300,3 +299,15 @@ class RecTask(Task):
         net = _inner(model)
         spec = self.export_input_spec(model)
         return {"user_tower": (net.user_tower, [spec[0]]), "item_tower": (net.item_tower, [spec[1]])}
+
+    def export_variants(self, model) -> dict:
+        """CTR models export whole; DSSM exports its two towers separately for retrieval serving."""
+        if self.kind != "retrieval":
+            return super().export_variants(model)
+        ex = self.example_batch(model)
+        out = {}
+        for name, key in (("user_tower", "user_ids"), ("item_tower", "item_ids")):
+            layer, (spec,) = self.export_towers(model)[name]
+            # a tower's forward takes ``ids``: the exported input carries that name too
+            out[name] = (layer, [InputSpec(spec.shape, spec.dtype, "ids")], {"ids": ex[key]})
+        return out
