@@ -187,3 +187,10 @@ def test_reduce_on_plateau_in_a_trainer_run(tmp_path):
         if later:
             assert later[0]["lr"] == pytest.approx(lr)
     assert n_drops >= 1, "the run never stalled: raise the learning rate of this test"
+
+
+def test_eval_defaults_to_test_when_a_test_file_is_given(tmp_path):
+    cfg = libfm_cfg(tmp_path)
+    assert get_task("rec")(cfg).default_eval_split() == "val"
+    cfg = libfm_cfg(tmp_path, Data={"test_path": str(tmp_path / "x.libfm")})
+    assert get_task("rec")(cfg).default_eval_split() == "test"
