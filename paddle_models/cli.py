@@ -26,11 +26,12 @@ def setup_logging(quiet: bool = False):
     os.environ.setdefault("GLOG_minloglevel", "2")
 
 
-def _jsonable(x):
+def to_builtin(x):
+    """numpy scalars/arrays and tuples -> plain Python values (for JSON and YAML output)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): to_builtin(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [to_builtin(v) for v in x]
     if isinstance(x, (np.integer,)):
         return int(x)
     if isinstance(x, (np.floating,)):
@@ -42,7 +43,7 @@ def _jsonable(x):
 
 def emit_json(result: dict):
     sys.stdout.flush()
-    print(json.dumps(_jsonable(result), ensure_ascii=False, sort_keys=False), flush=True)
+    print(json.dumps(to_builtin(result), ensure_ascii=False, sort_keys=False), flush=True)
 
 
 def run_tool(main):

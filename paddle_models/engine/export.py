@@ -53,6 +53,7 @@ import numpy as np
 import paddle
 import yaml
 
+from ..cli import to_builtin
 from .checkpoint import file_sha256
 
 log = logging.getLogger("paddle_models")
@@ -278,7 +279,7 @@ def _multimodal_metadata(task, cfg, out_dir: str) -> dict:
             "tokenizer": TOKENIZER_DIR,
             "modalities": list(cfg["Arch"]["modalities"]),
             "output": "logits",  # softmax over the last axis gives the class probabilities
-            "data": _plain(data),
+            "data": to_builtin(data),
         },
     }
 
@@ -299,21 +300,9 @@ def family_metadata(task, cfg, out_dir: str) -> dict:
     return {"labels": list(labels)} if labels else {}
 
 
-def _plain(x):
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    return x
-
-
 def write_yaml(path: str, data: dict) -> None:
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        yaml.safe_dump(_plain(data), f, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+        yaml.safe_dump(to_builtin(data), f, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
     os.replace(path + ".tmp", path)
 
 
