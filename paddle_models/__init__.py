@@ -1,6 +1,10 @@
 """paddle-models: readable PaddlePaddle reproductions with one engine for train, eval and export."""
-from .config import AttrDict, ConfigError, load_config
-from .registry import build_model, get_task, list_models, register_model, register_task
+from .runtime import tune_cpu
+
+tune_cpu()  # before any model runs: see runtime.py (PADDLE_MODELS_CPU_TUNING=0 skips it)
+
+from .config import AttrDict, ConfigError, load_config  # noqa: E402
+from .registry import build_model, get_task, list_models, register_model, register_task  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["AttrDict", "ConfigError", "load_config", "build_model", "get_task", "list_models",

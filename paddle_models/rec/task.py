@@ -30,37 +30,6 @@ from .data import get_rec_data
 from .optim import FTRL, PlateauScale
 
 
-def keep_freed_memory():
-    """Ask glibc to serve large blocks from its heap and keep them after free (``mallopt``): by default
-    every tensor above 128 KiB is a fresh ``mmap`` whose pages fault in again on every step, which made a
-    6 MB elementwise op 15x slower than the arithmetic. Process-wide; peak memory is unchanged."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
-def use_avx2_mkl_on_amd() -> bool:
-    """Paddle's bundled MKL picks a slow generic GEMM path on AMD CPUs; ``MKL_DEBUG_CPU_TYPE=5`` makes it
-    use its AVX2 kernels (about 2x faster matmuls on this project's AMD EPYC machines; same results).
-    MKL reads the variable at its first GEMM, so it is set (when unset, on AMD only) before the model runs."""
-    if os.environ.get("MKL_DEBUG_CPU_TYPE") is not None:
-        return False
-    try:
-        with open("/proc/cpuinfo") as fh:
-            amd = "AuthenticAMD" in fh.read(4096)
-    except OSError:
-        return False
-    if amd:
-        os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
-    return amd
-
-
 def model_kind(name: str) -> str:
     return getattr(model_entry(name)["builder"], "kind", "ctr")
 
@@ -109,8 +78,6 @@ class RecTask(Task):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        use_avx2_mkl_on_amd()
-        keep_freed_memory()
         self.kind = model_kind(cfg["Arch"]["name"])
         self.topk = [int(k) for k in cfg["Metric"]["topk"]] or [10]
         self.best_metric = "auc" if self.kind == "ctr" else f"recall@{self.topk[0]}"
