@@ -25,6 +25,7 @@ import paddle
 
 from ..config import dump_config
 from .checkpoint import load_checkpoint, load_model_weights, resume_path, save_checkpoint
+from .fast_linear import use_fast_linear_grad
 
 log = logging.getLogger("paddle_models")
 
@@ -47,7 +48,8 @@ def setup_runtime(cfg):
     else:
         paddle.set_device("cpu")
     if paddle.get_device() == "cpu":
-        paddle.set_flags({"FLAGS_use_mkldnn": bool(g.get("onednn", False))})
+        on = bool(g.get("onednn", False))  # Paddle 3 reads FLAGS_use_onednn; FLAGS_use_mkldnn is its old name
+        paddle.set_flags({"FLAGS_use_onednn": on, "FLAGS_use_mkldnn": on})
     threads = int(g.get("num_threads") or 0) or (os.cpu_count() or 1)
     rank, ws = world()
     if ws > 1 and paddle.get_device() == "cpu":
@@ -264,6 +266,8 @@ class Trainer:
                 except ImportError:
                     log.warning("Global.visualdl is set but visualdl is not installed; logging to metrics.jsonl only")
         model = self._model or task.build_model()
+        if g.get("fast_linear_grad", True) and paddle.get_device() == "cpu":
+            use_fast_linear_grad(model)
         train_ds = task.dataset("train")
         loader = Loader(train_ds, task.collate_fn("train"), g["batch_size"], g["num_workers"])
         if loader.iterable:

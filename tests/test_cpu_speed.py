@@ -1,0 +1,141 @@
+"""The CPU speed levers: runtime.tune_cpu() and the fast Linear backward. Behaviour only (what is set,
+what is computed); their speed is measured by benchmarks/multimodal_step.py, never asserted here."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_models.engine.fast_linear import linear_with_fast_grad, use_fast_linear_grad
+
+from conftest import ROOT
+
+
+def _grads(layer, x_np, x_grad):
+    x = paddle.to_tensor(x_np, stop_gradient=not x_grad)
+    out = layer(x)
+    (out * out).sum().backward()
+    gs = {n: (None if p.grad is None else p.grad.numpy()) for n, p in layer.named_parameters()}
+    return out.numpy(), gs, (None if x.grad is None else x.grad.numpy())
+
+
+@pytest.mark.parametrize("bias,freeze_w,x_grad,shape", [
+    (True, False, True, (3, 5, 16)), (True, True, True, (4, 16)), (True, False, False, (2, 3, 4, 16)),
+    (False, False, True, (6, 16))])
+def test_fast_linear_matches_paddle_linear(bias, freeze_w, x_grad, shape):
+    paddle.seed(1)
+    ref = paddle.nn.Linear(16, 8, bias_attr=None if bias else False)
+    fast = paddle.nn.Linear(16, 8, bias_attr=None if bias else False)
+    fast.set_state_dict(ref.state_dict())
+    if freeze_w:
+        ref.weight.stop_gradient = fast.weight.stop_gradient = True
+    assert use_fast_linear_grad(fast) == 1
+    assert repr(fast) == repr(ref)  # the printed network (compare_arch) is unchanged
+    x = np.random.RandomState(0).randn(*shape).astype("float32")
+    out_r, g_r, dx_r = _grads(ref, x, x_grad)
+    out_f, g_f, dx_f = _grads(fast, x, x_grad)
+    np.testing.assert_allclose(out_f, out_r, rtol=1e-5, atol=1e-6)
+    assert g_f.keys() == g_r.keys()
+    for name in g_r:
+        if g_r[name] is None:
+            assert g_f[name] is None, name
+        else:
+            np.testing.assert_allclose(g_f[name], g_r[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    if dx_r is None:
+        assert dx_f is None
+    else:
+        np.testing.assert_allclose(dx_f, dx_r, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_linear_only_in_dygraph_training_and_can_be_undone(monkeypatch):
+    from paddle_models.engine import fast_linear
+
+    calls = []
+    real_apply = fast_linear._LinearGrad.apply
+    monkeypatch.setattr(fast_linear._LinearGrad, "apply", lambda *a: calls.append(1) or real_apply(*a))
+    paddle.seed(2)
+    net = paddle.nn.Sequential(paddle.nn.Linear(4, 6), paddle.nn.ReLU(), paddle.nn.Linear(6, 2))
+    assert use_fast_linear_grad(net) == 2
+    x = paddle.randn([3, 4])
+    net.train()
+    y_train = net(x).numpy()
+    assert len(calls) == 2
+    with paddle.no_grad():
+        net(x)
+    net.eval()
+    with paddle.no_grad():
+        y_eval = net(x).numpy()
+    net(x)
+    assert len(calls) == 2  # no_grad and eval use the layer's own forward
+    np.testing.assert_allclose(y_train, y_eval, rtol=1e-6)
+    assert use_fast_linear_grad(net, enable=False) == 2
+    assert all("forward" not in layer.__dict__ for layer in net.sublayers())
+    with paddle.no_grad():
+        np.testing.assert_allclose(net(x).numpy(), y_eval, rtol=1e-6)
+
+
+def test_fast_linear_model_exports_to_static(tmp_path):
+    paddle.seed(3)
+    net = paddle.nn.Sequential(paddle.nn.Linear(4, 6), paddle.nn.Tanh(), paddle.nn.Linear(6, 2))
+    use_fast_linear_grad(net)
+    net.eval()
+    x = paddle.randn([5, 4])
+    with paddle.no_grad():
+        want = net(x).numpy()
+    path = str(tmp_path / "m")
+    paddle.jit.save(net, path, input_spec=[paddle.static.InputSpec([None, 4], "float32", "x")])
+    loaded = paddle.jit.load(path)
+    np.testing.assert_allclose(loaded(x).numpy(), want, rtol=1e-5)
+
+
+def test_functional_fast_linear_gradient_against_numpy():
+    rng = np.random.RandomState(4)
+    x_np, w_np, b_np = rng.randn(7, 3).astype("float32"), rng.randn(3, 5).astype("float32"), rng.randn(5).astype("float32")
+    x, w, b = (paddle.to_tensor(a, stop_gradient=False) for a in (x_np, w_np, b_np))
+    y = linear_with_fast_grad(x, w, b)
+    dy = rng.randn(7, 5).astype("float32")
+    (y * paddle.to_tensor(dy)).sum().backward()
+    np.testing.assert_allclose(y.numpy(), x_np @ w_np + b_np, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), dy @ w_np.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(w.grad.numpy(), x_np.T @ dy, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.grad.numpy(), dy.sum(0), rtol=1e-5, atol=1e-6)
+
+
+_PROBE = ("import os, json, paddle_models, paddle; "
+          "print(json.dumps({'applied': paddle_models.tune_cpu(), 'mkl': os.environ.get('MKL_DEBUG_CPU_TYPE'), "
+          "'stride': paddle.get_flags(['FLAGS_use_stride_kernel'])['FLAGS_use_stride_kernel']}))")
+
+
+def _probe(**env):
+    base = {k: v for k, v in os.environ.items() if k not in ("MKL_DEBUG_CPU_TYPE", "FLAGS_use_stride_kernel",
+                                                             "PADDLE_MODELS_CPU_TUNING")}
+    p = subprocess.run([sys.executable, "-c", _PROBE], env={**base, **env, "GLOG_minloglevel": "2"}, cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _amd():
+    with open("/proc/cpuinfo") as fh:
+        return "AuthenticAMD" in fh.read(4096)
+
+
+def test_tune_cpu_applied_at_import_and_opt_out():
+    on = _probe()
+    assert on["applied"]["mallopt"] is True and on["applied"]["disabled"] is False
+    assert on["mkl"] == ("5" if _amd() else None)
+    if not paddle.is_compiled_with_cuda():
+        assert on["stride"] is False and on["applied"]["no_stride_kernels"] is True
+    off = _probe(PADDLE_MODELS_CPU_TUNING="0")
+    assert off["applied"] == {"mkl_avx2": False, "mallopt": False, "no_stride_kernels": False, "disabled": True,
+                              "MKL_DEBUG_CPU_TYPE": None}
+    assert off["mkl"] is None and off["stride"] is True
+
+
+def test_tune_cpu_keeps_the_users_own_settings():
+    mine = _probe(MKL_DEBUG_CPU_TYPE="4", FLAGS_use_stride_kernel="1")
+    assert mine["mkl"] == "4" and mine["applied"]["mkl_avx2"] is False
+    assert mine["stride"] is True and mine["applied"]["no_stride_kernels"] is False
