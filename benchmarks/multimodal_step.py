@@ -1,17 +1,29 @@
 #!/usr/bin/env python
-"""Eval-forward and train-step throughput of the faithful multimodal network on CPU.
+"""Eval-forward and train-step speed of the faithful multimodal network on CPU, against its PyTorch twin.
 
 Batch: B=2 posts, 2 captions and 2 evidence images each, 224x224 images, text length 128, random weights
-(the same setting as the issue's PyTorch-twin numbers). Each setting runs in its own process, because
-the thread count must be fixed before paddle is imported. Ratios are measured in this one run:
+(the issue's setting). Each setting runs in its own process (threads and CPU tuning are fixed before the
+first GEMM), ``--warmup`` untimed steps then ``--steps`` timed ones. Ratios are measured in this one run:
 
-    python benchmarks/multimodal_step.py [--steps 2] [--config configs/multimodal/ernie_m_resnet101.yaml]
+    python benchmarks/multimodal_step.py [--warmup 2] [--steps 3] [--torch-python PYTHON] [--json]
 
-Settings: paddle's default (1 thread), all cores, all cores + oneDNN in dygraph, and all cores + oneDNN +
-frozen word embeddings (`Arch.freeze_word_embeddings`: the 192M-parameter table is not updated by AdamW;
-this changes training, so it is an option, off by default).
+Paddle settings:
+  baseline      Paddle as the baseline ran it: its default of 1 thread, no tuning (PADDLE_MODELS_CPU_TUNING=0,
+                Global.fast_linear_grad=false)
+  N threads     all cores, still untuned
+  defaults      all cores + what the project does by default: paddle_models.runtime.tune_cpu() (MKL's AVX2
+                GEMM on AMD, no stride kernels, mallopt) and engine/fast_linear.py (Linear backward as GEMMs)
+  + oneDNN      defaults + Global.onednn=true (oneDNN kernels in dygraph)
+  + frozen emb  defaults + Arch.freeze_word_embeddings=true: the 192M-parameter word table is not trained
+                (changes training, so it is an option, off by default)
+
+The PyTorch twin (benchmarks/torch_twin.py: transformers' XLM-R-sized encoder + torchvision resnet101, same
+heads, AdamW) runs in a child of ``--torch-python`` (default: this Python when it has torch, torchvision
+and transformers; otherwise the twin is skipped and says so). ``x twin`` = twin seconds / paddle seconds
+(above 1: paddle is faster).
 """
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,15 +38,19 @@ def child(args):
     import numpy as np
     import paddle
 
-    if args.onednn:
-        paddle.set_flags({"FLAGS_use_mkldnn": True})
+    import paddle_models  # noqa: F401  (applies runtime.tune_cpu() unless PADDLE_MODELS_CPU_TUNING=0)
     from paddle_models import get_task, load_config
+    from paddle_models.engine.fast_linear import use_fast_linear_grad
     from paddle_models.multimodal.network import network_from_config
 
+    paddle.base.core.set_num_threads(args.threads)
+    paddle.set_flags({"FLAGS_use_onednn": bool(args.onednn), "FLAGS_use_mkldnn": bool(args.onednn)})
     cfg = load_config(args.config, [f"Global.output_dir={ROOT}/output/bench_mm",
                                     f"Arch.freeze_word_embeddings={str(args.freeze_emb).lower()}"])
     paddle.seed(0)
     model = network_from_config(cfg["Arch"])
+    if args.fast_linear:
+        use_fast_linear_grad(model)
     task = get_task("multimodal")(cfg)
     rng = np.random.RandomState(0)
     B, L, NC, NI, S = 2, 128, 2, 2, 224
@@ -48,14 +64,14 @@ def child(args):
     t = {k: paddle.to_tensor(v) for k, v in batch.items()}
     model.eval()
     with paddle.no_grad():
-        model(**task.inputs(t))  # warm-up
+        for _ in range(args.warmup):
+            model(**task.inputs(t))
         t0 = time.perf_counter()
         for _ in range(args.steps):
             model(**task.inputs(t))
         eval_s = (time.perf_counter() - t0) / args.steps
     model.train()
-    opt, _ = task.build_optimizers(model, 100)
-    opt = opt[0]
+    opt = task.build_optimizers(model, 100)[0][0]
 
     def step():
         loss, _ = task.forward_loss(model, t)
@@ -63,7 +79,8 @@ def child(args):
         opt.step()
         opt.clear_grad()
 
-    step()  # warm-up (creates the AdamW moments)
+    for _ in range(args.warmup):  # the first creates the AdamW moments
+        step()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
@@ -72,45 +89,86 @@ def child(args):
                       "eval_samples_per_s": B / eval_s, "train_samples_per_s": B / train_s}))
 
 
-def run_setting(name, threads, onednn, freeze, args):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), GLOG_minloglevel="2")
-    cmd = [sys.executable, __file__, "--child", "--steps", str(args.steps), "--config", args.config]
+def _last_json(p):
+    if p.returncode != 0:
+        lines = p.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit code {p.returncode}"}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def run_setting(name, threads, tuned, onednn, freeze, args):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), GLOG_minloglevel="2",
+               PADDLE_MODELS_CPU_TUNING="1" if tuned else "0")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--threads", str(threads), "--warmup",
+           str(args.warmup), "--steps", str(args.steps), "--config", args.config]
+    cmd += ["--fast-linear"] if tuned else []
     cmd += ["--onednn"] if onednn else []
     cmd += ["--freeze-emb"] if freeze else []
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        return {"setting": name, "error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"}
-    return {"setting": name, **json.loads(p.stdout.strip().splitlines()[-1])}
+    return {"setting": name, **_last_json(subprocess.run(cmd, env=env, capture_output=True, text=True))}
+
+
+def twin_python(args):
+    if args.torch_python:
+        return args.torch_python
+    if all(importlib.util.find_spec(m) for m in ("torch", "torchvision", "transformers")):
+        return sys.executable
+    return None
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--onednn", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--freeze-emb", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--fast-linear", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps (mean)")
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "multimodal", "ernie_m_resnet101.yaml"))
+    ap.add_argument("--torch-python", default=None,
+                    help="a Python with torch, torchvision and transformers for the twin (default: this one, if it has them)")
+    ap.add_argument("--only", default=None, help="comma-separated setting keys: baseline,threads,defaults,onednn,frozen")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.child:
         return child(args)
     cores = os.cpu_count() or 1
-    settings = [("paddle default (1 thread)", 1, False, False), (f"{cores} threads", cores, False, False),
-                (f"{cores} threads + oneDNN", cores, True, False),
-                (f"{cores} threads + oneDNN + frozen word emb.", cores, True, True)]
-    rows = [run_setting(n, th, od, fz, args) for n, th, od, fz in settings]
-    base = rows[0]
-    print(f"{'setting':<42} {'eval fwd s':>10} {'train step s':>12} {'eval x':>7} {'train x':>8}")
-    for r in rows:
+    settings = [("baseline", "paddle as the baseline runs it (1 thread)", 1, False, False, False),
+                ("threads", f"{cores} threads, untuned", cores, False, False, False),
+                ("defaults", f"{cores} threads + project defaults", cores, True, False, False),
+                ("onednn", "defaults + oneDNN", cores, True, True, False),
+                ("frozen", "defaults + frozen word emb. (option)", cores, True, False, True)]
+    if args.only:
+        keep = set(args.only.split(","))
+        settings = [s for s in settings if s[0] in keep]
+    rows = [dict(run_setting(name, th, tuned, od, fz, args), key=key) for key, name, th, tuned, od, fz in settings]
+    py = twin_python(args)
+    twin = None
+    if py:
+        cmd = [py, os.path.join(ROOT, "benchmarks", "torch_twin.py"), "--threads", str(cores), "--warmup",
+               str(args.warmup), "--steps", str(args.steps)]
+        twin = {"setting": f"PyTorch twin ({cores} threads)", "key": "twin",
+                **_last_json(subprocess.run(cmd, capture_output=True, text=True))}
+    ok = [r for r in rows if "error" not in r]
+    base = next((r for r in ok if r["key"] == "baseline"), ok[0] if ok else None)
+    have_twin = twin is not None and "error" not in twin
+    print(f"{'setting':<40} {'eval fwd s':>10} {'train s':>8} {'eval x base':>11} {'train x base':>12}"
+          + (f" {'eval x twin':>11} {'train x twin':>12}" if have_twin else ""))
+    for r in rows + ([twin] if twin else []):
         if "error" in r:
-            print(f"{r['setting']:<42} error: {r['error']}")
+            print(f"{r['setting']:<40} error: {r['error']}")
             continue
-        print(f"{r['setting']:<42} {r['eval_forward_s']:>10.2f} {r['train_step_s']:>12.2f} "
-              f"{base['eval_forward_s'] / r['eval_forward_s']:>7.2f} {base['train_step_s'] / r['train_step_s']:>8.2f}")
-    print("PyTorch twin: not run (this benchmark times Paddle settings only; the issue's twin numbers are "
-          "eval 1.6 s / train step 8-10 s on this machine)")
+        line = (f"{r['setting']:<40} {r['eval_forward_s']:>10.2f} {r['train_step_s']:>8.2f} "
+                f"{base['eval_forward_s'] / r['eval_forward_s']:>11.2f} {base['train_step_s'] / r['train_step_s']:>12.2f}")
+        if have_twin:
+            line += (f" {twin['eval_forward_s'] / r['eval_forward_s']:>11.2f}"
+                     f" {twin['train_step_s'] / r['train_step_s']:>12.2f}")
+        print(line)
+    if twin is None:
+        print("PyTorch twin: not run (torch, torchvision and transformers are not importable here; pass "
+              "--torch-python PYTHON to time it in the same run)")
     if args.json:
-        print(json.dumps({"rows": rows}))
+        print(json.dumps({"rows": rows, "twin": twin}))
 
 
 if __name__ == "__main__":
