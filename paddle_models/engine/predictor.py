@@ -185,7 +185,9 @@ class Predictor:
         if sorted(names) != sorted(self.input_names):
             raise ValueError(f"{self.model_file}: the graph's inputs {names} differ from {EXPORT_META}'s "
                              f"{self.input_names}")
-        self._output_handles = list(self._predictor.get_output_names())
+        # handles live as long as the predictor: fetched once, not on every run
+        self._input_handles = [(n, self._predictor.get_input_handle(n)) for n in self.input_names]
+        self._output_handles = [self._predictor.get_output_handle(n) for n in self._predictor.get_output_names()]
 
     def _fall_back(self, error: Exception):
         first = str(error).strip().splitlines()
@@ -196,13 +198,11 @@ class Predictor:
 
     # ---- running -------------------------------------------------------------------------------------
     def _run_checked(self, arrays: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        p = self._predictor
-        for name in self.input_names:
-            h = p.get_input_handle(name)
-            h.reshape(list(arrays[name].shape))
+        for name, h in self._input_handles:
+            h.reshape(arrays[name].shape)
             h.copy_from_cpu(arrays[name])
-        p.run()
-        return [p.get_output_handle(n).copy_to_cpu() for n in self._output_handles]
+        self._predictor.run()
+        return [h.copy_to_cpu() for h in self._output_handles]
 
     def run_list(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
         """Outputs in the export's order (a list of numpy arrays)."""
