@@ -99,6 +99,14 @@ class EncoderCNN(nn.Layer):
         return paddle.flatten(x, start_axis=1)
 
 
+def _shape_plus(x, last: int):
+    """``x.shape + [last]`` as a reshape target: Python ints in dygraph; in a static graph one shape op and
+    a concat instead of a shape/slice pair per dynamic axis and a stack."""
+    if paddle.in_dynamic_mode():
+        return list(x.shape) + [last]
+    return paddle.concat([paddle.shape(x).astype("int64"), paddle.full([1], last, "int64")])
+
+
 class NetWork(nn.Layer):
     """ERNIE-M + ResNet multimodal classifier (see the module docstring)."""
 
@@ -138,26 +146,27 @@ class NetWork(nn.Layer):
         return self
 
     # ---- encoders ----------------------------------------------------------------------------
+    # Written with flatten/unsqueeze and "-1" reshapes where possible: in an exported graph every
+    # Python-side size (x.shape[i] of a dynamic axis) becomes shape/slice/stack ops, which cost as much
+    # as real kernels on the small model (see benchmarks/inference.py). Same values either way.
     def _encode_texts(self, input_ids, attention_mask, caption_ids, caption_mask):
         """One ERNIE-M call over the posts and all their captions: [B,L,H] and [B,Nc,L,H]."""
-        b, l = input_ids.shape[0], input_ids.shape[1]
-        nc = caption_ids.shape[1]
-        ids = paddle.concat([input_ids, caption_ids.reshape([-1, caption_ids.shape[-1]])], axis=0)
+        b = input_ids.shape[0]
+        ids = paddle.concat([input_ids, caption_ids.flatten(0, 1)], axis=0)
         if self.fusion == "baseline":
             seq, _ = self.ernie(ids)  # default mask: id 0 is padding
         else:
-            mask = paddle.concat([attention_mask, caption_mask.reshape([-1, caption_mask.shape[-1]])], axis=0)
+            mask = paddle.concat([attention_mask, caption_mask.flatten(0, 1)], axis=0)
             seq, _ = self.ernie(ids, attention_mask=mask)
         post = seq[:b]
-        caps = seq[b:].reshape([b, nc, l, seq.shape[-1]])
+        caps = seq[b:].reshape(_shape_plus(caption_ids, self.text_dim))
         return post, caps
 
     def _encode_images(self, image, evidence_images):
         """One ResNet call over the post images and all evidence images: [B,C] and [B,Ni,C]."""
-        b, ni = image.shape[0], evidence_images.shape[1]
-        flat = evidence_images.reshape([-1] + list(evidence_images.shape[2:]))
-        feats = self.resnet(paddle.concat([image, flat], axis=0))
-        return feats[:b], feats[b:].reshape([b, ni, feats.shape[-1]])
+        b = image.shape[0]
+        feats = self.resnet(paddle.concat([image, evidence_images.flatten(0, 1)], axis=0))
+        return feats[:b], feats[b:].reshape([b, -1, self.image_dim])
 
     # ---- fusion ------------------------------------------------------------------------------
     def _text_branch(self, input_ids, attention_mask, caption_ids, caption_mask):
@@ -166,20 +175,19 @@ class NetWork(nn.Layer):
         has_cap = (cap_present.sum(axis=1, keepdim=True) > 0).astype(post.dtype)  # [B, 1]
         if self.fusion == "baseline":
             count = paddle.clip(cap_present.sum(axis=1), min=1.0).reshape([-1, 1, 1])
-            avg = (caps * cap_present.unsqueeze(-1).unsqueeze(-1)).sum(axis=1) / count  # [B, L, H]
+            avg = (caps * cap_present.unsqueeze([2, 3])).sum(axis=1) / count  # [B, L, H]
             att = self.attention_text(post, avg, avg)
         else:
-            b, nc, l, h = caps.shape
-            keys = caps.reshape([b, nc * l, h])
-            key_ok = caption_mask.reshape([b, 1, 1, nc * l]).astype(post.dtype)
-            att = self.attention_text(post, keys, keys, attn_mask=(1.0 - key_ok) * NEG_INF)
+            keys = caps.flatten(1, 2)  # [B, Nc*L, H]
+            key_ok = caption_mask.flatten(1, 2).unsqueeze([1, 2]).astype(post.dtype)  # [B, 1, 1, Nc*L]
+            att = self.attention_text(post, keys, keys, attn_mask=paddle.scale(key_ok, -NEG_INF, NEG_INF))
         return post[:, 0], att[:, 0] * has_cap
 
     def _image_branch(self, image, evidence_images, evidence_mask):
         post, ev = self._encode_images(image, evidence_images)
         present = evidence_mask.astype(post.dtype)  # [B, Ni]
         has_img = (present.sum(axis=1, keepdim=True) > 0).astype(post.dtype)
-        mask = ((1.0 - present) * NEG_INF).reshape([present.shape[0], 1, 1, present.shape[1]])
+        mask = paddle.scale(present, -NEG_INF, NEG_INF).unsqueeze([1, 2])  # (1 - present) * NEG_INF: [B,1,1,Ni]
         att = self.attention_image(post.unsqueeze(1), ev, ev, attn_mask=mask)
         return post, att[:, 0] * has_img
 
