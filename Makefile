@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.paddle-models-installed
 
-.PHONY: setup demo test test-all clean-venv
+.PHONY: setup demo test test-all clean-venv bench-twin
 
 $(STAMP): setup.py requirements-lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Optional: the PyTorch twin of benchmarks/multimodal_step.py in its own venv (about 5.6 GB: pip takes
+# torch 2.14.1 / torchvision 0.29.1 from this machine's local wheels), then the benchmark with it.
+TWIN := .venv-twin
+$(TWIN)/.installed:
+	$(PYTHON) -m venv $(TWIN)
+	$(TWIN)/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 "transformers==4.57.6"
+	@touch $@
+
+bench-twin: $(STAMP) $(TWIN)/.installed
+	$(PY) benchmarks/multimodal_step.py --torch-python $(TWIN)/bin/python
 
 clean-venv:
 	rm -rf $(VENV)
