@@ -63,6 +63,22 @@ def child(args):
     }
     t = {k: paddle.to_tensor(v) for k, v in batch.items()}
     model.eval()
+    if args.exported:  # Global.eval_engine=inference: the exported graph on Paddle Inference (+ oneDNN)
+        import tempfile
+
+        sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+        from inference import make_tokenizer
+
+        from paddle_models.engine.export import export_model
+        from paddle_models.engine.predictor import Predictor, PredictorModule
+
+        work = tempfile.mkdtemp(prefix="bench_mm_export_")
+        cfg = load_config(args.config, [f"Global.output_dir={work}/run", f"Data.max_captions={NC}",
+                                        f"Data.max_evidence_images={NI}",
+                                        f"Data.tokenizer={make_tokenizer(os.path.join(work, 'tok'))}"])
+        export_model(cfg, os.path.join(work, "export"), task=get_task("multimodal")(cfg), model=model,
+                     threads=args.threads, check_onednn=False)
+        model = PredictorModule(Predictor(os.path.join(work, "export"), threads=args.threads, onednn="on"))
     with paddle.no_grad():
         for _ in range(args.warmup):
             model(**task.inputs(t))
@@ -70,6 +86,9 @@ def child(args):
         for _ in range(args.steps):
             model(**task.inputs(t))
         eval_s = (time.perf_counter() - t0) / args.steps
+    if args.exported:
+        print(json.dumps({"eval_forward_s": eval_s, "eval_samples_per_s": B / eval_s}))
+        return
     model.train()
     opt = task.build_optimizers(model, 100)[0][0]
 
@@ -96,7 +115,7 @@ def _last_json(p):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def run_setting(name, threads, tuned, onednn, freeze, args):
+def run_setting(name, threads, tuned, onednn, freeze, args, exported=False):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), GLOG_minloglevel="2",
                PADDLE_MODELS_CPU_TUNING="1" if tuned else "0")
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--threads", str(threads), "--warmup",
@@ -104,7 +123,17 @@ def run_setting(name, threads, tuned, onednn, freeze, args):
     cmd += ["--fast-linear"] if tuned else []
     cmd += ["--onednn"] if onednn else []
     cmd += ["--freeze-emb"] if freeze else []
+    cmd += ["--exported"] if exported else []
     return {"setting": name, **_last_json(subprocess.run(cmd, env=env, capture_output=True, text=True))}
+
+
+def _fmt(v):
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _ratio(ref, r, key):
+    """ref seconds / r seconds (above 1: r is faster), or '-' where r has no such timing."""
+    return "-" if r.get(key) is None or ref.get(key) is None else f"{ref[key] / r[key]:.2f}"
 
 
 def twin_python(args):
@@ -122,6 +151,7 @@ def main():
     ap.add_argument("--onednn", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--freeze-emb", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--fast-linear", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--exported", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
     ap.add_argument("--steps", type=int, default=3, help="timed steps (mean)")
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "multimodal", "ernie_m_resnet101.yaml"))
@@ -137,11 +167,13 @@ def main():
                 ("threads", f"{cores} threads, untuned", cores, False, False, False),
                 ("defaults", f"{cores} threads + project defaults", cores, True, False, False),
                 ("onednn", "defaults + oneDNN", cores, True, True, False),
-                ("frozen", "defaults + frozen word emb. (option)", cores, True, False, True)]
+                ("frozen", "defaults + frozen word emb. (option)", cores, True, False, True),
+                ("exported", "exported graph, Paddle Inference + oneDNN", cores, True, False, False)]
     if args.only:
         keep = set(args.only.split(","))
         settings = [s for s in settings if s[0] in keep]
-    rows = [dict(run_setting(name, th, tuned, od, fz, args), key=key) for key, name, th, tuned, od, fz in settings]
+    rows = [dict(run_setting(name, th, tuned, od, fz, args, exported=key == "exported"), key=key)
+            for key, name, th, tuned, od, fz in settings]
     py = twin_python(args)
     twin = None
     if py:
@@ -158,11 +190,10 @@ def main():
         if "error" in r:
             print(f"{r['setting']:<40} error: {r['error']}")
             continue
-        line = (f"{r['setting']:<40} {r['eval_forward_s']:>10.2f} {r['train_step_s']:>8.2f} "
-                f"{base['eval_forward_s'] / r['eval_forward_s']:>11.2f} {base['train_step_s'] / r['train_step_s']:>12.2f}")
+        line = (f"{r['setting']:<40} {r['eval_forward_s']:>10.2f} {_fmt(r.get('train_step_s')):>8} "
+                f"{base['eval_forward_s'] / r['eval_forward_s']:>11.2f} {_ratio(base, r, 'train_step_s'):>12}")
         if have_twin:
-            line += (f" {twin['eval_forward_s'] / r['eval_forward_s']:>11.2f}"
-                     f" {twin['train_step_s'] / r['train_step_s']:>12.2f}")
+            line += f" {twin['eval_forward_s'] / r['eval_forward_s']:>11.2f} {_ratio(twin, r, 'train_step_s'):>12}"
         print(line)
     if twin is None:
         print("PyTorch twin: not run (torch, torchvision and transformers are not importable here; pass "

@@ -157,3 +157,43 @@ def test_epoch_order_is_seeded_and_sharded():
     assert not np.array_equal(a, epoch_indices(10, 1, 1, True))
     r0, r1 = epoch_indices(10, 1, 0, True, 0, 2), epoch_indices(10, 1, 0, True, 1, 2)
     assert sorted(np.concatenate([r0, r1])) == list(range(10)) and len(r0) == len(r1) == 5
+
+
+def test_eval_on_the_exported_graph_matches_dygraph(demo, tmp_path, monkeypatch):
+    """Global.eval_engine=inference (tools/eval.py's path) exports the checkpoint, parity-checked, and predicts
+    with Paddle Inference: same probabilities and metrics as dygraph, with oneDNN off and on."""
+    res = run(cfg_for(demo, tmp_path / "r", "Global.epochs=1"))
+    ck = f"Global.checkpoint={res['best_checkpoint']}"
+    dy_cfg = cfg_for(demo, tmp_path / "dy", ck)
+    dy = Trainer(dy_cfg, get_task("multimodal")(dy_cfg))
+    want = dy.predict(_loaded(dy_cfg), "test")
+    ref = dy.evaluate("test")
+    for onednn in ("off", "on"):
+        monkeypatch.setenv("PADDLE_MODELS_ONEDNN", onednn)
+        cfg = cfg_for(demo, tmp_path / f"pi_{onednn}", ck, "Global.eval_engine=inference")
+        tr = Trainer(cfg, get_task("multimodal")(cfg))
+        ev = tr.evaluate("test")
+        assert ev["eval_engine"] == "inference" and ev["parity_max_rel_err"] <= 1e-5
+        assert ev["onednn"] is (onednn == "on")
+        assert os.path.isfile(os.path.join(ev["export_dir"], "export.yaml"))
+        for k in ("accuracy", "macro_f1"):
+            assert ev[k] == pytest.approx(ref[k], abs=1e-9), (onednn, k)
+        module, _ = tr._exported(_loaded(cfg))
+        got = tr.predict(module, "test")
+        assert list(got["id"]) == list(want["id"])
+        np.testing.assert_allclose(got["prob"], want["prob"], rtol=1e-4, atol=1e-6)
+        with pytest.raises(RuntimeError, match="cannot be trained"):
+            module.train()
+
+
+def _loaded(cfg):
+    task = get_task("multimodal")(cfg)
+    model = task.build_model()
+    load_model_weights(model, cfg["Global"]["checkpoint"])
+    return model
+
+
+def test_eval_engine_is_checked(demo, tmp_path):
+    cfg = cfg_for(demo, tmp_path / "x", "Global.eval_engine=onnx", "Global.checkpoint=none")
+    with pytest.raises(ValueError, match="Global.eval_engine: 'onnx' is not one of dygraph, inference"):
+        Trainer(cfg, get_task("multimodal")(cfg)).evaluate("test")

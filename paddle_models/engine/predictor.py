@@ -235,6 +235,32 @@ class Predictor:
                 "onednn": self.onednn, "onednn_requested": self.requested_onednn, "onednn_note": self.onednn_note}
 
 
+class PredictorModule:
+    """An exported graph called like the paddle Layer it was exported from (``module(**inputs)`` or
+    positionally in the export's input order), returning paddle Tensors: lets a task's ``predict_step``
+    run on Paddle Inference unchanged (``Global.eval_engine: inference``)."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+
+    def eval(self):
+        return self
+
+    def train(self, *_):
+        raise RuntimeError(f"{self.predictor.model_dir}: an exported graph cannot be trained")
+
+    def __call__(self, *args, **kwargs):
+        import paddle
+
+        names = self.predictor.input_names
+        if len(args) > len(names):
+            raise InputError(f"{self.predictor.model_dir}: {len(args)} positional inputs, the graph takes {names}")
+        feed = dict(zip(names, args))
+        feed.update(kwargs)
+        outs = [paddle.to_tensor(o) for o in self.predictor.run_list(feed)]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
 # ---- raw inputs -> batches (the training preprocessing) ------------------------------------------
 def detect_multimodal_format(path: str) -> str:
     """``jsonl`` for ``*.jsonl``; for ``*.json``: an object keyed by item id is MR2's ``dataset_items``, a

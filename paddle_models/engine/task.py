@@ -26,6 +26,9 @@ class Task:
     #: metric used to select the best checkpoint, and whether larger is better
     best_metric: str = "loss"
     best_mode: str = "min"
+    #: predict_step only calls ``model(...)`` on its export inputs, so it can run on the exported graph
+    #: (``Global.eval_engine: inference``)
+    eval_on_export: bool = False
 
     def __init__(self, cfg):
         self.cfg = cfg

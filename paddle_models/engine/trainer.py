@@ -231,11 +231,17 @@ class Trainer:
     def evaluate(self, split: str = "val", model=None, write_artifacts: bool = True) -> dict:
         """Metrics of ``model`` (or the model with ``Global.checkpoint`` loaded) on ``split``."""
         t0 = time.time()
+        engine = str(self.g.get("eval_engine", "dygraph"))
+        if engine not in ("dygraph", "inference"):
+            raise ValueError(f"Global.eval_engine: {engine!r} is not one of dygraph, inference")
+        extra = {}
         if model is None:
             self._prepare()
             model = self._model or self.task.build_model()
             if self.g.get("checkpoint"):
                 load_model_weights(model, self.g["checkpoint"])
+            if engine == "inference":
+                model, extra = self._exported(model)
         outputs = self.predict(model, split, progress=self.g.get("progress", True))
         metrics = self.task.compute_metrics(outputs)
         artifacts = {}
@@ -247,7 +253,29 @@ class Trainer:
         summary = self.task.run_summary()
         if summary:
             artifacts = {**artifacts, "data": summary}
-        return {**metrics, "split": split, "samples": n, "seconds": round(time.time() - t0, 3), **artifacts}
+        return {**metrics, "split": split, "samples": n, "seconds": round(time.time() - t0, 3), **extra, **artifacts}
+
+    def _exported(self, model):
+        """``model`` exported (parity-checked) to <output_dir>/export_eval and wrapped for predict_step."""
+        from .export import export_model
+        from .predictor import Predictor, PredictorModule
+
+        if not self.task.eval_on_export:
+            raise ValueError(f"Global.eval_engine=inference: the {self.task.family} task evaluates with more than "
+                             f"one call of its model (decoding, retrieval); use eval_engine=dygraph")
+        if self.world_size > 1:
+            raise ValueError("Global.eval_engine=inference runs in one process; launch tools/eval.py without "
+                             "paddle.distributed.launch")
+        threads = int(self.g.get("num_threads") or 0)
+        out = os.path.join(self.output_dir, "export_eval")
+        t = time.time()
+        res = export_model(self.cfg, out, task=self.task, model=model, threads=threads, check_onednn=False)
+        pred = Predictor(out, threads=threads, onednn=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"))
+        log.info("eval on the exported graph %s (parity %.1e, oneDNN %s%s)", out, res["parity_max_rel_err"],
+                 pred.onednn, f": {pred.onednn_note}" if pred.onednn_note else "")
+        return PredictorModule(pred), {"eval_engine": "inference", "export_dir": out, "onednn": pred.onednn,
+                                       "export_seconds": round(time.time() - t, 3),
+                                       "parity_max_rel_err": res["parity_max_rel_err"]}
 
     # -- training --
     def fit(self) -> dict:

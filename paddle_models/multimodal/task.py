@@ -44,6 +44,7 @@ class MultimodalTask(Task):
     family = "multimodal"
     best_metric = "macro_f1"
     best_mode = "max"
+    eval_on_export = True
 
     def __init__(self, cfg):
         super().__init__(cfg)
