@@ -211,3 +211,25 @@ def test_error_on_a_run_with_onednn_falls_back(fm_export, caplog):
     strict._predictor = Failing(strict._predictor)
     with pytest.raises(RuntimeError, match="primitive creation failed"):
         strict.run(batch)
+
+
+def test_bf16_precision_is_an_opt_in_close_to_fp32(fm_export):
+    if not P.bf16_supported():
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 / AMX)")
+    batch = _batch(fm_export, 7)
+    ref = _dygraph(fm_export, batch)
+    pred = Predictor(fm_export["dir"], threads=1, onednn="on", precision="bf16")
+    assert pred.precision == "bf16" and pred.onednn is True and pred.describe()["precision"] == "bf16"
+    out = pred.run(batch)["output_0"]
+    assert not np.array_equal(out, Predictor(fm_export["dir"], threads=1, onednn="on").run(batch)["output_0"])  # bf16 ran ...
+    np.testing.assert_allclose(out, ref, rtol=5e-2, atol=5e-2)  # ... and stays close to fp32
+
+
+def test_bf16_precision_errors():
+    with pytest.raises(ValueError, match="precision: 'fp16' is not one of fp32, bf16"):
+        Predictor("/nonexistent", precision="fp16")
+
+
+def test_bf16_needs_onednn(fm_export):
+    with pytest.raises(ValueError, match="precision bf16 runs on oneDNN"):
+        Predictor(fm_export["dir"], onednn="off", precision="bf16")

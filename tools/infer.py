@@ -161,6 +161,9 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--onednn", choices=["auto", "on", "off"], default=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"),
                    help="oneDNN kernels: auto probes them in a subprocess first and falls back when they fail")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: oneDNN bfloat16 matmuls/convolutions on CPUs with native support; faster, not the "
+                        "exported function exactly (logits within about 1e-2 relative)")
     p.add_argument("--on-bad-image", choices=["error", "skip", "blank"], default=None,
                    help="override the export's Data.on_bad_image for this input")
     p.add_argument("-o", "--override", action="append", default=[], metavar="Data.KEY=VALUE",
@@ -175,14 +178,15 @@ def main():
     from paddle_models.engine.predictor import Predictor
 
     t = time.time()
-    pred = Predictor(args.model_dir, variant=args.variant, threads=args.threads, onednn=args.onednn)
+    pred = Predictor(args.model_dir, variant=args.variant, threads=args.threads, onednn=args.onednn,
+                     precision=args.precision)
     load_s = time.time() - t
     if args.input.lower().endswith(".npz"):
         result = infer_arrays(pred, args)
     else:
         result = infer_raw(pred, args)
     result.update({"model_dir": pred.model_dir, "variant": pred.variant, "threads": pred.threads,
-                   "onednn": pred.onednn, "load_seconds": round(load_s, 3)})
+                   "onednn": pred.onednn, "precision": pred.precision, "load_seconds": round(load_s, 3)})
     if pred.onednn_note:
         result["onednn_note"] = pred.onednn_note
     print_summary("infer", {k: v for k, v in result.items() if k not in ("data", "outputs")})

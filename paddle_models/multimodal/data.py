@@ -223,6 +223,18 @@ def _check_text(value, where: str, fieldname: str, allow_empty: bool) -> str:
     return value
 
 
+
+def _record_id(value, where: str, seen: dict, position, used_at: str) -> str:
+    """A record's id as a string: a string or integer, not used before in the file (``seen`` maps id ->
+    position, reported as "already used <used_at> <position>")."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{where}: id: expected a string or integer, got {value!r}")
+    rid = str(value)
+    if rid in seen:
+        raise DataError(f"{where}: id: {rid!r} already used {used_at} {seen[rid]}")
+    seen[rid] = position
+    return rid
+
 def _str_list(value, where: str, fieldname: str) -> List[str]:
     if value is None:
         return []
@@ -272,13 +284,7 @@ def read_jsonl(path: str, root: str, label_names: Sequence[str], require_label: 
             raise DataError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        rid = obj.get("id", len(records))
-        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-            raise DataError(f"{where}: id: expected a string or integer, got {rid!r}")
-        rid = str(rid)
-        if rid in seen_ids:
-            raise DataError(f"{where}: id: {rid!r} already used on line {seen_ids[rid]}")
-        seen_ids[rid] = lineno
+        rid = _record_id(obj.get("id", len(records)), where, seen_ids, lineno, "on line")
         where = f"{path}: line {lineno} (id {rid})"
         if "text" not in obj:
             raise DataError(f"{where}: text: missing field")
@@ -446,13 +452,7 @@ def read_mvsa(path: str, root: str, label_names: Sequence[str], require_label: b
             raise DataError(f"{where}: expected an object, got {type(obj).__name__}")
         if "id" not in obj:
             raise DataError(f"{where}: id: missing field")
-        rid = obj["id"]
-        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-            raise DataError(f"{where}: id: expected a string or integer, got {rid!r}")
-        rid = str(rid)
-        if rid in seen:
-            raise DataError(f"{where}: id: {rid!r} already used by record {seen[rid]}")
-        seen[rid] = i
+        rid = _record_id(obj["id"], where, seen, i, "by record")
         where = f"{path}: record {i} (id {rid})"
         if "text" not in obj:
             raise DataError(f"{where}: text: missing field")
