@@ -1,6 +1,6 @@
 """Process-wide CPU tuning, applied once when ``paddle_models`` is imported (before any model runs).
 
-Two measured problems of Paddle 3.3 on this project's AMD EPYC machines, both fixed without changing what
+Three measured problems of Paddle 3.3 on this project's AMD EPYC machines, each fixed without changing what
 is computed:
 
 * Paddle's bundled MKL (mklml) takes a generic SSE GEMM path on non-Intel CPUs. ``MKL_DEBUG_CPU_TYPE=5``
@@ -14,11 +14,15 @@ is computed:
 * Paddle 3's stride kernels make ``transpose`` a view; the attention's batched matmuls, scalings and
   reshapes on those views then run on strided memory, much slower on CPU: ERNIE-M base forward
   1.11 s -> 0.86 s with ``FLAGS_use_stride_kernel`` off (CPU builds only; a user's own setting of the flag
-  is kept). Views become copies, as in Paddle 2.
+  is kept). Views become copies, as in Paddle 2. Paddle reads the flag from the environment when it is
+  imported, so importing ``paddle_models`` does not import paddle (only sets the variable) unless paddle
+  is already loaded, in which case the flag is set directly.
 
 Set ``PADDLE_MODELS_CPU_TUNING=0`` to leave the process as it is.
 """
+import importlib.metadata
 import os
+import sys
 
 _APPLIED = {}
 
@@ -50,10 +54,24 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def _gpu_paddle_installed() -> bool:
+    """A CUDA build of paddle is installed (its wheels are named paddlepaddle-gpu), found without importing it."""
+    try:
+        importlib.metadata.distribution("paddlepaddle-gpu")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
 def no_stride_kernels_on_cpu() -> bool:
     """Turn ``FLAGS_use_stride_kernel`` off on CPU-only paddle builds, unless the user set it."""
     if "FLAGS_use_stride_kernel" in os.environ:
         return False
+    if "paddle" not in sys.modules:
+        if _gpu_paddle_installed():
+            return False
+        os.environ["FLAGS_use_stride_kernel"] = "0"  # read by paddle at import
+        return True
     import paddle
 
     if paddle.is_compiled_with_cuda() or paddle.is_compiled_with_xpu():

@@ -139,3 +139,19 @@ def test_tune_cpu_keeps_the_users_own_settings():
     mine = _probe(MKL_DEBUG_CPU_TYPE="4", FLAGS_use_stride_kernel="1")
     assert mine["mkl"] == "4" and mine["applied"]["mkl_avx2"] is False
     assert mine["stride"] is True and mine["applied"]["no_stride_kernels"] is False
+
+
+def test_tune_cpu_does_not_import_paddle_and_sets_the_flag_both_ways():
+    """Importing paddle_models stays cheap (paddle is imported by whoever runs a model), and the stride flag is
+    off either way: read from the environment by a later paddle import, or set directly when paddle came first."""
+    code = ("import sys, paddle_models; print(int('paddle' in sys.modules)); import paddle; "
+            "print(int(paddle.get_flags(['FLAGS_use_stride_kernel'])['FLAGS_use_stride_kernel']))")
+    first = ("import sys, paddle, paddle_models; "
+             "print(int(paddle.get_flags(['FLAGS_use_stride_kernel'])['FLAGS_use_stride_kernel']))")
+    env = {k: v for k, v in os.environ.items() if k not in ("FLAGS_use_stride_kernel", "PADDLE_MODELS_CPU_TUNING")}
+    env["GLOG_minloglevel"] = "2"
+    out = [subprocess.run([sys.executable, "-c", c], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300).stdout.split() for c in (code, first)]
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("stride kernels stay on in CUDA builds")
+    assert out[0] == ["0", "0"] and out[1] == ["0"]
