@@ -170,15 +170,19 @@ class Predictor:
             if not bf16_supported():
                 raise ValueError("precision bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); use fp32")
         if use and not _compiled_with_onednn():
-            use, self.onednn_note = False, "this paddle build has no oneDNN"
+            use = self._without_onednn("this paddle build has no oneDNN")
         if use and self.requested_onednn == "auto":
             probe = probe_onednn(self.model_dir, variant, threads=self.threads)
             if not probe["ok"]:
-                use, self.onednn_note = False, f"oneDNN probe failed: {probe['error']}"
+                use = self._without_onednn(f"oneDNN probe failed: {probe['error']}")
                 log.warning("%s [%s]: %s; running without oneDNN", self.model_dir, variant, self.onednn_note)
-        if not use and self.precision != "fp32":
-            self.onednn_note, self.precision = self.onednn_note + ", so fp32", "fp32"
         self._create(use)
+
+    def _without_onednn(self, why: str) -> bool:
+        """Record why oneDNN is off; bf16 runs only on oneDNN, so the precision becomes fp32 with it."""
+        self.onednn_note = why + (", so fp32" if self.precision != "fp32" else "")
+        self.precision = "fp32"
+        return False
 
     # ---- setup -------------------------------------------------------------------------------------
     def _config(self, use_onednn: bool):
@@ -220,8 +224,7 @@ class Predictor:
     def _fall_back(self, error: Exception):
         first = str(error).strip().splitlines()
         msg = f"{type(error).__name__}: {first[0] if first else ''}"[:300]
-        self.onednn_note = f"oneDNN failed ({msg})" + (", so fp32" if self.precision != "fp32" else "")
-        self.precision = "fp32"
+        self._without_onednn(f"oneDNN failed ({msg})")
         log.warning("%s [%s]: %s; falling back to oneDNN off", self.model_dir, self.variant, self.onednn_note)
         self._create(False)
 
