@@ -36,7 +36,9 @@ import numpy as np  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "multimodal", "jsonl_small.yaml")
 FAITHFUL_CONFIG = os.path.join(ROOT, "configs", "multimodal", "ernie_m_resnet101.yaml")
-BACKENDS = ("dygraph", "paddle_inference", "onnxruntime", "paddle_inference_onednn")
+# result rows in table order (the "dygraph_with_onednn_predictor" row is dygraph timed in the oneDNN phase)
+ROWS = ("dygraph", "paddle_inference", "onnxruntime", "dygraph_with_onednn_predictor", "paddle_inference_onednn",
+        "paddle_inference_onednn_bf16")
 
 
 def synthetic_batch(cfg, vocab: int, batch: int, captions: int, evidence: int, seed: int = 0) -> dict:
@@ -160,9 +162,10 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
                 outs = {n: runners[n](batch) for n in names}
                 lat = timed_blocks({n: (lambda f=runners[n]: f(batch)) for n in names}, warmup, iters, args.budget,
                                    block=args.block)
-                base = summarize(lat["dygraph"], bs)
+                summaries = {n: summarize(lat[n], bs) for n in names}
+                base = summaries["dygraph"]
                 for name in names:
-                    r = summarize(lat[name], bs)
+                    r = summaries[name]
                     r["max_rel_err_vs_dygraph"] = max_rel_err([outs[name]], [reference[bs]])
                     r["argmax_agrees"] = float(np.mean(outs[name].argmax(-1) == reference[bs].argmax(-1)))
                     if name == "dygraph":
@@ -202,8 +205,7 @@ def print_table(label: str, res: dict, batch_sizes):
     print("| backend | batch | p50 ms | p95 ms | min ms | items/s | p50 vs dygraph |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for bs in batch_sizes:
-        for name in ("dygraph", "paddle_inference", "onnxruntime", "dygraph_with_onednn_predictor",
-                     "paddle_inference_onednn", "paddle_inference_onednn_bf16"):
+        for name in ROWS:
             r = res["results"].get(f"{name}@{bs}")
             if r:
                 ratio = f"{r['p50_ratio_vs_dygraph']:.2f}x" if "p50_ratio_vs_dygraph" in r else "1.00x"
