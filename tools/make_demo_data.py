@@ -4,13 +4,13 @@ both the text and the image (see paddle_models/multimodal/demo_data.py).
     python tools/make_demo_data.py --out output/demo_data --json
 """
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from paddle_models.cli import emit_json  # noqa: E402
 from paddle_models.multimodal.demo_data import RULES, make_demo_data  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main(argv=None):
         print(f"{split}: {s['items']} items, {s['images']} images, labels {s['labels']}")
     print(f"wrote {summary['out_dir']} in {summary['seconds']} s")
     if args.json:
-        print(json.dumps(summary))
+        emit_json(summary)
     return 0
 
 

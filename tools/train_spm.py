@@ -8,12 +8,13 @@ Writes <out>.model and <out>.vocab with the ids the model expects (pad 0, unk 1,
 config at it with -o Data.spm_model=<out>.model (without it, training builds one into its output_dir).
 """
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_models.cli import emit_json  # noqa: E402
 
 
 def main():
@@ -44,7 +45,7 @@ def main():
               "seconds": round(time.time() - t0, 2)}
     print(f"wrote {path} ({tok.vocab_size} pieces; {avg:.1f} pieces per sentence of {args.inputs[0]})")
     if args.json:
-        print(json.dumps(result))
+        emit_json(result)
     return 0
 
 

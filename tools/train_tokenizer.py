@@ -8,13 +8,13 @@ Inputs (one or more files, format detected from content): JSONL with a ``text`` 
 ``paddle_models.multimodal.tokenizer.load_tokenizer(DIR)``.
 """
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from paddle_models.cli import emit_json  # noqa: E402
 from paddle_models.multimodal.tokenizer import read_texts, train_tokenizer  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main(argv=None):
     print(f"trained on {info['num_texts']} texts: vocab.txt has {info['vocab_size']} tokens "
           f"(SentencePiece {info['sp_vocab_size']}) in {args.out}")
     if args.json:
-        print(json.dumps(info))
+        emit_json(info)
     return 0
 
 
