@@ -89,14 +89,20 @@ def test_multi_head_attention_matches_paddle(cross):
                                    ref(x, attn_mask=causal_mask(5)).numpy(), atol=TOL, rtol=TOL)
 
 
-@pytest.mark.parametrize("normalize_before", [False, True])
-def test_encoder_layer_matches_paddle(normalize_before):
-    paddle.seed(3)
-    ref = paddle.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.1, normalize_before=normalize_before)
-    ours = EncoderLayer(32, 4, 64, dropout=0.1, normalize_before=normalize_before)
+def _same_weights(ref_cls, our_cls, seed, normalize_before):
+    """paddle's layer and ours (d_model 32, 4 heads, d_ff 64), ours given paddle's weights, both in eval mode."""
+    paddle.seed(seed)
+    ref = ref_cls(32, 4, 64, dropout=0.1, normalize_before=normalize_before)
+    ours = our_cls(32, 4, 64, dropout=0.1, normalize_before=normalize_before)
     ours.set_state_dict(ref.state_dict())
     assert sorted(ours.state_dict()) == sorted(ref.state_dict())
     ref.eval(), ours.eval()
+    return ref, ours
+
+
+@pytest.mark.parametrize("normalize_before", [False, True])
+def test_encoder_layer_matches_paddle(normalize_before):
+    ref, ours = _same_weights(paddle.nn.TransformerEncoderLayer, EncoderLayer, 3, normalize_before)
     x = _t(np.random.RandomState(4).randn(3, 8, 32).astype("float32"))
     ids = _t(SRC)
     np.testing.assert_allclose(ours(x, padding_mask(ids)).numpy(),
@@ -105,12 +111,7 @@ def test_encoder_layer_matches_paddle(normalize_before):
 
 @pytest.mark.parametrize("normalize_before", [False, True])
 def test_decoder_layer_matches_paddle(normalize_before):
-    paddle.seed(5)
-    ref = paddle.nn.TransformerDecoderLayer(32, 4, 64, dropout=0.1, normalize_before=normalize_before)
-    ours = DecoderLayer(32, 4, 64, dropout=0.1, normalize_before=normalize_before)
-    ours.set_state_dict(ref.state_dict())
-    assert sorted(ours.state_dict()) == sorted(ref.state_dict())
-    ref.eval(), ours.eval()
+    ref, ours = _same_weights(paddle.nn.TransformerDecoderLayer, DecoderLayer, 5, normalize_before)
     r = np.random.RandomState(6)
     tgt, mem = _t(r.randn(3, 6, 32).astype("float32")), _t(r.randn(3, 8, 32).astype("float32"))
     ids = _t(SRC)
