@@ -306,6 +306,7 @@ def test_infer_tool_on_jsonl_matches_dygraph_eval(exported, run, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert res["items"] == 12 and res["items_per_s"] > 0 and res["onednn"] is False
+    assert res["keep_buffers"] is True and res["kept_bytes"] > 0  # auto: a small model keeps its intermediates
     header, rows = _read_csv(pred_csv)
     assert header == ["id", "label", "p_negative", "p_neutral", "p_positive"]
     ref = _dygraph_probs(exported["cfg"], "test")

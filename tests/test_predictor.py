@@ -182,7 +182,42 @@ def test_error_at_creation_with_onednn_falls_back(fm_export, monkeypatch, caplog
 
 def test_bad_onednn_mode():
     with pytest.raises(ValueError, match="onednn: 'maybe' is not one of auto, on, off"):
-        P._onednn_mode("maybe")
+        P._mode("onednn", "maybe")
+
+
+@pytest.mark.parametrize("onednn", ["off", "on"])
+def test_kept_buffers_give_the_same_outputs_and_stay_allocated(fm_export, onednn):
+    """keep_buffers=on: intermediates stay allocated between calls (host memory says so), the outputs are
+    those of a predictor that frees them, over growing and shrinking batches, and the process's GC flag
+    is what it was."""
+    key = "FLAGS_eager_delete_tensor_gb"
+    flag = paddle.get_flags([key])[key]
+    free = Predictor(fm_export["dir"], threads=1, onednn=onednn, keep_buffers="off")
+    before = P._host_allocated()
+    first = _batch(fm_export, 5)
+    ref = [free.run(first)["output_0"]]
+    freed_delta = P._host_allocated() - before
+    keep = Predictor(fm_export["dir"], threads=1, onednn=onednn, keep_buffers="on")
+    out = [keep.run(first)["output_0"]]
+    assert paddle.get_flags([key])[key] == flag
+    assert free.keep_buffers is False and free.kept_bytes is None
+    assert keep.keep_buffers is True and keep.describe()["kept_bytes"] == keep.kept_bytes
+    assert keep.kept_bytes > max(freed_delta, 0)  # the intermediates are held, not only the output
+    for n in (9, 3, 5):
+        b = _batch(fm_export, n)
+        ref.append(free.run(b)["output_0"])
+        out.append(keep.run(b)["output_0"])
+    for o, r in zip(out, ref):
+        np.testing.assert_array_equal(o, r)
+    np.testing.assert_allclose(out[-1], _dygraph(fm_export, _batch(fm_export, 5)), rtol=1e-5, atol=1e-6)
+
+
+def test_keep_buffers_auto_follows_the_weights_size(fm_export, monkeypatch):
+    assert Predictor(fm_export["dir"], threads=1, onednn="off").keep_buffers is True  # a small model
+    monkeypatch.setattr(P, "KEEP_BUFFERS_AUTO_MAX_PARAMS", 1)
+    assert Predictor(fm_export["dir"], threads=1, onednn="off").keep_buffers is False
+    with pytest.raises(ValueError, match="keep_buffers: 'sometimes' is not one of auto, on, off"):
+        Predictor(fm_export["dir"], keep_buffers="sometimes")
 
 
 def test_error_on_a_run_with_onednn_falls_back(fm_export, caplog):

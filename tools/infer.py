@@ -164,6 +164,10 @@ def main():
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: oneDNN bfloat16 matmuls/convolutions on CPUs with native support; faster, not the "
                         "exported function exactly (logits within about 1e-2 relative)")
+    p.add_argument("--keep-buffers", choices=["auto", "on", "off"], default="auto",
+                   help="keep intermediate tensors allocated between batches instead of freeing each one after "
+                        "its last use: faster for small models, costs their total size in memory; auto: on for "
+                        "weights under 64 MiB")
     p.add_argument("--on-bad-image", choices=["error", "skip", "blank"], default=None,
                    help="override the export's Data.on_bad_image for this input")
     p.add_argument("-o", "--override", action="append", default=[], metavar="Data.KEY=VALUE",
@@ -179,14 +183,15 @@ def main():
 
     t = time.time()
     pred = Predictor(args.model_dir, variant=args.variant, threads=args.threads, onednn=args.onednn,
-                     precision=args.precision)
+                     precision=args.precision, keep_buffers=args.keep_buffers)
     load_s = time.time() - t
     if args.input.lower().endswith(".npz"):
         result = infer_arrays(pred, args)
     else:
         result = infer_raw(pred, args)
     result.update({"model_dir": pred.model_dir, "variant": pred.variant, "threads": pred.threads,
-                   "onednn": pred.onednn, "precision": pred.precision, "load_seconds": round(load_s, 3)})
+                   "onednn": pred.onednn, "precision": pred.precision, "keep_buffers": pred.keep_buffers,
+                   "kept_bytes": pred.kept_bytes, "load_seconds": round(load_s, 3)})
     if pred.onednn_note:
         result["onednn_note"] = pred.onednn_note
     print_summary("infer", {k: v for k, v in result.items() if k not in ("data", "outputs")})
