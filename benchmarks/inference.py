@@ -14,6 +14,12 @@ the CPU run short). Every backend uses the same number of CPU threads. Reported 
 size: p50 / p95 latency (ms) and throughput (items/s); and the ratio of each backend's p50 to the dygraph
 p50 at the same batch size (the goal: Paddle Inference <= 0.6x dygraph at batch 1).
 
+The fp32 floor: the benchmark counts the arithmetic of the model's convolutions and Linear layers (forward
+hooks, batch 1; attention products, norms and activations left out, so it is a lower bound) and measures
+this core's best fp32 GEMM rate in the same run (paddle's MKL matmul and, if installed, onnxruntime's, on
+large products). FLOPs / rate is the least time any fp32 engine can take on this CPU; divided by the dygraph
+p50 it is the lowest ratio the 0.6x goal could reach here ("fp32 floor").
+
 Timing runs in two phases per model: dygraph, Paddle Inference without oneDNN and onnxruntime first, in
 alternating blocks of back-to-back calls; then the oneDNN predictor is created and timed beside dygraph
 again (the "dygraph (beside oneDNN)" row). Once a oneDNN predictor exists in a process, paddle's plain CPU
@@ -101,6 +107,73 @@ def summarize(lat: list, batch: int) -> dict:
             "items_per_s": round(batch * 1000.0 / float(np.mean(a)), 2), "runs": len(lat)}
 
 
+def conv_linear_flops(model, inputs) -> int:
+    """FLOPs (2 per multiply-add) of the Conv2D and Linear layers in one forward pass on ``inputs``."""
+    import paddle
+
+    total = [0]
+
+    def hook(layer, args, out):
+        w = layer.weight
+        if isinstance(layer, paddle.nn.Linear):  # weight [in, out]
+            total[0] += 2 * int(np.prod(args[0].shape[:-1])) * int(w.shape[0]) * int(w.shape[1])
+        else:  # weight [out, in/groups, kh, kw]: every output element is one dot product of that length
+            total[0] += 2 * int(np.prod(out.shape)) * int(np.prod(w.shape[1:]))
+
+    handles = [m.register_forward_post_hook(hook) for m in model.sublayers()
+               if isinstance(m, (paddle.nn.Linear, paddle.nn.Conv2D))]
+    try:
+        with paddle.no_grad():
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def gemm_peak_gflops(threads: int, reps: int = 5) -> dict:
+    """This core's best fp32 GEMM rate (GFLOPS, best of ``reps``) by engine, on large products."""
+    import paddle
+
+    shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (256, 768, 3072)]
+    rates = {}
+
+    def best(fn, flops):
+        fn()
+        return round(flops / min(_timed(fn) for _ in range(reps)) / 1e9, 1)
+
+    rng = np.random.RandomState(0)
+    for m, k, n in shapes:
+        a = paddle.to_tensor(rng.randn(m, k).astype("float32"))
+        b = paddle.to_tensor(rng.randn(k, n).astype("float32"))
+        rates[f"paddle_mkl_{m}x{k}x{n}"] = best(lambda: paddle.matmul(a, b).numpy(), 2 * m * k * n)
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        ort = None
+    if ort is not None:
+        for m, k, n in shapes:
+            graph = helper.make_graph(
+                [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+                [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+                [helper.make_tensor("b", TensorProto.FLOAT, [k, n], rng.randn(k * n).astype("float32"))])
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+                                        .SerializeToString(), so, providers=["CPUExecutionProvider"])
+            a = rng.randn(m, k).astype("float32")
+            rates[f"onnxruntime_{m}x{k}x{n}"] = best(lambda: sess.run(None, {"a": a}), 2 * m * k * n)
+    return {"best": max(rates.values()), "by_engine_and_shape": rates}
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def bench_model(label: str, config: str, args, overrides: list, captions: int, evidence: int,
                 warmup: int, iters: int) -> dict:
     import paddle
@@ -148,13 +221,16 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
             return run
 
         runners["dygraph"] = dygraph_runner()
-        pi_off = Predictor(edir, threads=args.threads, onednn="off")
+        pi_off = Predictor(edir, threads=args.threads, onednn="off", keep_buffers=args.keep_buffers)
         runners["paddle_inference"] = lambda b: pi_off.run_list(b)[0]
         if not args.skip_onnx:
             sess = onnx_session(os.path.join(edir, "model.onnx"), args.threads)
             runners["onnxruntime"] = lambda b: sess.run(None, b)[0]
         batches = {bs: synthetic_batch(cfg, vocab, bs, captions, evidence, seed=bs) for bs in args.batch_sizes}
         reference = {bs: runners["dygraph"](batches[bs]) for bs in args.batch_sizes}
+        one = synthetic_batch(cfg, vocab, 1, captions, evidence)
+        out["conv_linear_gflop_per_item"] = round(conv_linear_flops(
+            model, [paddle.to_tensor(one[s.name]) for s in task.export_input_spec(model)]) / 1e9, 3)
 
         def time_phase(names, phase):
             for bs in args.batch_sizes:
@@ -182,18 +258,24 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
         # Phase 1 without any oneDNN predictor in the process: once one exists, paddle's plain CPU kernels
         # ran slower in the same process (demo model, Paddle Inference without oneDNN: 1.6 -> 2.2 ms).
         time_phase([n for n in ("dygraph", "paddle_inference", "onnxruntime") if n in runners], 1)
-        pi_on = Predictor(edir, threads=args.threads, onednn="on")
+        pi_on = Predictor(edir, threads=args.threads, onednn="on", keep_buffers=args.keep_buffers)
         if pi_on.onednn:
             runners["paddle_inference_onednn"] = lambda b: pi_on.run_list(b)[0]
             phase2 = ["dygraph", "paddle_inference_onednn"]
             if bf16_supported() and not args.skip_bf16:  # opt-in precision: not the exported function exactly
-                pi_bf16 = Predictor(edir, threads=args.threads, onednn="on", precision="bf16")
+                pi_bf16 = Predictor(edir, threads=args.threads, onednn="on", precision="bf16",
+                                    keep_buffers=args.keep_buffers)
                 runners["paddle_inference_onednn_bf16"] = lambda b: pi_bf16.run_list(b)[0]
                 phase2.append("paddle_inference_onednn_bf16")
             time_phase(phase2, 2)  # ratios to the dygraph timed beside them
         else:
             out["onednn_note"] = pi_on.onednn_note
-        del runners, pi_on, pi_off, model
+        preds = {"paddle_inference": pi_off, "paddle_inference_onednn": pi_on}
+        if "paddle_inference_onednn_bf16" in runners:
+            preds["paddle_inference_onednn_bf16"] = pi_bf16
+        out["keep_buffers"] = {k: p.keep_buffers for k, p in preds.items()}
+        out["kept_bytes"] = {k: p.kept_bytes for k, p in preds.items() if p.kept_bytes is not None}
+        del runners, preds, pi_on, pi_off, model
         gc.collect()
         return out
     finally:
@@ -202,6 +284,8 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
 
 def print_table(label: str, res: dict, batch_sizes):
     print(f"\n### {label}: {res['config']} ({res['parameters']:,} parameters; inputs {res['inputs']})")
+    kept = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in res.get("kept_bytes", {}).items())
+    print(f"(Paddle Inference keep_buffers: {res.get('keep_buffers')}{'; kept ' + kept if kept else ''})")
     print("| backend | batch | p50 ms | p95 ms | min ms | items/s | p50 vs dygraph |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for bs in batch_sizes:
@@ -231,6 +315,9 @@ def main(argv=None):
     ap.add_argument("--skip-faithful", action="store_true", help="only the demo-size model")
     ap.add_argument("--skip-demo", action="store_true", help="only the faithful model")
     ap.add_argument("--skip-onnx", action="store_true", help="no ONNX export / onnxruntime")
+    ap.add_argument("--keep-buffers", choices=["auto", "on", "off"], default="auto",
+                    help="the Paddle Inference predictors' keep_buffers (auto: on for weights under 64 MiB)")
+    ap.add_argument("--skip-floor", action="store_true", help="no GEMM-rate measurement / fp32 floor")
     ap.add_argument("--skip-bf16", action="store_true", help="no bfloat16 Paddle Inference row (opt-in precision)")
     ap.add_argument("--faithful-captions", type=int, default=1,
                     help="caption slots per item for the faithful model (its config keeps 5)")
@@ -263,6 +350,8 @@ def main(argv=None):
             "faithful", FAITHFUL_CONFIG, args,
             [f"Data.max_captions={args.faithful_captions}", f"Data.max_evidence_images={args.faithful_evidence}"],
             args.faithful_captions, args.faithful_evidence, args.faithful_warmup, args.faithful_iters)
+    if not args.skip_floor:
+        results["gemm_peak_gflops"] = gemm_peak_gflops(args.threads)
     for label, res in results["models"].items():
         print_table(label, res, args.batch_sizes)
     goal = []
@@ -278,6 +367,14 @@ def main(argv=None):
                 goal.append(f"{label}: Paddle Inference bf16 (opt-in precision) p50 at batch 1 = "
                             f"{b16['p50_ratio_vs_dygraph']:.2f}x dygraph, max rel err {b16['max_rel_err_vs_dygraph']:.1e}")
             res["goal_met"] = best <= 0.6
+        peak = results.get("gemm_peak_gflops", {}).get("best")
+        if peak and "dygraph@1" in r:
+            floor_ms = res["conv_linear_gflop_per_item"] / peak * 1e3
+            res["fp32_floor_ms"] = round(floor_ms, 2)
+            res["fp32_floor_ratio_vs_dygraph"] = round(floor_ms / r["dygraph@1"]["p50_ms"], 3)
+            goal.append(f"{label}: fp32 floor: {res['conv_linear_gflop_per_item']:.2f} GFLOP of conv/linear per item "
+                        f"at this core's best GEMM rate ({peak:.0f} GFLOPS) = {floor_ms:.2f} ms = "
+                        f"{res['fp32_floor_ratio_vs_dygraph']:.2f}x the dygraph p50 at batch 1")
     print("\n" + "\n".join(goal))
     if args.json:
         print(json.dumps(results))
