@@ -38,6 +38,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -50,6 +51,7 @@ log = logging.getLogger("paddle_models")
 PROBE_TOL = 1e-4
 ONEDNN_MODES = ("auto", "on", "off")
 _PROBE_CACHE: Dict[tuple, dict] = {}
+_FIRST_RUN_LOCK = threading.Lock()  # first runs read a process-wide flag: one at a time
 
 
 class InputError(ValueError):
@@ -270,22 +272,24 @@ class Predictor:
 
     def _first_run(self):
         """Run once with the garbage-collection flag this predictor wants: Paddle reads it when it builds
-        the executor, which happens here; the process-wide value is put back right after."""
-        if not self.keep_buffers:
-            self._predictor.run()
-            self._ran = True
-            return
-        import paddle
+        the executor, which happens here; the process-wide value is put back right after. First runs take a
+        lock so that another thread's first run never sees this predictor's value."""
+        with _FIRST_RUN_LOCK:
+            if not self.keep_buffers:
+                self._predictor.run()
+                self._ran = True
+                return
+            import paddle
 
-        key = "FLAGS_eager_delete_tensor_gb"
-        before, allocated = paddle.get_flags([key])[key], _host_allocated()
-        paddle.set_flags({key: -1.0})
-        try:
-            self._predictor.run()
-        finally:
-            paddle.set_flags({key: before})
-        self._ran = True
-        self.kept_bytes = max(0, _host_allocated() - allocated)
+            key = "FLAGS_eager_delete_tensor_gb"
+            before, allocated = paddle.get_flags([key])[key], _host_allocated()
+            paddle.set_flags({key: -1.0})
+            try:
+                self._predictor.run()
+            finally:
+                paddle.set_flags({key: before})
+            self._ran = True
+            self.kept_bytes = max(0, _host_allocated() - allocated)
 
     def run_list(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
         """Outputs in the export's order (a list of numpy arrays)."""
