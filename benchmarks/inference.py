@@ -43,7 +43,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "multimodal", "jsonl_small.yaml")
 FAITHFUL_CONFIG = os.path.join(ROOT, "configs", "multimodal", "ernie_m_resnet101.yaml")
 # result rows in table order (the "dygraph_with_onednn_predictor" row is dygraph timed in the oneDNN phase)
-ROWS = ("dygraph", "paddle_inference", "onnxruntime", "dygraph_with_onednn_predictor", "paddle_inference_onednn",
+ROWS = ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers", "onnxruntime",
+        "dygraph_with_onednn_predictor", "paddle_inference_onednn",
         "paddle_inference_onednn_bf16")
 
 
@@ -223,6 +224,9 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
         runners["dygraph"] = dygraph_runner()
         pi_off = Predictor(edir, threads=args.threads, onednn="off", keep_buffers=args.keep_buffers)
         runners["paddle_inference"] = lambda b: pi_off.run_list(b)[0]
+        if pi_off.keep_buffers:  # the same graph with Paddle's default freeing, timed beside it
+            pi_free = Predictor(edir, threads=args.threads, onednn="off", keep_buffers="off")
+            runners["paddle_inference_freeing_buffers"] = lambda b: pi_free.run_list(b)[0]
         if not args.skip_onnx:
             sess = onnx_session(os.path.join(edir, "model.onnx"), args.threads)
             runners["onnxruntime"] = lambda b: sess.run(None, b)[0]
@@ -257,7 +261,8 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
 
         # Phase 1 without any oneDNN predictor in the process: once one exists, paddle's plain CPU kernels
         # ran slower in the same process (demo model, Paddle Inference without oneDNN: 1.6 -> 2.2 ms).
-        time_phase([n for n in ("dygraph", "paddle_inference", "onnxruntime") if n in runners], 1)
+        time_phase([n for n in ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers", "onnxruntime")
+                    if n in runners], 1)
         pi_on = Predictor(edir, threads=args.threads, onednn="on", keep_buffers=args.keep_buffers)
         if pi_on.onednn:
             runners["paddle_inference_onednn"] = lambda b: pi_on.run_list(b)[0]
