@@ -291,28 +291,42 @@ def test_export_tool_needs_a_checkpoint(run, tmp_path):
     assert "Global.checkpoint" in p.stderr
 
 
+def test_infer_tool_onnxruntime_refuses_paddle_precisions(exported, run, tmp_path):
+    cmd = [sys.executable, str(ROOT / "tools" / "infer.py"), "--model-dir", str(exported["out"]),
+           "--input", str(run["data"] / "test.jsonl"), "--out", str(tmp_path / "p.csv"), "--engine", "onnxruntime",
+           "--precision", "bf16"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=str(ROOT), timeout=600)
+    assert p.returncode == 2 and "--precision bf16 is a Paddle Inference setting" in p.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
 def _read_csv(path):
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     return rows[0], rows[1:]
 
 
-def test_infer_tool_on_jsonl_matches_dygraph_eval(exported, run, tmp_path):
+@pytest.mark.parametrize("engine", ["paddle", "onnxruntime"])
+def test_infer_tool_on_jsonl_matches_dygraph_eval(exported, run, tmp_path, engine):
     pred_csv = tmp_path / "pred" / "test_pred.csv"
     cmd = [sys.executable, str(ROOT / "tools" / "infer.py"), "--model-dir", str(exported["out"]),
            "--input", str(run["data"] / "test.jsonl"), "--out", str(pred_csv), "--batch-size", "4",
-           "--threads", "1", "--onednn", "off", "--no-progress", "--json"]
+           "--threads", "1", "--onednn", "off", "--engine", engine, "--no-progress", "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=str(ROOT), timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert res["items"] == 12 and res["items_per_s"] > 0 and res["onednn"] is False
-    assert res["keep_buffers"] is True and res["kept_bytes"] > 0  # auto: a small model keeps its intermediates
+    if engine == "paddle":
+        assert res["engine"] == "paddle_inference"
+        assert res["keep_buffers"] is True and res["kept_bytes"] > 0  # auto: a small model keeps its intermediates
+    else:
+        assert res["engine"] == "onnxruntime" and res["keep_buffers"] is None
     header, rows = _read_csv(pred_csv)
     assert header == ["id", "label", "p_negative", "p_neutral", "p_positive"]
     ref = _dygraph_probs(exported["cfg"], "test")
     assert [r[0] for r in rows] == list(ref["id"])
     probs = np.array([[float(x) for x in r[2:]] for r in rows])
-    np.testing.assert_allclose(probs, ref["prob"], atol=2e-6)
+    np.testing.assert_allclose(probs, ref["prob"], atol=2e-6 if engine == "paddle" else 1e-5)
     assert [int(r[1]) for r in rows] == list(ref["prob"].argmax(1))
     lines = [json.loads(x) for x in (tmp_path / "pred" / "test_pred.jsonl").read_text().splitlines()]
     assert [x["id"] for x in lines] == list(ref["id"])

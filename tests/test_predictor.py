@@ -11,8 +11,8 @@ import pytest
 
 from paddle_models.config import load_config
 from paddle_models.engine import predictor as P
-from paddle_models.engine.export import export_model
-from paddle_models.engine.predictor import InputError, Predictor, check_inputs
+from paddle_models.engine.export import export_model, read_export_meta, write_yaml
+from paddle_models.engine.predictor import InputError, OnnxPredictor, Predictor, check_inputs
 from paddle_models.registry import get_task, list_models, model_entry
 
 
@@ -30,7 +30,7 @@ def _small(name, tmp):
 
 @pytest.fixture(scope="module")
 def fm_export(tmp_path_factory):
-    """A small CTR model (synthetic data, ids + dense values) exported without ONNX."""
+    """A small CTR model (synthetic data, ids + dense values) exported with ONNX."""
     if "deepfm" not in list_models():
         pytest.skip("the rec family (deepfm) is not registered")
     tmp = tmp_path_factory.mktemp("pred")
@@ -40,7 +40,7 @@ def fm_export(tmp_path_factory):
     model = task.build_model()
     model.eval()
     out = tmp / "export"
-    export_model(cfg, str(out), task=task, model=model, threads=1, check_onednn=False)
+    export_model(cfg, str(out), task=task, model=model, onnx=True, threads=1, check_onednn=False)
     return {"dir": str(out), "model": model, "task": task}
 
 
@@ -276,3 +276,39 @@ def test_bf16_precision_errors():
 def test_bf16_needs_onednn(fm_export):
     with pytest.raises(ValueError, match="precision bf16 runs on oneDNN"):
         Predictor(fm_export["dir"], onednn="off", precision="bf16")
+
+
+def test_onnx_predictor_matches_paddle_inference_and_dygraph(fm_export):
+    batch = _batch(fm_export, 7)
+    onnx = OnnxPredictor(fm_export["dir"], threads=1)
+    out = onnx.run(batch)["output_0"]
+    np.testing.assert_allclose(out, _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, Predictor(fm_export["dir"], threads=1, onednn="off").run(batch)["output_0"],
+                               rtol=1e-5, atol=1e-6)
+    assert onnx.describe()["engine"] == "onnxruntime" and onnx.describe()["onnx_file"].endswith("model.onnx")
+
+
+def test_onnx_predictor_checks_inputs_as_paddle_inference_does(fm_export):
+    batch = _batch(fm_export, 3)
+    name = next(iter(batch))
+    bad = dict(batch, **{name: batch[name].astype("float64")})
+    errors = []
+    for pred in (OnnxPredictor(fm_export["dir"], threads=1), Predictor(fm_export["dir"], threads=1, onednn="off")):
+        with pytest.raises(InputError) as e:
+            pred.run(bad)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and f"input '{name}'" in errors[0]
+
+
+def test_onnx_predictor_needs_an_onnx_graph(fm_export, tmp_path):
+    import shutil
+
+    copy = tmp_path / "no_onnx"
+    shutil.copytree(fm_export["dir"], copy)
+    meta = read_export_meta(str(copy))
+    for entry in meta["variants"].values():
+        entry.pop("onnx_file", None)
+    write_yaml(str(copy / "export.yaml"), meta)
+    with pytest.raises(ValueError, match="variant 'model' has no ONNX graph; export it with tools/export.py --onnx"):
+        OnnxPredictor(str(copy))
+    assert Predictor(str(copy), threads=1, onednn="off").run(_batch(fm_export, 2))["output_0"].shape[0] == 2

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Predict with an exported model (Paddle Inference) on raw data.
+"""Predict with an exported model (Paddle Inference, or onnxruntime on its ONNX graph) on raw data.
 
     python tools/infer.py --model-dir OUT/export --input data/test.jsonl --out OUT/pred.csv [--json]
+                          [--engine paddle|onnxruntime]
 
 Multimodal exports read a JSONL file of the user layout (id, text, image, label optional,
 evidence_texts, evidence_images; image paths relative to the input file's folder) or an MR2
@@ -159,6 +160,10 @@ def main():
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-workers", type=int, default=0, help="preprocessing worker processes")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--engine", choices=["paddle", "onnxruntime"], default="paddle",
+                   help="paddle: Paddle Inference on model.json; onnxruntime: the export's ONNX graph (tools/export.py "
+                        "--onnx), often faster for small models on CPU. --onednn, --precision and --keep-buffers "
+                        "are Paddle Inference settings")
     p.add_argument("--onednn", choices=["auto", "on", "off"], default=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"),
                    help="oneDNN kernels: auto probes them in a subprocess first and falls back when they fail")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -179,19 +184,25 @@ def main():
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     setup_logging()
-    from paddle_models.engine.predictor import Predictor
+    from paddle_models.engine.predictor import OnnxPredictor, Predictor
 
     t = time.time()
-    pred = Predictor(args.model_dir, variant=args.variant, threads=args.threads, onednn=args.onednn,
-                     precision=args.precision, keep_buffers=args.keep_buffers)
+    if args.engine == "onnxruntime":
+        if args.precision != "fp32":
+            raise ValueError(f"--precision {args.precision} is a Paddle Inference setting; onnxruntime runs the "
+                             f"exported fp32 graph")
+        pred = OnnxPredictor(args.model_dir, variant=args.variant, threads=args.threads)
+    else:
+        pred = Predictor(args.model_dir, variant=args.variant, threads=args.threads, onednn=args.onednn,
+                         precision=args.precision, keep_buffers=args.keep_buffers)
     load_s = time.time() - t
     if args.input.lower().endswith(".npz"):
         result = infer_arrays(pred, args)
     else:
         result = infer_raw(pred, args)
-    result.update({"model_dir": pred.model_dir, "variant": pred.variant, "threads": pred.threads,
-                   "onednn": pred.onednn, "precision": pred.precision, "keep_buffers": pred.keep_buffers,
-                   "kept_bytes": pred.kept_bytes, "load_seconds": round(load_s, 3)})
+    result.update({"engine": pred.engine, "model_dir": pred.model_dir, "variant": pred.variant,
+                   "threads": pred.threads, "onednn": pred.onednn, "precision": pred.precision,
+                   "keep_buffers": pred.keep_buffers, "kept_bytes": pred.kept_bytes, "load_seconds": round(load_s, 3)})
     if pred.onednn_note:
         result["onednn_note"] = pred.onednn_note
     print_summary("infer", {k: v for k, v in result.items() if k not in ("data", "outputs")})
