@@ -180,8 +180,8 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
     import paddle
 
     from paddle_models.config import load_config
-    from paddle_models.engine.export import export_model, max_rel_err, onnx_session
-    from paddle_models.engine.predictor import Predictor, bf16_supported
+    from paddle_models.engine.export import export_model, max_rel_err
+    from paddle_models.engine.predictor import OnnxPredictor, Predictor, bf16_supported
     from paddle_models.registry import get_task
 
     work = tempfile.mkdtemp(prefix=f"bench_{label}_")
@@ -227,9 +227,9 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
         if pi_off.keep_buffers:  # the same graph with Paddle's default freeing, timed beside it
             pi_free = Predictor(edir, threads=args.threads, onednn="off", keep_buffers="off")
             runners["paddle_inference_freeing_buffers"] = lambda b: pi_free.run_list(b)[0]
-        if not args.skip_onnx:
-            sess = onnx_session(os.path.join(edir, "model.onnx"), args.threads)
-            runners["onnxruntime"] = lambda b: sess.run(None, b)[0]
+        if not args.skip_onnx:  # the project's onnxruntime engine: the same input checks as the Predictor
+            pi_ort = OnnxPredictor(edir, threads=args.threads)
+            runners["onnxruntime"] = lambda b: pi_ort.run_list(b)[0]
         batches = {bs: synthetic_batch(cfg, vocab, bs, captions, evidence, seed=bs) for bs in args.batch_sizes}
         reference = {bs: runners["dygraph"](batches[bs]) for bs in args.batch_sizes}
         one = synthetic_batch(cfg, vocab, 1, captions, evidence)
