@@ -27,7 +27,7 @@ with onnxruntime on the export's ONNX graph (:class:`OnnxPredictor`, same inputs
   the process's flag is restored after): intermediates stay allocated and are reused by the next call of
   the same or a smaller shape, and the helper thread stays idle. Same outputs; costs the sum of all
   intermediate tensors in memory (``pred.kept_bytes``, measured on the first run; larger inputs later
-  hold more). Measured in this project, 1 thread: demo network batch 1 1.8-2.4 -> 1.4-1.5 ms
+  hold more). Measured in this project, 1 thread: demo network batch 1 1.8-2.7 -> 1.4-1.5 ms
   (benchmarks/inference.py) and 1.5 -> 1.0 cores busy; faithful network 2-3% faster but 4.9 GB more
   at batch 8. ``"auto"`` (default) keeps them for graphs whose weights are under
   ``KEEP_BUFFERS_AUTO_MAX_PARAMS``.
