@@ -377,9 +377,6 @@ class OnnxPredictor(_ExportedGraph):
                 "onnx_file": self.onnx_file}
 
 
-ENGINES = {"paddle": Predictor, "onnxruntime": OnnxPredictor}
-
-
 class PredictorModule:
     """An exported graph called like the paddle Layer it was exported from (``module(**inputs)`` or
     positionally in the export's input order), returning paddle Tensors: lets a task's ``predict_step``
