@@ -149,21 +149,21 @@ def gemm_peak_gflops(threads: int, reps: int = 5) -> dict:
         b = paddle.to_tensor(rng.randn(k, n).astype("float32"))
         rates[f"paddle_mkl_{m}x{k}x{n}"] = best(lambda: paddle.matmul(a, b).numpy(), 2 * m * k * n)
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
         from onnx import TensorProto, helper
     except ImportError:
-        ort = None
-    if ort is not None:
+        helper = None
+    if helper is not None:
+        from paddle_models.engine.export import onnx_session
+
         for m, k, n in shapes:
             graph = helper.make_graph(
                 [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
                 [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
                 [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
                 [helper.make_tensor("b", TensorProto.FLOAT, [k, n], rng.randn(k * n).astype("float32"))])
-            so = ort.SessionOptions()
-            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-            sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-                                        .SerializeToString(), so, providers=["CPUExecutionProvider"])
+            sess = onnx_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+                                .SerializeToString(), threads)
             a = rng.randn(m, k).astype("float32")
             rates[f"onnxruntime_{m}x{k}x{n}"] = best(lambda: sess.run(None, {"a": a}), 2 * m * k * n)
     return {"best": max(rates.values()), "by_engine_and_shape": rates}

@@ -10,6 +10,7 @@ import paddle
 import pytest
 
 from paddle_models.engine.fast_linear import linear_with_fast_grad, use_fast_linear_grad
+from paddle_models.runtime import _is_amd
 
 from conftest import ROOT
 
@@ -118,15 +119,10 @@ def _probe(**env):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def _amd():
-    with open("/proc/cpuinfo") as fh:
-        return "AuthenticAMD" in fh.read(4096)
-
-
 def test_tune_cpu_applied_at_import_and_opt_out():
     on = _probe()
     assert on["applied"]["mallopt"] is True and on["applied"]["disabled"] is False
-    assert on["mkl"] == ("5" if _amd() else None)
+    assert on["mkl"] == ("5" if _is_amd() else None)
     if not paddle.is_compiled_with_cuda():
         assert on["stride"] is False and on["applied"]["no_stride_kernels"] is True
     off = _probe(PADDLE_MODELS_CPU_TUNING="0")

@@ -382,7 +382,9 @@ def convert_onnx(model_file: str, params_file: str, onnx_file: str, opset: int =
     return onnx_file
 
 
-def onnx_session(onnx_file: str, threads: int = 0):
+def onnx_session(onnx_file, threads: int = 0):
+    """A CPU onnxruntime session on an ONNX file (or a serialized model's bytes); ``threads`` > 0 fixes the
+    intra-op threads (and one inter-op thread)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

@@ -51,7 +51,7 @@ from .export import EXPORT_META, load_npz, max_rel_err, read_export_meta, save_n
 log = logging.getLogger("paddle_models")
 
 PROBE_TOL = 1e-4
-ONEDNN_MODES = ("auto", "on", "off")
+MODES = ("auto", "on", "off")  # onednn= and keep_buffers=
 _PROBE_CACHE: Dict[tuple, dict] = {}
 _FIRST_RUN_LOCK = threading.Lock()  # first runs read a process-wide flag: one at a time
 
@@ -118,8 +118,8 @@ def _mode(what: str, value) -> str:
     if value is False or value is None:
         return "off"
     v = str(value).lower()
-    if v not in ONEDNN_MODES:
-        raise ValueError(f"{what}: {value!r} is not one of {', '.join(ONEDNN_MODES)}")
+    if v not in MODES:
+        raise ValueError(f"{what}: {value!r} is not one of {', '.join(MODES)}")
     return v
 
 
@@ -161,8 +161,8 @@ def default_threads(threads: int = 0) -> int:
 
 
 class _ExportedGraph:
-    """One variant of an export folder: its ``export.yaml`` entry, input / output specs and example; the
-    engines below add the running."""
+    """One variant of an export folder: its ``export.yaml`` entry, input / output specs and example. The
+    engines below load the graph and provide ``run_list(inputs)`` (outputs in the export's order)."""
 
     engine = ""
 
@@ -191,8 +191,14 @@ class _ExportedGraph:
     def _checked(self, inputs) -> Dict[str, np.ndarray]:
         return check_inputs(self.input_specs, inputs, where=f"{os.path.basename(self.model_dir)} [{self.variant}]")
 
-    def run_list(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        raise NotImplementedError
+    def _check_graph_inputs(self, graph_file: str, names) -> None:
+        """The loaded graph takes the inputs ``export.yaml`` lists (in any order)."""
+        if sorted(names) != sorted(self.input_names):
+            raise ValueError(f"{graph_file}: the graph's inputs {list(names)} differ from {EXPORT_META}'s "
+                             f"{self.input_names}")
+
+    def describe(self) -> dict:
+        return {"engine": self.engine, "model_dir": self.model_dir, "variant": self.variant, "threads": self.threads}
 
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """``{output name: array}`` (names from ``export.yaml``: ``logits`` for the multimodal model)."""
@@ -279,10 +285,7 @@ class Predictor(_ExportedGraph):
                 raise
             self._fall_back(e)
             return
-        names = list(self._predictor.get_input_names())
-        if sorted(names) != sorted(self.input_names):
-            raise ValueError(f"{self.model_file}: the graph's inputs {names} differ from {EXPORT_META}'s "
-                             f"{self.input_names}")
+        self._check_graph_inputs(self.model_file, self._predictor.get_input_names())
         self._ran = False  # the executor (and its garbage collector) is built on the first run
         # handles live as long as the predictor: fetched once, not on every run
         self._input_handles = [(n, self._predictor.get_input_handle(n)) for n in self.input_names]
@@ -341,9 +344,9 @@ class Predictor(_ExportedGraph):
             return self._run_checked(arrays)
 
     def describe(self) -> dict:
-        return {"engine": self.engine, "model_dir": self.model_dir, "variant": self.variant, "threads": self.threads,
-                "precision": self.precision, "onednn": self.onednn, "onednn_requested": self.requested_onednn,
-                "onednn_note": self.onednn_note, "keep_buffers": self.keep_buffers, "kept_bytes": self.kept_bytes}
+        return {**super().describe(), "precision": self.precision, "onednn": self.onednn,
+                "onednn_requested": self.requested_onednn, "onednn_note": self.onednn_note,
+                "keep_buffers": self.keep_buffers, "kept_bytes": self.kept_bytes}
 
 
 class OnnxPredictor(_ExportedGraph):
@@ -363,18 +366,14 @@ class OnnxPredictor(_ExportedGraph):
 
         self.onnx_file = self._file("onnx_file")
         self._session = onnx_session(self.onnx_file, self.threads)
-        names = sorted(i.name for i in self._session.get_inputs())
-        if names != sorted(self.input_names):
-            raise ValueError(f"{self.onnx_file}: the graph's inputs {names} differ from {EXPORT_META}'s "
-                             f"{self.input_names}")
+        self._check_graph_inputs(self.onnx_file, [i.name for i in self._session.get_inputs()])
 
     def run_list(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
         """Outputs in the export's order (a list of numpy arrays)."""
         return self._session.run(None, self._checked(inputs))
 
     def describe(self) -> dict:
-        return {"engine": self.engine, "model_dir": self.model_dir, "variant": self.variant, "threads": self.threads,
-                "onnx_file": self.onnx_file}
+        return {**super().describe(), "onnx_file": self.onnx_file}
 
 
 class PredictorModule:

@@ -223,7 +223,6 @@ def _check_text(value, where: str, fieldname: str, allow_empty: bool) -> str:
     return value
 
 
-
 def _record_id(value, where: str, seen: dict, position, used_at: str) -> str:
     """A record's id as a string: a string or integer, not used before in the file (``seen`` maps id ->
     position, reported as "already used <used_at> <position>")."""
@@ -234,6 +233,7 @@ def _record_id(value, where: str, seen: dict, position, used_at: str) -> str:
         raise DataError(f"{where}: id: {rid!r} already used {used_at} {seen[rid]}")
     seen[rid] = position
     return rid
+
 
 def _str_list(value, where: str, fieldname: str) -> List[str]:
     if value is None:
