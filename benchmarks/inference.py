@@ -136,6 +136,8 @@ def gemm_peak_gflops(threads: int, reps: int = 5) -> dict:
     """This core's best fp32 GEMM rate (GFLOPS, best of ``reps``) by engine, on large products."""
     import paddle
 
+    import paddle_models  # noqa: F401  (tune_cpu: MKL's AVX2 GEMM path on AMD, as every model run gets it)
+
     shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (256, 768, 3072)]
     rates = {}
 
