@@ -1,23 +1,21 @@
-"""Process-wide CPU tuning, applied once when ``paddle_models`` is imported (before any model runs).
+"""Process-wide CPU tuning, applied once when ``paddle_models`` is imported (before any model runs), and the
+per-run setup (device, threads, seeds, ranks) the Trainer and tools call.
 
-Three measured problems of Paddle 3.3 on this project's AMD EPYC machines, each fixed without changing what
-is computed:
+The tunings keep what is computed and change how fast it runs:
 
-* Paddle's bundled MKL (mklml) takes a generic SSE GEMM path on non-Intel CPUs. ``MKL_DEBUG_CPU_TYPE=5``
-  makes it use its AVX2 kernels: a [768,768]x[768,3072] matmul went from 49.5 ms to 18.6 ms on 2 threads,
-  the ERNIE-M base encoder from 2.54 s to 1.18 s (``benchmarks/multimodal_step.py``). MKL reads the
-  variable at its first GEMM, so it must be set before a model runs; it is set only when unset and only on
-  AMD CPUs.
-* glibc serves every block above 128 KiB with a fresh ``mmap`` and unmaps it on free, so each large tensor
-  faults its pages in again on every step (a 6 MB elementwise op ran 15x slower than its arithmetic).
-  ``mallopt`` raises the mmap and trim thresholds so freed blocks are kept and reused.
-* Paddle 3's stride kernels make ``transpose`` a view; the attention's batched matmuls, scalings and
-  reshapes on those views then run on strided memory, much slower on CPU: ERNIE-M base forward
-  1.11 s -> 0.86 s with ``FLAGS_use_stride_kernel`` off (CPU builds only; a user's own setting of the flag
-  is kept). Views become copies, as in Paddle 2. Paddle reads the flag from the environment when it is
-  imported, so importing ``paddle_models`` does not import paddle (only sets the variable) unless paddle
-  is already loaded, in which case the flag is set directly.
+* ``MKL_DEBUG_CPU_TYPE=5`` on AMD CPUs: Paddle's bundled MKL (mklml) otherwise takes a generic SSE GEMM
+  path on non-Intel CPUs; with it, MKL uses its AVX2 kernels. MKL reads the variable at its first GEMM, so
+  it is set at import, only when unset and only on AMD CPUs.
+* ``mallopt``: glibc serves every block above 128 KiB with a fresh ``mmap`` and unmaps it on free, so large
+  tensors fault their pages in again on every step. Raising the mmap and trim thresholds keeps freed
+  blocks for reuse.
+* ``FLAGS_use_stride_kernel`` off on CPU-only builds (a user's own setting is kept): Paddle 3's stride
+  kernels make ``transpose`` a view, and attention's batched matmuls then run on strided memory, slower on
+  CPU; views become copies, as in Paddle 2. Paddle reads the flag from the environment when it is
+  imported, so importing ``paddle_models`` only sets the variable (unless paddle is already loaded, in
+  which case the flag is set directly).
 
+The README's speed section gives the measured effect of each, with the CPU and the command.
 Set ``PADDLE_MODELS_CPU_TUNING=0`` to leave the process as it is.
 """
 import importlib.metadata
@@ -90,3 +88,47 @@ def tune_cpu() -> dict:
                             no_stride_kernels=no_stride_kernels_on_cpu(), disabled=False)
         _APPLIED["MKL_DEBUG_CPU_TYPE"] = os.environ.get("MKL_DEBUG_CPU_TYPE")
     return dict(_APPLIED)
+
+
+# ---- per-run setup (device, threads, seeds, ranks); paddle is imported only when these are called --------
+def world() -> tuple:
+    """(rank, world size) of this process (0, 1 outside ``paddle.distributed.launch``)."""
+    import paddle
+
+    return paddle.distributed.get_rank(), paddle.distributed.get_world_size()
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import paddle
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    paddle.seed(seed)
+
+
+def setup_runtime(cfg) -> None:
+    """Device, oneDNN switch, CPU threads, seeds, and the distributed environment when launched with
+    several ranks, from the ``Global`` section of ``cfg``."""
+    import paddle
+
+    g = cfg["Global"]
+    dev = g.get("device", "auto")
+    if dev == "gpu" or (dev == "auto" and paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
+        paddle.set_device("gpu")
+    else:
+        paddle.set_device("cpu")
+    if paddle.get_device() == "cpu":
+        on = bool(g.get("onednn", False))  # Paddle 3 reads FLAGS_use_onednn; FLAGS_use_mkldnn is its old name
+        paddle.set_flags({"FLAGS_use_onednn": on, "FLAGS_use_mkldnn": on})
+    threads = int(g.get("num_threads") or 0) or (os.cpu_count() or 1)
+    rank, ws = world()
+    if ws > 1 and paddle.get_device() == "cpu":
+        threads = max(1, threads // ws)
+    if hasattr(paddle.base.core, "set_num_threads"):
+        paddle.base.core.set_num_threads(threads)
+    if ws > 1 and not paddle.distributed.is_initialized():
+        paddle.distributed.init_parallel_env()
+    seed_everything(int(g["seed"]))

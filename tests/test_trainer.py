@@ -9,7 +9,8 @@ import pytest
 
 from paddle_models import get_task, load_config
 from paddle_models.engine.checkpoint import CheckpointError, load_model_weights, verify_checkpoint
-from paddle_models.engine.trainer import NonFiniteLossError, Trainer, epoch_indices
+from paddle_models.engine.loader import epoch_indices
+from paddle_models.engine.trainer import NonFiniteLossError, Trainer
 
 from conftest import ROOT
 

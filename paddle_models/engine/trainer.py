@@ -13,141 +13,24 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
-import random
-import shutil
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import paddle
 
 from ..config import dump_config
+from ..runtime import setup_runtime, world
 from .checkpoint import load_checkpoint, load_model_weights, resume_path, save_checkpoint
 from .fast_linear import use_fast_linear_grad
+from .loader import Loader, to_tensors
 
 log = logging.getLogger("paddle_models")
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-# ---- process / device setup ------------------------------------------------------------------
-def world() -> tuple:
-    return paddle.distributed.get_rank(), paddle.distributed.get_world_size()
-
-
-def setup_runtime(cfg):
-    """Device, CPU threads, seeds, and the distributed environment when launched with several ranks."""
-    g = cfg["Global"]
-    dev = g.get("device", "auto")
-    if dev == "gpu" or (dev == "auto" and paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
-        paddle.set_device("gpu")
-    else:
-        paddle.set_device("cpu")
-    if paddle.get_device() == "cpu":
-        on = bool(g.get("onednn", False))  # Paddle 3 reads FLAGS_use_onednn; FLAGS_use_mkldnn is its old name
-        paddle.set_flags({"FLAGS_use_onednn": on, "FLAGS_use_mkldnn": on})
-    threads = int(g.get("num_threads") or 0) or (os.cpu_count() or 1)
-    rank, ws = world()
-    if ws > 1 and paddle.get_device() == "cpu":
-        threads = max(1, threads // ws)
-    try:
-        paddle.base.core.set_num_threads(threads)
-    except AttributeError:  # pragma: no cover
-        pass
-    if ws > 1 and not paddle.distributed.is_initialized():
-        paddle.distributed.init_parallel_env()
-    seed_everything(int(g["seed"]))
-
-
-def seed_everything(seed: int):
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    paddle.seed(seed)
-
-
-# ---- data ------------------------------------------------------------------------------------
-def epoch_indices(n: int, seed: int, epoch: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> np.ndarray:
-    """This rank's sample order for an epoch: a seeded permutation, then every world_size-th index."""
-    order = np.random.RandomState((seed * 1000003 + epoch) % (2 ** 32)).permutation(n) if shuffle else np.arange(n)
-    if world_size > 1:
-        per = int(math.ceil(n / world_size))
-        order = np.concatenate([order, order[: per * world_size - n]])  # pad so every rank has as many batches
-        order = order[rank::world_size]
-    return order
-
-
-_W_DATASET = None
-_W_COLLATE = None
-
-
-def _worker_init(dataset, collate):
-    global _W_DATASET, _W_COLLATE
-    _W_DATASET, _W_COLLATE = dataset, collate
-    paddle.base.core.set_num_threads(1) if hasattr(paddle.base.core, "set_num_threads") else None
-
-
-def _worker_batch(idx):
-    items = [_W_DATASET[int(i)] for i in idx]
-    return _W_COLLATE(items) if _W_COLLATE else items
-
-
-def default_collate(items):
-    if isinstance(items[0], dict):
-        return {k: np.stack([np.asarray(it[k]) for it in items]) for k in items[0]}
-    return np.stack([np.asarray(it) for it in items])
-
-
-class Loader:
-    """Batches of a map-style dataset in a given index order (optionally in worker processes), or of an
-    iterable dataset. Collate functions return dicts of numpy arrays; strings stay numpy."""
-
-    def __init__(self, dataset, collate, batch_size: int, num_workers: int = 0):
-        self.dataset, self.collate = dataset, collate or default_collate
-        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.iterable = isinstance(dataset, paddle.io.IterableDataset) or not hasattr(dataset, "__getitem__")
-
-    def num_batches(self, n_indices: int) -> int:
-        return int(math.ceil(n_indices / self.batch_size))
-
-    def batches(self, indices: Optional[np.ndarray] = None, skip: int = 0) -> Iterator:
-        if self.iterable:
-            yield from self._iter_batches(skip)
-            return
-        chunks = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)][skip:]
-        if self.num_workers <= 0:
-            for c in chunks:
-                yield self.collate([self.dataset[int(i)] for i in c])
-            return
-        ctx = mp.get_context("fork")
-        with ctx.Pool(self.num_workers, initializer=_worker_init, initargs=(self.dataset, self.collate)) as pool:
-            yield from pool.imap(_worker_batch, chunks, chunksize=1)
-
-    def _iter_batches(self, skip: int):
-        buf, seen = [], 0
-        for item in self.dataset:
-            buf.append(item)
-            if len(buf) == self.batch_size:
-                if seen >= skip:
-                    yield self.collate(buf)
-                seen += 1
-                buf = []
-        if buf and seen >= skip:
-            yield self.collate(buf)
-
-
-def to_tensors(batch):
-    """numpy arrays -> paddle Tensors (numeric dtypes only); everything else is passed through."""
-    if isinstance(batch, dict):
-        return {k: to_tensors(v) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_tensors(v) for v in batch)
-    if isinstance(batch, np.ndarray) and batch.dtype.kind in "biuf":
-        return paddle.to_tensor(batch)
-    return batch
 
 
 def _concat_outputs(chunks: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
@@ -277,172 +160,220 @@ class Trainer:
                                        "export_seconds": round(time.time() - t, 3),
                                        "parity_max_rel_err": res["parity_max_rel_err"]}
 
-    # -- training --
+    # -- training: fit() runs these steps in order --
     def fit(self) -> dict:
-        g, task = self.g, self.task
+        """Train ``Global.epochs`` epochs (or ``Global.max_steps`` steps), evaluating and checkpointing as
+        configured; return the run's summary (also written to ``<output_dir>/result.json``)."""
         t_start = time.time()
         self._prepare()
-        self._vdl = None
-        if self.is_main:
-            os.makedirs(self.ckpt_dir, exist_ok=True)
-            dump_config(self.cfg, os.path.join(self.output_dir, "config.yaml"))
-            if g.get("visualdl"):
-                try:
-                    from visualdl import LogWriter
+        self._open_run_files()
+        model = self._build_train_model()
+        loader, sampler, steps_per_epoch, total_steps = self._plan_data()
+        optimizers, schedulers = self.task.build_optimizers(model, total_steps)
+        self._fit = _FitState(model, optimizers, schedulers, total_steps)
+        self._restore_or_start()
+        self._run_epochs(loader, sampler)
+        return self._finish(t_start)
 
-                    self._vdl = LogWriter(os.path.join(self.output_dir, "vdl"))
-                except ImportError:
-                    log.warning("Global.visualdl is set but visualdl is not installed; logging to metrics.jsonl only")
-        model = self._model or task.build_model()
-        if g.get("fast_linear_grad", True) and paddle.get_device() == "cpu":
+    def _open_run_files(self):
+        """Checkpoint folder, the config beside the run, and the optional VisualDL writer (rank 0)."""
+        self._vdl = None
+        if not self.is_main:
+            return
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        dump_config(self.cfg, os.path.join(self.output_dir, "config.yaml"))
+        if self.g.get("visualdl"):
+            try:
+                from visualdl import LogWriter
+
+                self._vdl = LogWriter(os.path.join(self.output_dir, "vdl"))
+            except ImportError:
+                log.warning("Global.visualdl is set but visualdl is not installed; logging to metrics.jsonl only")
+
+    def _build_train_model(self):
+        model = self._model or self.task.build_model()
+        if self.g.get("fast_linear_grad", True) and paddle.get_device() == "cpu":
             use_fast_linear_grad(model)
+        return model
+
+    def _plan_data(self):
+        """(loader, batch sampler or None for a stream, optimizer steps per epoch or None, total steps)."""
+        g, task = self.g, self.task
         train_ds = task.dataset("train")
         loader = Loader(train_ds, task.collate_fn("train"), g["batch_size"], g["num_workers"])
+        sampler = None
         if loader.iterable:
-            steps_per_epoch = None
             if hasattr(train_ds, "set_shard"):
                 train_ds.set_shard(self.rank, self.world_size)
             n_batches = getattr(train_ds, "num_batches", lambda bs: None)(g["batch_size"])
         else:
-            n_batches = loader.num_batches(len(epoch_indices(len(train_ds), 0, 0, False, self.rank, self.world_size)))
+            sampler = task.batch_sampler("train", train_ds, int(g["batch_size"]), seed=int(g["seed"]),
+                                         shuffle=True, rank=self.rank, world_size=self.world_size)
+            n_batches = len(sampler)
         accum = max(1, int(g["accum_steps"]))
         steps_per_epoch = int(math.ceil(n_batches / accum)) if n_batches else None
         total_steps = (steps_per_epoch or 1000) * int(g["epochs"])
         if g["max_steps"] > 0:
             total_steps = min(total_steps, int(g["max_steps"])) if steps_per_epoch else int(g["max_steps"])
-        optimizers, schedulers = task.build_optimizers(model, total_steps)
+        self._train_ds = train_ds
+        return loader, sampler, steps_per_epoch, total_steps
 
-        state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "best_metrics": None,
-                 "bad_evals": 0, "history": [], "samples": 0}
-        last_path = os.path.join(self.ckpt_dir, "last")
-        best_path = os.path.join(self.ckpt_dir, "best")
+    def _restore_or_start(self):
+        """Resume from ``checkpoints/last`` (``Global.resume``), or start from ``Global.checkpoint``'s weights
+        or from scratch (a fresh run's metrics log starts empty)."""
+        f, g = self._fit, self.g
         resumed = False
         if g.get("resume"):
-            src = resume_path(last_path)
+            src = resume_path(f.last_path(self.ckpt_dir))
             if src:
-                state.update(load_checkpoint(src, model, optimizers, schedulers))
+                f.state.update(load_checkpoint(src, f.model, f.optimizers, f.schedulers))
                 resumed = True
-                log.info("resumed from %s at epoch %d, batch %d, step %d", src, state["epoch"],
-                         state["batch_in_epoch"], state["step"])
+                log.info("resumed from %s at epoch %d, batch %d, step %d", src, f.state["epoch"],
+                         f.state["batch_in_epoch"], f.state["step"])
             else:
-                log.warning("Global.resume: no checkpoint at %s; starting from scratch", last_path)
+                log.warning("Global.resume: no checkpoint at %s; starting from scratch", f.last_path(self.ckpt_dir))
         elif g.get("checkpoint"):
-            load_model_weights(model, g["checkpoint"])
-        if self.is_main and not resumed and os.path.exists(os.path.join(self.output_dir, "metrics.jsonl")):
-            os.remove(os.path.join(self.output_dir, "metrics.jsonl"))
-
+            load_model_weights(f.model, g["checkpoint"])
+        log_path = os.path.join(self.output_dir, "metrics.jsonl")
+        if self.is_main and not resumed and os.path.exists(log_path):
+            os.remove(log_path)
         # find_unused_parameters: ERNIE-M's pooler (and ablated branches) take no part in the loss
-        train_model = paddle.DataParallel(model, find_unused_parameters=True) if self.world_size > 1 else model
-        eval_every = int(g["eval_every_steps"] or 0)
-        save_every = int(g["save_every_steps"] or 0)
-        stop = False
-        bar = _bar(total_steps, "train", g.get("progress", True) and self.is_main, initial=state["step"])
+        f.train_model = paddle.DataParallel(f.model, find_unused_parameters=True) if self.world_size > 1 else f.model
+        f.bar = _bar(f.total_steps, "train", g.get("progress", True) and self.is_main, initial=f.state["step"])
 
-        def trainer_state():
-            return {k: state[k] for k in ("epoch", "batch_in_epoch", "step", "best", "best_metrics", "bad_evals",
-                                          "history", "samples")}
+    def _save(self, which: str):
+        f = self._fit
+        save_checkpoint(os.path.join(self.ckpt_dir, which), f.model, f.optimizers, f.schedulers, f.trainer_state())
 
-        def do_eval():
-            metrics = self.evaluate("val", model=model, write_artifacts=False)
-            model.train()
-            value = metrics.get(task.best_metric)
-            rec = {"type": "eval", "step": state["step"], "epoch": state["epoch"],
-                   **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("seconds", "samples")},
-                   "eval_seconds": metrics.get("seconds"), "eval_samples": metrics.get("samples")}
-            state["history"].append(rec)
-            self._log(rec)
-            if self._better(value, state["best"]):
-                state["best"], state["best_metrics"], state["bad_evals"] = value, rec, 0
-                if self.is_main:
-                    save_checkpoint(best_path, model, optimizers, schedulers, trainer_state())
-            else:
-                state["bad_evals"] += 1
+    def _evaluate_and_checkpoint(self) -> bool:
+        """Validate, log, keep the best checkpoint and the last one; True when early stopping says stop."""
+        f, task = self._fit, self.task
+        f.last_eval_step = f.state["step"]
+        metrics = self.evaluate("val", model=f.model, write_artifacts=False)
+        f.model.train()
+        value = metrics.get(task.best_metric)
+        rec = {"type": "eval", "step": f.state["step"], "epoch": f.state["epoch"],
+               **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("seconds", "samples")},
+               "eval_seconds": metrics.get("seconds"), "eval_samples": metrics.get("samples")}
+        f.state["history"].append(rec)
+        self._log(rec)
+        if self._better(value, f.state["best"]):
+            f.state["best"], f.state["best_metrics"], f.state["bad_evals"] = value, rec, 0
             if self.is_main:
-                save_checkpoint(last_path, model, optimizers, schedulers, trainer_state())
-            self._barrier()
-            patience = int(g["early_stopping_patience"] or 0)
-            return patience > 0 and state["bad_evals"] >= patience
+                self._save("best")
+        else:
+            f.state["bad_evals"] += 1
+        if self.is_main:
+            self._save("last")
+        self._barrier()
+        patience = int(self.g["early_stopping_patience"] or 0)
+        return patience > 0 and f.state["bad_evals"] >= patience
 
-        def optimizer_step():
-            for opt in optimizers:
-                opt.step()
+    def _optimizer_step(self):
+        f = self._fit
+        for opt in f.optimizers:
+            opt.step()
+            opt.clear_grad()
+        for s in f.schedulers:
+            s.step()
+        f.state["step"] += 1
+        f.bar.update(1)
+
+    def _epoch_batches(self, loader, sampler, epoch: int):
+        skip = self._fit.state["batch_in_epoch"]
+        if sampler is None:
+            if hasattr(self._train_ds, "set_epoch"):
+                self._train_ds.set_epoch(epoch)
+            return loader.batches(skip=skip)
+        return loader.batches(index_batches=sampler.batches(epoch), skip=skip)
+
+    def _nonfinite(self, loss_value: float, epoch: int) -> None:
+        """Skip the step (``Global.on_nonfinite: skip``) or stop with an error naming where it happened."""
+        f = self._fit
+        if self.g.get("on_nonfinite", "stop") == "skip":
+            self.nonfinite_skipped += 1
+            for opt in f.optimizers:
                 opt.clear_grad()
-            for s in schedulers:
-                s.step()
-            state["step"] += 1
-            bar.update(1)
+            log.warning("non-finite loss (%s) at epoch %d, batch %d: step skipped (%d so far)",
+                        loss_value, epoch, f.state["batch_in_epoch"] - 1, self.nonfinite_skipped)
+            return
+        last = f.last_path(self.ckpt_dir)
+        raise NonFiniteLossError(
+            f"non-finite loss ({loss_value}) at epoch {epoch}, batch {f.state['batch_in_epoch'] - 1}, "
+            f"step {f.state['step']}: training stopped; the last good checkpoint is kept at "
+            f"{last if os.path.isdir(last) else '(none written yet)'}. "
+            f"Lower Optimizer.lr, check the data, or set Global.on_nonfinite=skip.")
 
-        model.train()
-        t_window, n_window = time.time(), 0
-        last_eval_step = -1
+    def _log_train(self, loss_value: float, extra: dict, epoch: int):
+        f = self._fit
+        dt = max(time.time() - f.t_window, 1e-9)
+        rec = {"type": "train", "step": f.state["step"], "epoch": epoch, "loss": loss_value,
+               "lr": f.optimizers[0].get_lr() if f.optimizers else 0.0, "samples_per_s": f.n_window / dt,
+               **(extra or {})}
+        self._log(rec)
+        f.bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{f.n_window / dt:.1f}")
+        f.t_window, f.n_window = time.time(), 0
+
+    def _train_epoch(self, loader, sampler) -> bool:
+        """One epoch from the saved position in it; True when training must stop (max_steps, early stop)."""
+        f, g, task = self._fit, self.g, self.task
+        epoch = f.state["epoch"]
+        accum = max(1, int(g["accum_steps"]))
+        eval_every, save_every = int(g["eval_every_steps"] or 0), int(g["save_every_steps"] or 0)
         max_steps = int(g["max_steps"] or 0)
-        while state["epoch"] < int(g["epochs"]) and not stop:
-            epoch = state["epoch"]
-            if loader.iterable:
-                if hasattr(train_ds, "set_epoch"):
-                    train_ds.set_epoch(epoch)
-                batches = loader.batches(skip=state["batch_in_epoch"])
-            else:
-                idx = epoch_indices(len(train_ds), int(g["seed"]), epoch, True, self.rank, self.world_size)
-                batches = loader.batches(idx, skip=state["batch_in_epoch"])
-            micro = 0
-            for batch in batches:
-                n = task.batch_size_of(batch)
-                loss, extra = task.forward_loss(train_model, to_tensors(batch))
-                loss_value = float(loss)
-                state["batch_in_epoch"] += 1
-                if not math.isfinite(loss_value):
-                    if g.get("on_nonfinite", "stop") == "skip":
-                        self.nonfinite_skipped += 1
-                        for opt in optimizers:
-                            opt.clear_grad()
-                        micro = 0
-                        log.warning("non-finite loss (%s) at epoch %d, batch %d: step skipped (%d so far)",
-                                    loss_value, epoch, state["batch_in_epoch"] - 1, self.nonfinite_skipped)
-                        continue
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss_value}) at epoch {epoch}, batch {state['batch_in_epoch'] - 1}, "
-                        f"step {state['step']}: training stopped; the last good checkpoint is kept at "
-                        f"{last_path if os.path.isdir(last_path) else '(none written yet)'}. "
-                        f"Lower Optimizer.lr, check the data, or set Global.on_nonfinite=skip.")
-                (loss / accum if accum > 1 else loss).backward()
-                micro += 1
-                state["samples"] += n * self.world_size
-                n_window += n * self.world_size
-                if micro % accum != 0:
-                    continue
+        micro = 0
+        for batch in self._epoch_batches(loader, sampler, epoch):
+            n = task.batch_size_of(batch)
+            loss, extra = task.forward_loss(f.train_model, to_tensors(batch))
+            loss_value = float(loss)
+            f.state["batch_in_epoch"] += 1
+            if not math.isfinite(loss_value):
+                self._nonfinite(loss_value, epoch)
                 micro = 0
-                optimizer_step()
-                if state["step"] % max(1, int(g["log_every_steps"])) == 0:
-                    dt = max(time.time() - t_window, 1e-9)
-                    rec = {"type": "train", "step": state["step"], "epoch": epoch, "loss": loss_value,
-                           "lr": optimizers[0].get_lr() if optimizers else 0.0, "samples_per_s": n_window / dt,
-                           **(extra or {})}
-                    self._log(rec)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{n_window / dt:.1f}")
-                    t_window, n_window = time.time(), 0
-                if eval_every and state["step"] % eval_every == 0:
-                    last_eval_step = state["step"]
-                    if do_eval():
-                        stop = True
-                        break
-                elif save_every and state["step"] % save_every == 0 and self.is_main:
-                    save_checkpoint(last_path, model, optimizers, schedulers, trainer_state())
-                if max_steps and state["step"] >= max_steps:
-                    stop = True
-                    break
-            else:  # the epoch ran to its end
-                if micro:  # leftover accumulated micro-batches
-                    optimizer_step()
-                state["epoch"] += 1
-                state["batch_in_epoch"] = 0
-                if state["step"] != last_eval_step:
-                    last_eval_step = state["step"]
-                    if do_eval():
-                        stop = True
-        if state["step"] != last_eval_step:  # stopped by max_steps between evaluations
-            do_eval()
-        bar.close()
+                continue
+            (loss / accum if accum > 1 else loss).backward()
+            micro += 1
+            f.state["samples"] += n * self.world_size
+            f.n_window += n * self.world_size
+            if micro % accum != 0:
+                continue
+            micro = 0
+            self._optimizer_step()
+            if f.state["step"] % max(1, int(g["log_every_steps"])) == 0:
+                self._log_train(loss_value, extra, epoch)
+            if eval_every and f.state["step"] % eval_every == 0:
+                if self._evaluate_and_checkpoint():
+                    return True
+            elif save_every and f.state["step"] % save_every == 0 and self.is_main:
+                self._save("last")
+            if max_steps and f.state["step"] >= max_steps:
+                return True
+        # the epoch ran to its end
+        if micro:  # leftover accumulated micro-batches
+            self._optimizer_step()
+        f.state["epoch"] += 1
+        f.state["batch_in_epoch"] = 0
+        if f.state["step"] != f.last_eval_step:
+            return self._evaluate_and_checkpoint()
+        return False
+
+    def _run_epochs(self, loader, sampler):
+        f = self._fit
+        f.model.train()
+        f.t_window, f.n_window = time.time(), 0
+        stop = False
+        while f.state["epoch"] < int(self.g["epochs"]) and not stop:
+            stop = self._train_epoch(loader, sampler)
+        if f.state["step"] != f.last_eval_step:  # stopped by max_steps between evaluations
+            self._evaluate_and_checkpoint()
+        f.bar.close()
+
+    def _finish(self, t_start: float) -> dict:
+        """The run's summary: steps, time, best metrics and checkpoints, data counters; writes curves.png and
+        result.json (rank 0)."""
+        f, task = self._fit, self.task
+        state, model = f.state, f.model
+        best_path, last_path = os.path.join(self.ckpt_dir, "best"), f.last_path(self.ckpt_dir)
         result = {"output_dir": os.path.abspath(self.output_dir), "steps": state["step"],
                   "epochs_run": state["epoch"], "seconds": round(time.time() - t_start, 3),
                   "samples_seen": state["samples"], "nonfinite_skipped": self.nonfinite_skipped}
@@ -465,8 +396,8 @@ class Trainer:
         if self.is_main:
             self._write_curves()
             result["metrics_log"] = os.path.abspath(os.path.join(self.output_dir, "metrics.jsonl"))
-            with open(os.path.join(self.output_dir, "result.json"), "w") as f:
-                json.dump(result, f, indent=1, default=float)
+            with open(os.path.join(self.output_dir, "result.json"), "w") as fh:
+                json.dump(result, fh, indent=1, default=float)
         self.model = model
         return result
 
@@ -481,6 +412,29 @@ class Trainer:
                 plot_training_curves(src, os.path.join(self.output_dir, "curves.png"))
             except Exception as e:  # a plot must never fail a training run
                 log.warning("could not draw curves.png: %s", e)
+
+
+class _FitState:
+    """What one ``fit()`` carries between its steps: the model and optimizers, the position and best
+    metric (saved in checkpoints as the trainer state), and the progress window."""
+
+    SAVED = ("epoch", "batch_in_epoch", "step", "best", "best_metrics", "bad_evals", "history", "samples")
+
+    def __init__(self, model, optimizers, schedulers, total_steps: int):
+        self.model, self.train_model = model, model
+        self.optimizers, self.schedulers, self.total_steps = optimizers, schedulers, total_steps
+        self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "best_metrics": None,
+                      "bad_evals": 0, "history": [], "samples": 0}
+        self.last_eval_step = -1
+        self.t_window, self.n_window = time.time(), 0
+        self.bar = None
+
+    @staticmethod
+    def last_path(ckpt_dir: str) -> str:
+        return os.path.join(ckpt_dir, "last")
+
+    def trainer_state(self) -> dict:
+        return {k: self.state[k] for k in self.SAVED}
 
 
 def weights_digest(model) -> str:
