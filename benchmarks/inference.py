@@ -156,7 +156,7 @@ def gemm_peak_gflops(threads: int, reps: int = 5) -> dict:
     except ImportError:
         helper = None
     if helper is not None:
-        from paddle_models.engine.export import onnx_session
+        from paddle_models.engine.onnx import onnx_session
 
         for m, k, n in shapes:
             graph = helper.make_graph(
@@ -182,7 +182,8 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
     import paddle
 
     from paddle_models.config import load_config
-    from paddle_models.engine.export import export_model, max_rel_err
+    from paddle_models.engine.export import export_model
+    from paddle_models.engine.parity import max_rel_err
     from paddle_models.engine.predictor import OnnxPredictor, Predictor, bf16_supported
     from paddle_models.registry import get_task
 

@@ -6,8 +6,9 @@ import json
 import logging
 import os
 import sys
+from typing import Optional
 
-import numpy as np
+from .engine.artifact import to_builtin  # noqa: F401  (re-exported for tools)
 
 
 def base_parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
@@ -24,21 +25,6 @@ def setup_logging(quiet: bool = False):
                         format="[%(asctime)s] %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("paddle_models").setLevel(logging.WARNING if quiet else logging.INFO)
     os.environ.setdefault("GLOG_minloglevel", "2")
-
-
-def to_builtin(x):
-    """numpy scalars/arrays and tuples -> plain Python values (for JSON and YAML output)."""
-    if isinstance(x, dict):
-        return {str(k): to_builtin(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [to_builtin(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return x
 
 
 def emit_json(result: dict):
@@ -77,3 +63,18 @@ def print_summary(title: str, result: dict):
         for row in cm:
             print("   " + " ".join(f"{int(x):6d}" for x in row))
     sys.stdout.flush()
+
+
+def task_for_export(model_dir: str, meta: Optional[dict] = None):
+    """The family's task serving the export folder ``model_dir`` (``Task.for_export`` with the folder's
+    export.yaml and config.yaml): its ``read_inputs``, ``prepare_inputs`` and ``prediction_rows``."""
+    from .config import load_config
+    from .engine.artifact import CONFIG_FILE, read_export_meta
+    from .registry import get_task
+
+    meta = meta if meta is not None else read_export_meta(model_dir)
+    family = meta.get("family")
+    if not family:
+        raise ValueError(f"{model_dir}: export.yaml names no family")
+    cfg = load_config(os.path.join(model_dir, meta.get("config") or CONFIG_FILE))
+    return get_task(family).for_export(model_dir, meta, cfg)

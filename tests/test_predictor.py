@@ -10,10 +10,12 @@ import paddle
 import pytest
 
 from paddle_models.config import load_config
+from paddle_models.engine import onednn_probe as probe
 from paddle_models.engine import predictor as P
-from paddle_models.engine.export import export_model, read_export_meta, write_yaml
+from paddle_models.engine.artifact import read_export_meta, write_yaml
+from paddle_models.engine.export import export_model
 from paddle_models.engine.predictor import InputError, OnnxPredictor, Predictor, check_inputs
-from paddle_models.registry import get_task, list_models, model_entry
+from paddle_models.registry import get_task, model_entry
 
 
 def _merge(base, upd):
@@ -31,8 +33,6 @@ def _small(name, tmp):
 @pytest.fixture(scope="module")
 def fm_export(tmp_path_factory):
     """A small CTR model (synthetic data, ids + dense values) exported with ONNX."""
-    if "deepfm" not in list_models():
-        pytest.skip("the rec family (deepfm) is not registered")
     tmp = tmp_path_factory.mktemp("pred")
     cfg = _small("deepfm", tmp)
     task = get_task("rec")(cfg)
@@ -124,8 +124,8 @@ def test_not_an_export_folder(tmp_path, fm_export):
 
 def test_auto_falls_back_when_the_onednn_probe_crashes(fm_export, monkeypatch, caplog):
     """A probe that dies by a signal (what the oneDNN crash looks like from outside) -> oneDNN off."""
-    monkeypatch.setattr(P, "_PROBE_CACHE", {})
-    monkeypatch.setattr(P, "_probe_command",
+    monkeypatch.setattr(probe, "_PROBE_CACHE", {})
+    monkeypatch.setattr(probe, "_probe_command",
                         lambda *a, **k: [sys.executable, "-c", "import os; os.abort()"])
     with caplog.at_level(logging.WARNING, logger="paddle_models"):
         pred = Predictor(fm_export["dir"], threads=1, onednn="auto")
@@ -137,25 +137,25 @@ def test_auto_falls_back_when_the_onednn_probe_crashes(fm_export, monkeypatch, c
 
 
 def test_auto_probe_failing_with_an_error_names_it(fm_export, monkeypatch):
-    monkeypatch.setattr(P, "_PROBE_CACHE", {})
+    monkeypatch.setattr(probe, "_PROBE_CACHE", {})
     code = ("import sys; sys.stderr.write('NotImplementedError: (Unimplemented) ConvertPirAttribute2RuntimeAttribute "
             "not support [pir::ArrayAttribute<pir::DoubleAttribute>]\\n'); sys.exit(1)")
-    monkeypatch.setattr(P, "_probe_command", lambda *a, **k: [sys.executable, "-c", code])
+    monkeypatch.setattr(probe, "_probe_command", lambda *a, **k: [sys.executable, "-c", code])
     pred = Predictor(fm_export["dir"], threads=1, onednn="auto")
     assert pred.onednn is False
     assert "ConvertPirAttribute2RuntimeAttribute" in pred.onednn_note
 
 
 def test_auto_probe_accepts_onednn_and_is_cached(fm_export, monkeypatch):
-    monkeypatch.setattr(P, "_PROBE_CACHE", {})
+    monkeypatch.setattr(probe, "_PROBE_CACHE", {})
     pred = Predictor(fm_export["dir"], threads=1, onednn="auto")
     if not P._compiled_with_onednn():
         pytest.skip("this paddle build has no oneDNN")
     assert pred.onednn is True, pred.onednn_note
-    (res,) = P._PROBE_CACHE.values()
-    assert res["ok"] and res["max_rel_err"] <= P.PROBE_TOL
+    (res,) = probe._PROBE_CACHE.values()
+    assert res["ok"] and res["max_rel_err"] <= probe.PROBE_TOL
     calls = []
-    monkeypatch.setattr(P.subprocess, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(probe.subprocess, "run", lambda *a, **k: calls.append(a))
     Predictor(fm_export["dir"], threads=1, onednn="auto")
     assert calls == []  # the second predictor reuses the probe's answer
 

@@ -29,7 +29,7 @@ def main():
     setup_logging()
     from paddle_models.config import load_config
     from paddle_models.engine.export import ExportError, export_model
-    from paddle_models.engine.trainer import setup_runtime
+    from paddle_models.runtime import setup_runtime
 
     cfg = load_config(args.config, args.override)
     if not cfg["Global"].get("checkpoint"):

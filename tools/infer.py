@@ -25,14 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paddle_models.cli import emit_json, print_summary, run_tool, setup_logging  # noqa: E402
 
 
-def softmax(x):
-    import numpy as np
-
-    z = x.astype("float64") - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype("float32")
-
-
 def paths_for(out: str):
     """(csv path, jsonl path): PRED itself and PRED with the extension .jsonl (or .csv when PRED is .jsonl)."""
     stem, ext = os.path.splitext(out)
@@ -41,22 +33,20 @@ def paths_for(out: str):
     return out, stem + ".jsonl"
 
 
-def write_predictions(out: str, ids, probs, label_names, true_labels=None):
+def write_predictions(out: str, rows, label_names, true_labels=None):
+    """CSV (id, label, one probability column per class) and JSON lines (the task's rows) of the predictions."""
     csv_path, jsonl_path = paths_for(out)
     os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
-    pred = probs.argmax(axis=1)
     with open(csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id", "label"] + [f"p_{n}" for n in label_names])
-        for i, y, p in zip(ids, pred, probs):
-            w.writerow([i, int(y)] + [f"{v:.6f}" for v in p])
+        for row in rows:
+            w.writerow([row["id"], row["label"]] + [f"{row['probabilities'][n]:.6f}" for n in label_names])
     os.replace(csv_path + ".tmp", csv_path)
     with open(jsonl_path + ".tmp", "w", encoding="utf-8") as f:
-        for k, (i, y, p) in enumerate(zip(ids, pred, probs)):
-            row = {"id": str(i), "label": int(y), "label_name": label_names[int(y)],
-                   "probabilities": {n: round(float(v), 6) for n, v in zip(label_names, p)}}
+        for k, row in enumerate(rows):
             if true_labels is not None and true_labels[k] >= 0:
-                row["true_label"] = int(true_labels[k])
+                row = {**row, "true_label": int(true_labels[k])}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(jsonl_path + ".tmp", jsonl_path)
     return csv_path, jsonl_path
@@ -79,16 +69,16 @@ def data_overrides(items):
 def infer_raw(pred, args):
     import numpy as np
 
-    from paddle_models.engine.predictor import multimodal_input
-    from paddle_models.engine.trainer import Loader
+    from paddle_models.engine.loader import Loader
+    from paddle_models.cli import task_for_export
 
-    meta = pred.meta
     t0 = time.time()
-    ds, collate = multimodal_input(pred.model_dir, meta, args.input, on_bad_image=args.on_bad_image,
+    task = task_for_export(pred.model_dir, pred.meta)
+    ds, collate = task.read_inputs(args.input, on_bad_image=args.on_bad_image,
                                    data_overrides=data_overrides(args.override))
     setup_s = time.time() - t0
     loader = Loader(ds, collate, args.batch_size, args.num_workers)
-    ids, probs, labels = [], [], []
+    rows, labels = [], []
     t_model = 0.0
     t_wait = time.time()
     t_pre = 0.0
@@ -100,22 +90,20 @@ def infer_raw(pred, args):
     for batch in loader.batches(np.arange(len(ds))):
         t1 = time.time()
         t_pre += t1 - t_wait
-        out = pred.run_list({k: batch[k] for k in pred.input_names})
+        out = pred.run({k: batch[k] for k in pred.input_names})
         t_wait = time.time()
         t_model += t_wait - t1
-        probs.append(softmax(out[0]))
-        ids.extend(str(i) for i in batch["id"])
+        rows.extend(task.prediction_rows(out, batch))
         labels.append(batch["label"])
         if bar is not None:
             bar.update(len(batch["id"]))
     if bar is not None:
         bar.close()
-    probs = np.concatenate(probs)
     labels = np.concatenate(labels)
-    names = list(meta.get("labels") or [f"class_{i}" for i in range(probs.shape[1])])
-    csv_path, jsonl_path = write_predictions(args.out, ids, probs, names, labels)
+    names = list(rows[0]["probabilities"]) if rows else list(pred.meta.get("labels") or [])
+    csv_path, jsonl_path = write_predictions(args.out, rows, names, labels)
     total = time.time() - t0
-    n = len(ids)
+    n = len(rows)
     result = {"input": os.path.abspath(args.input), "items": n, "predictions_csv": os.path.abspath(csv_path),
               "predictions_jsonl": os.path.abspath(jsonl_path), "batch_size": args.batch_size,
               "seconds": round(total, 3), "setup_seconds": round(setup_s, 3),
@@ -125,18 +113,18 @@ def infer_raw(pred, args):
               "model_items_per_s": round(n / max(t_model, 1e-9), 2)}
     known = labels >= 0
     if known.any():
-        from paddle_models import metrics as M
+        from paddle_models import metrics
 
-        rep = M.classification_report(labels[known], probs[known].argmax(1), len(names), names)
+        predicted = np.array([row["label"] for row in rows])
+        rep = metrics.classification_report(labels[known], predicted[known], len(names), names)
         result.update({"labelled": int(known.sum()), "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"]})
-    result["data"] = ds.summary()
+    if hasattr(ds, "summary"):
+        result["data"] = ds.summary()
     return result
 
 
 def infer_arrays(pred, args):
-    import numpy as np
-
-    from paddle_models.engine.export import load_npz, save_npz
+    from paddle_models.engine.artifact import load_npz, save_npz
 
     arrays = load_npz(args.input)
     t0 = time.time()

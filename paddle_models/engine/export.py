@@ -7,20 +7,9 @@ its encoder and a decoder step, DSSM may name its two towers) runs ``paddle.jit.
 ``<variant>.pdiparams`` (the variant named ``model`` gives ``model.json`` / ``model.pdiparams``). Beside
 them:
 
-``export.yaml``
-    what a predictor needs and nothing else: per variant the graph files and the inputs (name, shape
-    with ``-1`` for dynamic dimensions, dtype) and outputs; the label names; the family's
-    preprocessing (for the multimodal family: the tokenizer folder, text limits, image resize / crop /
-    mean / std and evidence limits, in the ``Data`` keys of training so that ``tools/infer.py`` runs the
-    training code with them).
-``config.yaml``
-    a copy of the full config.
-``tokenizer/``
-    the tokenizer the model was trained with (multimodal family), so the folder is self-contained.
-``example_<variant>.npz``
-    the example inputs of the parity check (the predictor's oneDNN probe replays them).
-``<variant>.onnx``
-    with ``onnx=True``: the ONNX graph from paddle2onnx, checked with onnxruntime.
+The folder's format (export.yaml, config.yaml, example inputs, ONNX graphs) is described in
+:mod:`paddle_models.engine.artifact`; what a family adds to export.yaml (labels, preprocessing, copied
+vocabulary files) comes from its ``Task.export_metadata``.
 
 Parity: the dygraph model and the exported graph (Paddle Inference, oneDNN off; and oneDNN on in a
 probe subprocess when ``check_onednn``) must agree on the example batch and on its first sample alone
@@ -41,73 +30,30 @@ A forward input that does not reach the outputs (the multimodal ``fusion: baseli
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import shutil
 import time
-import zipfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
-import yaml
 
-from ..cli import to_builtin
-from .checkpoint import file_sha256
+from .artifact import (CONFIG_FILE, EXPORT_META, FORMAT_VERSION, file_sha256, graph_files, output_names, save_npz,
+                       spec_entry, write_yaml)
+from .onednn_probe import probe_onednn
+from .onnx import OnnxConversionError, convert_onnx, onnx_session
+from .parity import first_sample, flatten_outputs, max_rel_err
+from .predictor import Predictor
 
 log = logging.getLogger("paddle_models")
 
-EXPORT_META = "export.yaml"
-FORMAT_VERSION = 1
 PARITY_TOL = 1e-5
 ONNX_PARITY_TOL = 1e-4
-ONNX_OPSET = 13
 
 
 class ExportError(RuntimeError):
     """Export failed (parity, conversion, missing inputs); the message says which variant and why."""
-
-
-# ---- numbers -----------------------------------------------------------------------------------
-def flatten_outputs(out) -> List[np.ndarray]:
-    """A model output (Tensor, tuple/list, dict) as a flat list of numpy arrays, in a fixed order."""
-    if isinstance(out, dict):
-        return [a for k in sorted(out) for a in flatten_outputs(out[k])]
-    if isinstance(out, (list, tuple)):
-        return [a for o in out for a in flatten_outputs(o)]
-    if isinstance(out, paddle.Tensor):
-        return [out.numpy()]
-    return [np.asarray(out)]
-
-
-def max_rel_err(outputs: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> float:
-    """max over outputs of ``max|out - ref| / max(max|ref|, 1e-30)`` (infinity-norm relative error).
-
-    Shapes must agree; a NaN anywhere gives ``inf``. Relative to the output's scale rather than per
-    element, so a logit that happens to be near zero does not dominate."""
-    if len(outputs) != len(references):
-        raise ExportError(f"parity: {len(outputs)} outputs vs {len(references)} reference outputs")
-    worst = 0.0
-    for i, (o, r) in enumerate(zip(outputs, references)):
-        o, r = np.asarray(o), np.asarray(r)
-        if o.shape != r.shape:
-            raise ExportError(f"parity: output {i} has shape {o.shape}, the reference {r.shape}")
-        if o.size == 0:
-            continue
-        o64, r64 = o.astype(np.float64), r.astype(np.float64)
-        if not (np.all(np.isfinite(o64)) and np.all(np.isfinite(r64))):
-            if np.array_equal(o64, r64, equal_nan=True):
-                continue
-            return float("inf")
-        scale = max(float(np.max(np.abs(r64))), 1e-30)
-        worst = max(worst, float(np.max(np.abs(o64 - r64))) / scale)
-    return worst
-
-
-def first_sample(inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """The batch reduced to its first sample (only the batch axis is cut)."""
-    return {k: np.ascontiguousarray(v[:1]) for k, v in inputs.items()}
 
 
 # ---- deterministic saving ----------------------------------------------------------------------
@@ -148,31 +94,6 @@ def canonical_tensor_names(layer):
             t.name = old
 
 
-def save_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
-    """``np.savez`` with fixed zip timestamps (numpy stamps the current time: files would differ)."""
-    tmp = path + ".tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
-
-
-def load_npz(path: str) -> Dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def graph_files(out_dir: str, variant: str) -> tuple:
-    """(model file, params file) of a saved variant: ``.json`` under PIR (Paddle 3), else ``.pdmodel``."""
-    js = os.path.join(out_dir, f"{variant}.json")
-    pd = os.path.join(out_dir, f"{variant}.pdmodel")
-    return (js if os.path.isfile(js) or not os.path.isfile(pd) else pd), os.path.join(out_dir, f"{variant}.pdiparams")
-
-
 def save_static(layer, path_prefix: str, spec: list) -> None:
     """``paddle.jit.save`` with deterministic names. An input that does not reach the outputs (the
     multimodal ``fusion: baseline`` ignores ``attention_mask``) makes Paddle's pruning fail; the graph is
@@ -208,12 +129,6 @@ def graph_output_shapes(model_file: str) -> Optional[List[List[int]]]:
         return None
 
 
-def spec_entry(spec) -> dict:
-    shape = [-1 if (d is None or int(d) < 0) else int(d) for d in spec.shape]
-    dtype = spec.dtype if isinstance(spec.dtype, str) else paddle.base.data_feeder.convert_dtype(spec.dtype)
-    return {"name": spec.name, "shape": shape, "dtype": str(dtype).replace("paddle.", "")}
-
-
 def _check_example(variant: str, spec: list, example: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     names = [s.name for s in spec]
     if any(not n for n in names):
@@ -247,90 +162,6 @@ def dygraph_outputs(layer, spec: list, inputs: Dict[str, np.ndarray]) -> List[np
     return flatten_outputs(out)
 
 
-# ---- family metadata ---------------------------------------------------------------------------
-_DATA_KEYS_NOT_EXPORTED = ("root", "train_split", "val_split", "test_split", "tokenizer", "tokenizer_vocab_size",
-                           "limit", "files")
-
-
-def _multimodal_metadata(task, cfg, out_dir: str) -> dict:
-    """Tokenizer (copied into ``out_dir/tokenizer``), text limits and image preprocessing, as ``Data`` keys."""
-    from ..multimodal import data as D
-    from ..multimodal.task import TOKENIZER_DIR, find_tokenizer_dir
-
-    tok = find_tokenizer_dir(cfg)
-    if tok is None:
-        raise ExportError("no tokenizer for this model: set Data.tokenizer, or point Global.checkpoint into a "
-                          "training run's output folder (it keeps <run>/tokenizer)")
-    dst = os.path.join(out_dir, TOKENIZER_DIR)
-    os.makedirs(dst, exist_ok=True)
-    for name in sorted(os.listdir(tok)):
-        src = os.path.join(tok, name)
-        if os.path.isfile(src) and not name.endswith(".tmp"):
-            shutil.copyfile(src, os.path.join(dst, name))
-    data = {k: v for k, v in dict(cfg["Data"]).items() if k not in _DATA_KEYS_NOT_EXPORTED}
-    D.image_transform_of(cfg["Data"])  # validates the image settings
-    data["image_mean"] = [float(x) for x in (cfg["Data"].get("image_mean") or D.IMAGENET_MEAN)]
-    data["image_std"] = [float(x) for x in (cfg["Data"].get("image_std") or D.IMAGENET_STD)]
-    data["label_names"] = list(task.label_names)
-    return {
-        "labels": list(task.label_names),
-        "preprocess": {
-            "family": "multimodal",
-            "tokenizer": TOKENIZER_DIR,
-            "modalities": list(cfg["Arch"]["modalities"]),
-            "output": "logits",  # softmax over the last axis gives the class probabilities
-            "data": to_builtin(data),
-        },
-    }
-
-
-_FAMILY_METADATA = {"multimodal": _multimodal_metadata}
-
-
-def family_metadata(task, cfg, out_dir: str) -> dict:
-    """``task.export_metadata(out_dir)`` when the task defines it, else the built-in one of its family,
-    else only the label names (when the task has ``label_names``)."""
-    hook = getattr(task, "export_metadata", None)
-    if callable(hook):
-        return dict(hook(out_dir) or {})
-    fn = _FAMILY_METADATA.get(cfg["_family"])
-    if fn is not None:
-        return fn(task, cfg, out_dir)
-    labels = getattr(task, "label_names", None)
-    return {"labels": list(labels)} if labels else {}
-
-
-def write_yaml(path: str, data: dict) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        yaml.safe_dump(to_builtin(data), f, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
-    os.replace(path + ".tmp", path)
-
-
-def read_export_meta(model_dir: str) -> dict:
-    path = os.path.join(model_dir, EXPORT_META)
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"{model_dir}: export folder not found")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{model_dir}: no {EXPORT_META} here (not an export folder; make one with "
-                                f"tools/export.py -c CONFIG -o Global.checkpoint=CKPT --out DIR)")
-    with open(path, encoding="utf-8") as f:
-        meta = yaml.safe_load(f)
-    if not isinstance(meta, dict) or "variants" not in meta:
-        raise ValueError(f"{path}: not an export description (no 'variants')")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')} is newer than this code "
-                         f"understands ({FORMAT_VERSION})")
-    return meta
-
-
-def output_names(meta: dict, variant: str, n: int) -> List[str]:
-    """``output_<i>``, except a whole model's single output named by its family (multimodal: ``logits``)."""
-    pre = meta.get("preprocess") or {}
-    if n == 1 and variant == "model" and pre.get("output"):
-        return [str(pre["output"])]
-    return [f"output_{i}" for i in range(n)]
-
-
 # ---- building -----------------------------------------------------------------------------------
 def build_for_export(cfg, task=None, require_checkpoint: bool = True):
     """(task, model in eval mode) with the weights of ``Global.checkpoint`` loaded."""
@@ -362,39 +193,6 @@ def export_variants_of(task, model) -> Dict[str, tuple]:
     return variants
 
 
-# ---- ONNX ---------------------------------------------------------------------------------------
-def convert_onnx(model_file: str, params_file: str, onnx_file: str, opset: int = ONNX_OPSET) -> str:
-    """paddle2onnx without its optimizer step (its default, polygraphy, pip-installs at run time)."""
-    try:
-        import paddle2onnx
-    except ImportError as e:
-        raise ExportError(f"--onnx needs paddle2onnx ({e})") from None
-    if os.path.exists(onnx_file):
-        os.remove(onnx_file)
-    try:
-        paddle2onnx.export(model_file, params_file, onnx_file, opset_version=opset, auto_upgrade_opset=True,
-                           enable_onnx_checker=True, optimize_tool="None", verbose=False)
-    except Exception as e:  # paddle2onnx logs the real cause and then fails on its own unset result
-        raise ExportError(f"paddle2onnx could not convert {model_file} ({type(e).__name__}: {e}); its log above "
-                          f"names the unsupported operator") from None
-    if not os.path.isfile(onnx_file) or os.path.getsize(onnx_file) == 0:
-        raise ExportError(f"paddle2onnx wrote no {onnx_file}; its log above says why")
-    return onnx_file
-
-
-def onnx_session(onnx_file, threads: int = 0):
-    """A CPU onnxruntime session on an ONNX file (or a serialized model's bytes); ``threads`` > 0 fixes the
-    intra-op threads (and one inter-op thread)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads > 0:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    return ort.InferenceSession(onnx_file, sess_options=so, providers=["CPUExecutionProvider"])
-
-
 # ---- the export -----------------------------------------------------------------------------------
 def _check_parity(what: str, variant: str, err: float, tol: float):
     if not err <= tol:  # also catches NaN
@@ -412,7 +210,6 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
     with ``Global.checkpoint``. The folder is written as ``<out_dir>.tmp`` and renamed into place only
     after every parity check passed."""
     from ..config import dump_config
-    from .predictor import Predictor, probe_onednn
 
     t0 = time.time()
     out_dir = os.path.abspath(out_dir)
@@ -433,7 +230,7 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
     os.makedirs(tmp)
     try:
         result = _export_into(cfg, task, model, tmp, onnx, threads, check_onednn, parity_tol, onnx_parity_tol,
-                              dump_config, Predictor, probe_onednn)
+                              dump_config)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -450,7 +247,7 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
 
 
 def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_tol, onnx_parity_tol,
-                 dump_config, Predictor, probe_onednn) -> dict:
+                 dump_config) -> dict:
     variants = export_variants_of(task, model)
     meta = {"format_version": FORMAT_VERSION, "family": cfg["_family"], "model": cfg["Arch"]["name"],
             "paddle_version": paddle.__version__, "config": "config.yaml"}
@@ -460,8 +257,8 @@ def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_
 
         wpath = resolve_weights(ckpt)
         meta["checkpoint"] = {"path": os.path.abspath(wpath), "sha256": file_sha256(wpath)}
-    meta.update(family_metadata(task, cfg, out_dir))
-    dump_config(cfg, os.path.join(out_dir, "config.yaml"))
+    meta.update(task.export_metadata(out_dir) or {})
+    dump_config(cfg, os.path.join(out_dir, CONFIG_FILE))
 
     result = {"family": cfg["_family"], "model": cfg["Arch"]["name"], "variants": {}}
     worst, worst_onnx = 0.0, 0.0
@@ -534,7 +331,10 @@ def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_
             pf = os.path.join(out_dir, entry["params_file"]) if entry["params_file"] else ""
             onnx_file = os.path.join(out_dir, f"{name}.onnx")
             t = time.time()
-            convert_onnx(mf, pf, onnx_file)
+            try:
+                convert_onnx(mf, pf, onnx_file)
+            except OnnxConversionError as e:
+                raise ExportError(f"variant {name!r}: {e}") from None
             vres["onnx_seconds"] = round(time.time() - t, 3)
             sess = onnx_session(onnx_file, threads)
             onames = [i.name for i in sess.get_inputs()]

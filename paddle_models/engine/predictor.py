@@ -1,58 +1,54 @@
-"""Serve an exported model with Paddle Inference (``paddle.inference.Config`` / ``create_predictor``), or
-with onnxruntime on the export's ONNX graph (:class:`OnnxPredictor`, same inputs, checks and outputs).
+"""Run an exported graph: Paddle Inference (``paddle.inference.Config`` / ``create_predictor``), or
+onnxruntime on the export's ONNX graph (:class:`OnnxPredictor`, same inputs, checks and outputs).
 
     pred = Predictor("output/export_small", threads=2, onednn="auto")
     outputs = pred.run({"input_ids": ids, ...})        # {"logits": array}
+
+A predictor knows graphs and arrays only; turning a family's raw records into these arrays is the
+family's ``Task.read_inputs`` / ``prepare_inputs``.
 
 * Inputs are checked against ``export.yaml`` before they reach Paddle: a missing or unknown input, a
   wrong dtype, rank or fixed dimension, or inputs that disagree on the batch size raise
   :class:`InputError` naming the input, what was expected and what came.
 * CPU threads: ``threads`` (0: all cores). glog's info lines are switched off.
-* oneDNN: ``"on"``, ``"off"`` or ``"auto"``. Paddle 3.3.x has a known oneDNN failure on some graphs on
-  CPU (``ConvertPirAttribute2RuntimeAttribute not support ...`` from the PIR executor, or a hard crash).
-  ``"auto"`` first runs a probe in a subprocess (so a crash cannot take the caller down): it replays the
-  example inputs saved at export with oneDNN on and off and accepts oneDNN when it runs and agrees within
-  ``PROBE_TOL``; the result is cached per graph file for the process. ``"on"`` skips the probe. In both,
-  an error raised while creating the predictor or on its first run falls back to oneDNN off with a
-  warning; so does an error on a later run (a new input shape) (``pred.onednn`` says what is in use,
-  ``pred.onednn_note`` why; ``fallback=False`` raises instead).
+* oneDNN: ``"on"``, ``"off"`` or ``"auto"``. ``"auto"`` first runs the oneDNN probe
+  (:mod:`paddle_models.engine.onednn_probe`, a subprocess) and uses oneDNN only when it passes; ``"on"``
+  skips the probe. In both, an error raised while creating the predictor or on a run falls back to oneDNN
+  off with a warning (``pred.onednn`` says what is in use, ``pred.onednn_note`` why; ``fallback=False``
+  raises instead).
 * Precision: ``"fp32"`` (the exported function, parity-checked at export) or ``"bf16"``: oneDNN runs the
-  matmuls and convolutions in bfloat16 on CPUs with native support (AVX512-BF16 / AMX). About 1.9x faster
-  than fp32 for the faithful network on this project's Zen 4 CPU, but it is not the same function (logits
-  within about 1e-2 relative): an opt-in, never a default. Needs oneDNN; when oneDNN falls back, so does
-  the precision (``pred.precision`` says what runs).
-* Buffers: Paddle's executor frees every intermediate tensor as soon as its last reader ran, through a
-  task on a helper thread, and allocates it again on the next call. ``keep_buffers="on"`` turns that off
-  for this predictor (``FLAGS_eager_delete_tensor_gb=-1`` while its executor is built, on the first run;
-  the process's flag is restored after): intermediates stay allocated and are reused by the next call of
-  the same or a smaller shape, and the helper thread stays idle. Same outputs; costs the sum of all
-  intermediate tensors in memory (``pred.kept_bytes``, measured on the first run; larger inputs later
-  hold more). Measured in this project, 1 thread: demo network batch 1 1.8-2.7 -> 1.4-1.5 ms
-  (benchmarks/inference.py) and 1.5 -> 1.0 cores busy; faithful network 2-3% faster but 4.9 GB more
-  at batch 8. ``"auto"`` (default) keeps them for graphs whose weights are under
-  ``KEEP_BUFFERS_AUTO_MAX_PARAMS``.
+  matmuls and convolutions in bfloat16 on CPUs with native support (AVX512-BF16 / AMX). Not the same
+  function (logits within about 1e-2 relative): an opt-in, never a default. Needs oneDNN; when oneDNN
+  falls back, so does the precision (``pred.precision`` says what runs).
+* Buffers: Paddle's executor frees every intermediate tensor after its last reader ran and allocates it
+  again on the next call. ``keep_buffers="on"`` turns that off for this predictor
+  (``FLAGS_eager_delete_tensor_gb=-1`` while its executor is built, on the first run; the process's flag
+  is restored after): intermediates stay allocated and are reused by the next call of the same or a
+  smaller shape. Same outputs; costs the sum of all intermediate tensors in memory (``pred.kept_bytes``,
+  measured on the first run). ``"auto"`` (default) keeps them for graphs whose weights are under
+  ``KEEP_BUFFERS_AUTO_MAX_PARAMS``. The README's inference table gives the measured effect.
+
+``python -m paddle_models.engine.predictor --probe DIR ...`` is the probe's child process.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .export import EXPORT_META, load_npz, max_rel_err, read_export_meta, save_npz
+from .artifact import EXPORT_META, default_variant, load_npz, read_export_meta, save_npz
+from .onednn_probe import PROBE_TOL, default_threads, probe_onednn  # noqa: F401  (PROBE_TOL: re-exported)
+from .onnx import onnx_session
+from .parity import max_rel_err
 
 log = logging.getLogger("paddle_models")
 
-PROBE_TOL = 1e-4
 MODES = ("auto", "on", "off")  # onednn= and keep_buffers=
-_PROBE_CACHE: Dict[tuple, dict] = {}
 _FIRST_RUN_LOCK = threading.Lock()  # first runs read a process-wide flag: one at a time
 
 
@@ -156,10 +152,6 @@ def bf16_supported() -> bool:
     return bool(fn and fn())
 
 
-def default_threads(threads: int = 0) -> int:
-    return int(threads) if threads and int(threads) > 0 else (os.cpu_count() or 1)
-
-
 class _ExportedGraph:
     """One variant of an export folder: its ``export.yaml`` entry, input / output specs and example. The
     engines below load the graph and provide ``run_list(inputs)`` (outputs in the export's order)."""
@@ -170,8 +162,7 @@ class _ExportedGraph:
         self.model_dir = os.path.abspath(model_dir)
         self.meta = read_export_meta(self.model_dir)
         variants = self.meta["variants"]
-        if variant is None:
-            variant = "model" if "model" in variants or len(variants) != 1 else next(iter(variants))
+        variant = default_variant(self.meta, variant)
         if variant not in variants:
             raise ValueError(f"{os.path.join(self.model_dir, EXPORT_META)}: no variant {variant!r} "
                              f"(variants: {', '.join(variants)})")
@@ -352,7 +343,7 @@ class Predictor(_ExportedGraph):
 class OnnxPredictor(_ExportedGraph):
     """onnxruntime (CPU) on a variant's ONNX graph (``tools/export.py --onnx``), with the same input checks
     and outputs as :class:`Predictor`. The ONNX graph was parity-checked against dygraph at export (1e-4);
-    for small graphs it runs several times faster than Paddle Inference here (see the README's table)."""
+    the README's inference table compares the engines."""
 
     engine = "onnxruntime"
     onednn, onednn_note, precision, keep_buffers, kept_bytes = False, "", "fp32", None, None
@@ -362,8 +353,6 @@ class OnnxPredictor(_ExportedGraph):
         if not self.entry.get("onnx_file"):
             raise ValueError(f"{os.path.join(self.model_dir, EXPORT_META)}: variant {self.variant!r} has no ONNX "
                              f"graph; export it with tools/export.py --onnx")
-        from .export import onnx_session
-
         self.onnx_file = self._file("onnx_file")
         self._session = onnx_session(self.onnx_file, self.threads)
         self._check_graph_inputs(self.onnx_file, [i.name for i in self._session.get_inputs()])
@@ -400,139 +389,6 @@ class PredictorModule:
         feed.update(kwargs)
         outs = [paddle.to_tensor(o) for o in self.predictor.run_list(feed)]
         return outs[0] if len(outs) == 1 else tuple(outs)
-
-
-# ---- raw inputs -> batches (the training preprocessing) ------------------------------------------
-def detect_multimodal_format(path: str) -> str:
-    """``jsonl`` for ``*.jsonl``; for ``*.json``: an object keyed by item id is MR2's ``dataset_items``, a
-    list is MVSA's layout."""
-    low = path.lower()
-    if low.endswith(".jsonl"):
-        return "jsonl"
-    if low.endswith(".json"):
-        with open(path, "r", encoding="utf-8") as f:
-            head = f.read(4096).lstrip()
-        if head.startswith("{"):
-            return "mr2"
-        if head.startswith("["):
-            return "mvsa"
-        raise ValueError(f"{path}: expected a JSON object (MR2 dataset_items) or a list (MVSA), starting with "
-                         f"{head[:20]!r}")
-    raise ValueError(f"{path}: unknown input layout (use a .jsonl file of the JSONL layout, an MR2 "
-                     f"dataset_items_<split>.json, or a .npz of input arrays)")
-
-
-def multimodal_input(model_dir: str, meta: dict, input_file: str, on_bad_image: Optional[str] = None,
-                     data_overrides: Optional[dict] = None):
-    """(dataset, collate) for a raw input file, built by the training code (``paddle_models.multimodal.data``)
-    with the export's ``Data`` settings and tokenizer; image paths resolve under the input file's folder.
-    ``data_overrides`` changes some of those settings for this input (``{"allow_empty_text": True}``)."""
-    from ..multimodal import data as D
-    from ..multimodal.tokenizer import load_tokenizer
-
-    pre = meta.get("preprocess") or {}
-    if pre.get("family") != "multimodal":
-        raise ValueError(f"{model_dir}: not a multimodal export (no multimodal preprocessing in {EXPORT_META})")
-    path = os.path.abspath(input_file)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{input_file}: input file not found")
-    fmt = detect_multimodal_format(path)
-    base = os.path.basename(path)
-    split = base[:-len(".jsonl")] if fmt == "jsonl" else os.path.splitext(base)[0]
-    if fmt == "mr2" and split.startswith("dataset_items_"):
-        split = split[len("dataset_items_"):]
-    data = dict(pre["data"])
-    for k, v in (data_overrides or {}).items():
-        if k not in data:
-            raise ValueError(f"Data.{k}: not a preprocessing setting of this export (settings: {', '.join(data)})")
-        if k in ("max_len", "image_crop", "image_resize", "image_mean", "image_std", "label_names") and v != data[k]:
-            raise ValueError(f"Data.{k}: fixed by the trained model ({data[k]!r}); it cannot change at inference")
-        data[k] = v
-    data.update({"format": fmt, "root": os.path.dirname(path), "files": {split: base}, "limit": 0})
-    if on_bad_image:
-        data["on_bad_image"] = on_bad_image
-    mods = list(pre.get("modalities") or ["text", "image"])
-    use_text, use_image = "text" in mods, "image" in mods
-    ds = D.build_dataset(data, split, use_text, use_image, require_label=False)
-    tok = load_tokenizer(os.path.join(model_dir, pre["tokenizer"]))
-    collate = D.build_collate(data, tok, use_text, use_image)
-    return ds, collate
-
-
-# ---- the oneDNN probe (a subprocess) ---------------------------------------------------------------
-def _probe_command(model_dir: str, variant: str, threads: int, input_files: List[str], out_dir: str) -> List[str]:
-    return [sys.executable, "-m", "paddle_models.engine.predictor", "--probe", model_dir, "--variant", variant,
-            "--threads", str(threads), "--out", out_dir, "--inputs", *input_files]
-
-
-def probe_onednn(model_dir: str, variant: str = "model", threads: int = 0, inputs: Optional[list] = None,
-                 timeout: float = 900.0, use_cache: bool = True) -> dict:
-    """Run ``variant`` with oneDNN on and off in a subprocess on ``inputs`` (default: the saved example).
-
-    Returns ``{"ok", "error", "max_rel_err" (on vs off), "outputs" (oneDNN-on outputs per input batch),
-    "seconds"}``; ``ok`` is false when the subprocess fails or crashes, or when oneDNN and the plain CPU
-    kernels disagree by more than ``PROBE_TOL``."""
-    model_dir = os.path.abspath(model_dir)
-    meta = read_export_meta(model_dir)
-    entry = meta["variants"][variant]
-    mf = os.path.join(model_dir, entry["model_file"])
-    st = os.stat(mf)
-    key = (mf, st.st_mtime_ns, st.st_size, default_threads(threads))
-    if inputs is None and use_cache and key in _PROBE_CACHE:
-        return _PROBE_CACHE[key]
-    t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="onednn_probe_") as tmp:
-        if inputs is None:
-            files = [os.path.join(model_dir, entry["example"])]
-        else:
-            files = []
-            for i, arrays in enumerate(inputs):
-                files.append(os.path.join(tmp, f"in_{i}.npz"))
-                save_npz(files[-1], arrays)
-        env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.setdefault("GLOG_minloglevel", "2")
-        cmd = _probe_command(model_dir, variant, default_threads(threads), files, tmp)
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            res = {"ok": False, "error": f"the probe did not finish within {timeout:.0f} s", "outputs": None}
-        else:
-            res = _probe_result(proc, tmp, len(files))
-    res["seconds"] = round(time.time() - t0, 3)
-    if inputs is None:
-        _PROBE_CACHE[key] = res
-    return res
-
-
-def _probe_result(proc, tmp: str, n: int) -> dict:
-    if proc.returncode != 0:
-        if proc.returncode < 0:
-            import signal
-
-            try:
-                why = f"the probe process was killed by {signal.Signals(-proc.returncode).name}"
-            except ValueError:
-                why = f"the probe process died (signal {-proc.returncode})"
-        else:
-            lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
-            tail = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
-            why = f"the probe exited with status {proc.returncode}: {tail.strip()[:300]}"
-        return {"ok": False, "error": why, "outputs": None}
-    try:
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"ok": False, "error": f"the probe printed no result ({(proc.stdout or '')[-200:]!r})",
-                "outputs": None}
-    outs = []
-    for i in range(n):
-        z = load_npz(os.path.join(tmp, f"out_{i}.npz"))
-        outs.append([z[f"o{j}"] for j in range(len(z))])
-    err = float(report["max_rel_err"])
-    ok = err <= PROBE_TOL
-    return {"ok": ok, "max_rel_err": err, "outputs": outs,
-            "error": "" if ok else f"oneDNN and the plain CPU kernels disagree by {err:.3g} relative (> {PROBE_TOL:g})"}
 
 
 def _probe_main(argv=None) -> int:

@@ -1,9 +1,48 @@
-"""The interface between a model family and the one engine.
+"""The interface between a model family and the one engine: the ``Task``.
 
-A family registers one ``Task`` subclass with ``@register_task("<family>")``. The ``Trainer`` owns the
-loop (data loading, sharding, accumulation, evaluation, checkpoints, resume, logs); the task says how to
-build data, compute a loss, turn outputs into metrics and export. Everything a task returns to the
-engine is either a paddle Tensor (loss) or numpy arrays (predictions), never Python strings in forward.
+A family is one package that registers a ``Task`` subclass with ``@register_task("<family>")`` and its
+models with ``@register_model(name, family=...)``. The engine (Trainer, Loader, export, Predictor, server)
+calls only the methods below and never imports a family. Everything a task hands the engine is a paddle
+Tensor (a loss), numpy arrays (batches, predictions) or plain Python data (metrics, rows, metadata).
+
+Training and evaluation (the config's ``Global`` / ``Data`` / ``Arch`` sections are in ``self.cfg``):
+
+==========================  ==================================================================================
+``prepare(output_dir)``     build what data needs before datasets exist (vocabulary, tokenizer, feature map)
+                            and save it in ``output_dir``; other ranks load what rank 0 wrote
+``build_model()``           the model, built from arguments (sizes, the fitted feature layout); reads no file
+``dataset(split)``          a map-style ``paddle.io.Dataset`` (optionally with ``gather(indices)`` returning a
+                            whole batch's samples) or an iterable one with ``set_epoch`` / ``set_shard``
+``collate_fn(split)``       samples -> one batch, a dict of numpy arrays (tokenize, decode, pad, mask here)
+``batch_sampler(...)``      which indices form each batch of an epoch (default: ``Global.batch_size`` of a
+                            seeded permutation; the Transformer batches by tokens)
+``forward_loss``            (scalar loss Tensor, extra scalars to log) of one training batch
+``predict_step``            per-sample numpy outputs of one eval batch
+``compute_metrics``         metrics from all eval outputs; ``best_metric`` / ``best_mode`` pick checkpoints
+``write_eval_artifacts``    prediction files, confusion matrices; returns {name: path}
+``build_optimizers``        optimizers and LR schedulers (default: the ``Optimizer`` section)
+==========================  ==================================================================================
+
+Export (``paddle_models.engine.export``):
+
+==========================  ==================================================================================
+``export_input_spec``       ``InputSpec`` list of the whole model (named, dynamic batch and lengths)
+``example_batch``           numpy inputs matching it, for the parity check
+``export_variants``         ``{name: (layer, input_spec, example_inputs)}``; default: the whole model
+``export_metadata(dir)``    what a predictor needs besides the graph: ``{"labels": [...], "preprocess": {...}}``
+                            (copy vocabularies into ``dir``); written into ``export.yaml``
+==========================  ==================================================================================
+
+Serving (``tools/infer.py``, ``tools/serve.py``): a task made by :meth:`Task.for_export` from an export
+folder, with no training config or data needed:
+
+==========================  ==================================================================================
+``read_inputs(path)``       a raw input file (the family's training layout) -> (dataset, collate) whose
+                            batches hold the graph's input arrays plus ``id`` (and ``label`` when known)
+``prepare_inputs(records)`` request records (JSON objects in the family's raw layout) -> (batch of input
+                            arrays with ``id``, per-record errors); a bad record never fails its neighbours
+``prediction_rows``         graph outputs of a batch -> one JSON-able row per item (``id``, ``label``, ...)
+==========================  ==================================================================================
 """
 from __future__ import annotations
 
@@ -15,10 +54,20 @@ import numpy as np
 import paddle
 
 from ..registry import build_model
+from .loader import ShuffledBatches
 
 
 def _missing(task, method: str):
     raise TypeError(f"{type(task).__name__} does not implement {method}(); a family's task must override it")
+
+
+class RecordError(ValueError):
+    """One request record is unusable; the message names the record (index and id) and the field."""
+
+    def __init__(self, index: int, record_id, field: str, message: str):
+        self.index, self.record_id, self.field = index, record_id, field
+        who = f"record {index}" + (f" (id {record_id!r})" if record_id is not None else "")
+        super().__init__(f"{who}: {field}: {message}")
 
 
 class Task:
@@ -33,6 +82,8 @@ class Task:
     def __init__(self, cfg):
         self.cfg = cfg
         self.output_dir = cfg["Global"]["output_dir"]
+        self.export_dir: Optional[str] = None
+        self.export_meta: Optional[dict] = None
 
     # ---- setup -------------------------------------------------------------------------------
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
@@ -53,9 +104,23 @@ class Task:
         """Batch samples into a dict of numpy arrays (tokenizing, decoding, padding happen here)."""
         return None
 
+    def batch_sampler(self, split: str, dataset, batch_size: int, *, seed: int, shuffle: bool = True,
+                      rank: int = 0, world_size: int = 1):
+        """The index batches of each epoch for this rank (an object with ``batches(epoch)`` and ``len``).
+        Default: ``batch_size`` indices at a time of a seeded per-epoch permutation."""
+        return ShuffledBatches(len(dataset), batch_size, seed, shuffle, rank, world_size)
+
     def batch_size_of(self, batch) -> int:
         first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
         return int(first.shape[0])
+
+    def default_eval_split(self) -> str:
+        """The split ``tools/eval.py`` evaluates when no ``--split`` is given."""
+        return "val"
+
+    def run_summary(self) -> dict:
+        """Data counters for the run summary (bad images skipped or blanked, truncated texts...)."""
+        return {}
 
     # ---- steps -------------------------------------------------------------------------------
     def forward_loss(self, model, batch) -> Tuple[paddle.Tensor, Dict[str, float]]:
@@ -74,14 +139,6 @@ class Task:
         """Write confusion matrices, prediction files... Return {name: path} to report."""
         return {}
 
-    def default_eval_split(self) -> str:
-        """The split ``tools/eval.py`` evaluates when no ``--split`` is given."""
-        return "val"
-
-    def run_summary(self) -> dict:
-        """Data counters for the run summary (bad images skipped or blanked, truncated texts...)."""
-        return {}
-
     # ---- optimization ------------------------------------------------------------------------
     def build_optimizers(self, model, total_steps: int) -> Tuple[List[paddle.optimizer.Optimizer], list]:
         """Optimizers and LR schedulers (each scheduler is stepped once per optimizer step).
@@ -90,7 +147,7 @@ class Task:
         opt = build_optimizer(self.cfg["Optimizer"], model.parameters(), sched)
         return [opt], ([sched] if isinstance(sched, paddle.optimizer.lr.LRScheduler) else [])
 
-    # ---- export (see paddle_models.engine.export) --------------------------------------------
+    # ---- export ------------------------------------------------------------------------------
     def export_input_spec(self, model) -> list:
         """``paddle.static.InputSpec`` list for ``paddle.jit.save`` (dynamic batch and lengths)."""
         _missing(self, "export_input_spec")
@@ -103,6 +160,56 @@ class Task:
     def example_batch(self, model, batch_size: int = 2) -> dict:
         """A batch of inputs (numpy) matching ``export_input_spec``, for parity checks."""
         _missing(self, "example_batch")
+
+    def export_metadata(self, out_dir: str) -> dict:
+        """Family facts for ``export.yaml``: ``labels`` (class names, when the model classifies) and
+        ``preprocess`` (what turns raw records into the graph's inputs: ``family``, settings, files copied
+        into ``out_dir``). Default: the task's ``label_names`` if it has them."""
+        labels = getattr(self, "label_names", None)
+        return {"labels": list(labels)} if labels else {}
+
+    # ---- serving -----------------------------------------------------------------------------
+    @classmethod
+    def for_export(cls, model_dir: str, meta: dict, cfg) -> "Task":
+        """A task that serves the export folder ``model_dir`` (``meta`` is its export.yaml, ``cfg`` the
+        config saved beside it). Serving methods read their settings from ``self.export_meta``."""
+        task = cls(cfg)
+        task.export_dir, task.export_meta = os.path.abspath(model_dir), meta
+        return task
+
+    def read_inputs(self, input_file: str, **options):
+        """(dataset, collate) over a raw input file: batches carry the graph's input arrays, ``id`` and,
+        when the file has it, ``label`` (-1 where unknown)."""
+        raise ValueError(f"the {self.family} family reads no raw input files; give a .npz of input arrays "
+                         f"named as in export.yaml")
+
+    def prepare_inputs(self, records: list) -> Tuple[Optional[Dict[str, np.ndarray]], List[Optional[RecordError]]]:
+        """Request records -> (one batch of the graph's input arrays plus ``id`` for the good records, in
+        order; ``errors[i]`` is None for a good record, else the :class:`RecordError` naming its field)."""
+        raise ValueError(f"the {self.family} family takes no request records")
+
+    def prediction_rows(self, outputs: Dict[str, np.ndarray], batch: Dict[str, np.ndarray]) -> List[dict]:
+        """One row per item of ``batch`` from the graph's ``outputs`` (``{name: array}``, names from
+        export.yaml). Default for classifiers (one logits output): id, label, label_name, probabilities."""
+        names = list((self.export_meta or {}).get("labels") or getattr(self, "label_names", None) or [])
+        logits = next(iter(outputs.values()))
+        probs = softmax(np.asarray(logits))
+        if not names:
+            names = [f"class_{i}" for i in range(probs.shape[1])]
+        ids = batch.get("id") if isinstance(batch, dict) else None
+        rows = []
+        for k, p in enumerate(probs):
+            y = int(p.argmax())
+            rows.append({"id": str(ids[k]) if ids is not None else str(k), "label": y, "label_name": names[y],
+                         "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}})
+        return rows
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, computed in float64, returned as float32."""
+    z = x.astype("float64") - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype("float32")
 
 
 # ---- shared optimizer / schedule builders ----------------------------------------------------
