@@ -12,7 +12,7 @@ from PIL import Image
 
 from paddle_models.metrics import classification_report
 from paddle_models.multimodal import demo_data as dd
-from paddle_models.multimodal.data import build_dataset
+from paddle_models.multimodal.dataset import build_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

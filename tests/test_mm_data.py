@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddle_models.multimodal import data as D
+from paddle_models.multimodal import dataset as D
+from paddle_models.multimodal import images
+from paddle_models.multimodal.collate import MultimodalCollate
 from paddle_models.multimodal import tokenizer as tk
 
 
@@ -20,8 +22,8 @@ def _data_root():
 DATA = _data_root()
 MR2 = DATA / "mr2_sample"
 MVSA = DATA / "mvsa_single"
-MEAN = np.array(D.IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
-STD = np.array(D.IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
+MEAN = np.array(images.IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
+STD = np.array(images.IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
 
 
 def _need(path):
@@ -69,20 +71,20 @@ def _reference(rgb_uint8, crop):
 def test_transform_matches_numpy_and_paddle_reference():
     from paddle.vision import transforms as T
 
-    tr = D.ImageTransform(resize=40, crop=32)
+    tr = images.ImageTransform(resize=40, crop=32)
     arr = _rgb(1, 40, 56)  # shorter side already 40: Resize is a no-op, only crop + normalize
     out = tr(Image.fromarray(arr))
     assert out.shape == (3, 32, 32) and out.dtype == np.float32
     np.testing.assert_allclose(out, _reference(arr, 32), rtol=0, atol=1e-6)
     # the baseline's paddle.vision pipeline, on images that need resizing (both orientations)
     base = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-                      T.Normalize(mean=list(D.IMAGENET_MEAN), std=list(D.IMAGENET_STD))])
-    full = D.ImageTransform()
+                      T.Normalize(mean=list(images.IMAGENET_MEAN), std=list(images.IMAGENET_STD))])
+    full = images.ImageTransform()
     for h, w in ((300, 451), (517, 260), (100, 100)):
         im = Image.fromarray(_rgb(h, h, w))
         np.testing.assert_allclose(full(im), base(im).numpy(), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="smaller than image_crop"):
-        D.ImageTransform(resize=30, crop=32)
+        images.ImageTransform(resize=30, crop=32)
 
 
 def test_gif_rgba_grey_and_16bit_to_rgb(tmp_path):
@@ -91,37 +93,37 @@ def test_gif_rgba_grey_and_16bit_to_rgb(tmp_path):
     frames = [Image.fromarray(rgb).quantize(64), Image.fromarray(_rgb(3)).quantize(64)]
     gif = tmp_path / "a.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:])
-    got = np.asarray(D.load_rgb(str(gif)))
+    got = np.asarray(images.load_rgb(str(gif)))
     assert got.shape == (40, 40, 3)
     np.testing.assert_array_equal(got, np.asarray(frames[0].convert("RGB")))
     # RGBA PNG composited on white: out = a*rgb + (1-a)*255
     alpha = np.random.RandomState(4).randint(0, 256, (40, 40, 1)).astype(np.uint8)
     alpha[:5] = 0  # fully transparent rows become white
     png = _save(np.concatenate([rgb, alpha], axis=2), tmp_path / "a.png")
-    got = np.asarray(D.load_rgb(str(png))).astype(np.float64)
+    got = np.asarray(images.load_rgb(str(png))).astype(np.float64)
     a = alpha.astype(np.float64) / 255.0
     ref = rgb * a + 255.0 * (1 - a)
     assert np.abs(got - ref).max() <= 1.0
     assert (got[:5] == 255).all()
     # greyscale (L) and 16-bit greyscale: three equal channels
     grey = rgb[..., 0]
-    got = np.asarray(D.load_rgb(str(_save(grey, tmp_path / "g.png"))))
+    got = np.asarray(images.load_rgb(str(_save(grey, tmp_path / "g.png"))))
     np.testing.assert_array_equal(got, np.repeat(grey[..., None], 3, axis=2))
     g16 = (grey.astype(np.uint16) * 257)
     Image.fromarray(g16).save(tmp_path / "g16.png")
     assert Image.open(tmp_path / "g16.png").mode.startswith("I")
-    got = np.asarray(D.load_rgb(str(tmp_path / "g16.png")))
+    got = np.asarray(images.load_rgb(str(tmp_path / "g16.png")))
     np.testing.assert_array_equal(got, np.repeat(grey[..., None], 3, axis=2))
     # palette PNG with a transparent index
     pal = Image.fromarray(rgb).quantize(16)
     pal.info["transparency"] = 0
     pal.save(tmp_path / "p.png", transparency=0)
-    got = np.asarray(D.load_rgb(str(tmp_path / "p.png")))
+    got = np.asarray(images.load_rgb(str(tmp_path / "p.png")))
     idx = np.asarray(Image.open(tmp_path / "p.png"))
     assert (got[idx == 0] == 255).all()
     # the whole pipeline on a GIF: normalized values as the numpy reference of its RGB pixels
-    tr = D.ImageTransform(resize=40, crop=32)
-    np.testing.assert_allclose(tr(D.load_rgb(str(gif))), _reference(np.asarray(frames[0].convert("RGB")), 32),
+    tr = images.ImageTransform(resize=40, crop=32)
+    np.testing.assert_allclose(tr(images.load_rgb(str(gif))), _reference(np.asarray(frames[0].convert("RGB")), 32),
                                atol=1e-6)
 
 
@@ -167,7 +169,7 @@ def test_jsonl_reader_and_items(tmp_path):
     ds = D.build_dataset({"format": "jsonl", "root": str(root), **SMALL}, "train", use_text=False)
     assert ds[5]["captions"] == [] and ds[5]["image"] is not None
     # label names come from config: the file's names must be among them
-    with pytest.raises(D.DataError, match=r"line 2 \(id p1\): label: 'neutral' is not one of the label "
+    with pytest.raises(images.DataError, match=r"line 2 \(id p1\): label: 'neutral' is not one of the label "
                                           r"names \(a, b, c\)"):
         D.build_dataset({"format": "jsonl", "root": str(root), "label_names": ["a", "b", "c"]}, "test")
     ds = D.build_dataset({"format": "jsonl", "root": str(root), "label_names": ["x", "negative", "neutral",
@@ -180,7 +182,7 @@ def test_jsonl_unlabelled_test_split(tmp_path):
     _jsonl(root / "test.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in recs])
     ds = D.build_dataset({"format": "jsonl", "root": str(root), **SMALL}, "test")
     assert ds.labels.tolist() == [-1, -1, -1]
-    with pytest.raises(D.DataError, match=r"test.jsonl: line 1 \(id p0\): label: missing"):
+    with pytest.raises(images.DataError, match=r"test.jsonl: line 1 \(id p0\): label: missing"):
         D.build_dataset({"format": "jsonl", "root": str(root), **SMALL}, "test", require_label=True)
 
 
@@ -210,7 +212,7 @@ def test_jsonl_unlabelled_test_split(tmp_path):
 def test_jsonl_bad_records(tmp_path, line, lineno, pattern):
     root, recs = _jsonl_tree(tmp_path, n=1, evidence=False)
     _jsonl(root / "train.jsonl", [recs[0], line])
-    with pytest.raises(D.DataError, match=pattern) as e:
+    with pytest.raises(images.DataError, match=pattern) as e:
         D.build_dataset({"format": "jsonl", "root": str(root), **SMALL}, "train")
     assert str(root / "train.jsonl") in str(e.value)
 
@@ -228,9 +230,9 @@ def _bad_image_tree(tmp_path):
 def test_bad_image_error_names_item_and_file(tmp_path):
     root = _bad_image_tree(tmp_path)
     ds = D.build_dataset({"format": "jsonl", "root": str(root), **SMALL}, "train")
-    with pytest.raises(D.DataError, match=r"line 1 \(id p0\): image 'img/missing.png': file not found"):
+    with pytest.raises(images.DataError, match=r"line 1 \(id p0\): image 'img/missing.png': file not found"):
         ds[0]
-    with pytest.raises(D.DataError,
+    with pytest.raises(images.DataError,
                        match=r"line 3 \(id p2\): evidence_images\[1\] 'img/corrupt.png': cannot decode image"):
         ds[2]
 
@@ -246,8 +248,8 @@ def test_bad_image_skip_and_blank(tmp_path, tok, policy):
         assert ds.ids == ["p0", "p1", "p2"] and not items[0]["image"].any()
     ev = items[-1]["evidence_images"]
     assert ev.shape[0] == (2 if policy == "skip" else 3)  # the corrupt evidence image: dropped / zeros
-    tr = D.ImageTransform(40, 32)
-    np.testing.assert_array_equal(ev[-1], tr(D.load_rgb(str(root / "img" / "2_e1.png"))))
+    tr = images.ImageTransform(40, 32)
+    np.testing.assert_array_equal(ev[-1], tr(images.load_rgb(str(root / "img" / "2_e1.png"))))
     if policy == "blank":
         assert not ev[1].any()
     # reading again (a later epoch) does not count twice
@@ -255,7 +257,7 @@ def test_bad_image_skip_and_blank(tmp_path, tok, policy):
     s = ds.summary()
     assert (s["bad_images"], s["items_with_bad_images"], s["on_bad_image"]) == (2, 2, policy)
     assert s["skipped_items"] == (1 if policy == "skip" else 0)
-    batch = D.MultimodalCollate(tok, image_size=32)(items)
+    batch = MultimodalCollate(tok, image_size=32)(items)
     n_ev = ev.shape[0]
     assert batch["evidence_mask"].shape == (len(items), n_ev)
     assert batch["evidence_mask"][-1].tolist() == [1.0] * n_ev
@@ -267,7 +269,7 @@ def test_bad_image_counts_across_workers(tmp_path, tok):
     root = _bad_image_tree(tmp_path)
     ds = D.build_dataset({"format": "jsonl", "root": str(root), "on_bad_image": "blank", **SMALL}, "train")
     loader = paddle.io.DataLoader(ds, batch_size=2, num_workers=2, shuffle=False,
-                                  collate_fn=D.MultimodalCollate(tok, image_size=32, ids_as_list=True))
+                                  collate_fn=MultimodalCollate(tok, image_size=32, ids_as_list=True))
     seen = []
     for _ in range(2):  # two epochs
         for batch in loader:
@@ -282,7 +284,7 @@ def test_collate_shapes_masks_and_padding(tmp_path, tok):
     root, recs = _jsonl_tree(tmp_path)
     ds = D.build_dataset({"format": "jsonl", "root": str(root), **SMALL}, "train")
     items = [ds[i] for i in (0, 3, 5)]
-    col = D.MultimodalCollate(tok, max_len=10, image_size=32)
+    col = MultimodalCollate(tok, max_len=10, image_size=32)
     b = col(items)
     enc = [tok(items[i]["text"], max_length=10, truncation=True)["input_ids"] for i in range(3)]
     L = max(len(e) for e in enc)
@@ -304,23 +306,23 @@ def test_collate_shapes_masks_and_padding(tmp_path, tok):
     assert np.all(b["evidence_images"][:2] == 0)
     assert b["label"].tolist() == [0, 0, 2] and b["label"].dtype == np.int64
     assert b["id"].tolist() == ["p0", "p3", "p5"] and b["id"].dtype.kind == "U"
-    assert D.MultimodalCollate(tok, image_size=32, ids_as_list=True)(items)["id"] == ["p0", "p3", "p5"]
+    assert MultimodalCollate(tok, image_size=32, ids_as_list=True)(items)["id"] == ["p0", "p3", "p5"]
     # short batch: L is the longest text, not max_len; pad_to_max_len pads to max_len
     short = col([items[0]])
     assert short["input_ids"].shape == (1, len(enc[0]))
     assert short["caption_ids"].shape == (1, 1, len(enc[0])) and short["evidence_mask"].shape == (1, 1)
-    fixed = D.MultimodalCollate(tok, max_len=16, pad_to_max_len=True, image_size=32)([items[0]])
+    fixed = MultimodalCollate(tok, max_len=16, pad_to_max_len=True, image_size=32)([items[0]])
     assert fixed["input_ids"].shape == (1, 16) and fixed["caption_ids"].shape == (1, 1, 16)
 
 
 def test_collate_modalities(tmp_path, tok):
     root, _ = _jsonl_tree(tmp_path)
     ds = D.build_dataset({"format": "jsonl", "root": str(root), **SMALL}, "train", use_image=False)
-    b = D.MultimodalCollate(tok, image_size=32, use_image=False)([ds[i] for i in range(6)])
+    b = MultimodalCollate(tok, image_size=32, use_image=False)([ds[i] for i in range(6)])
     assert b["image"].shape == (6, 3, 32, 32) and not b["image"].any()
     assert b["evidence_images"].shape == (6, 1, 3, 32, 32) and not b["evidence_mask"].any()
     ds = D.build_dataset({"format": "jsonl", "root": str(root), **SMALL}, "train", use_text=False)
-    b = D.MultimodalCollate(tok, image_size=32, use_text=False)([ds[i] for i in range(6)])
+    b = MultimodalCollate(tok, image_size=32, use_text=False)([ds[i] for i in range(6)])
     assert b["input_ids"].tolist() == [[tok.cls_token_id, tok.sep_token_id]] * 6
     assert b["caption_ids"].shape == (6, 1, 2) and not b["caption_mask"].any()
     assert b["image"].any()
@@ -369,10 +371,10 @@ def test_mr2_weibo_item_with_evidence():
     names = [p["image_path"].split("/")[-1] for k in ("images_with_captions", "images_with_no_captions")
              for p in direct.get(k, [])]
     assert item["evidence_images"].shape == (len(names), 3, 224, 224)
-    tr = D.ImageTransform()
-    np.testing.assert_allclose(item["image"], tr(D.load_rgb(str(root / raw["0"]["image_path"]))), atol=0)
+    tr = images.ImageTransform()
+    np.testing.assert_allclose(item["image"], tr(images.load_rgb(str(root / raw["0"]["image_path"]))), atol=0)
     np.testing.assert_allclose(item["evidence_images"][-1],
-                               tr(D.load_rgb(str(root / raw["0"]["direct_path"] / names[-1]))), atol=0)
+                               tr(images.load_rgb(str(root / raw["0"]["direct_path"] / names[-1]))), atol=0)
     assert ds.summary()["bad_images"] == 0
     # clean captions: no empty entries
     ds2 = D.build_dataset({"format": "mr2", "root": str(root), "on_bad_image": "blank", "allow_empty_text": True,
@@ -386,7 +388,7 @@ def test_mr2_missing_files_policies_and_text_only():
     _need(root / "dataset_items_val.json")
     cfg = {"format": "mr2", "root": str(root), "allow_empty_text": True}
     ds = D.build_dataset(cfg, "val")
-    with pytest.raises(D.DataError, match=r'dataset_items_val.json: item "1": image_path \'val/img/1.jpg\': '
+    with pytest.raises(images.DataError, match=r'dataset_items_val.json: item "1": image_path \'val/img/1.jpg\': '
                                           r'file not found'):
         ds[1]
     ds = D.build_dataset({**cfg, "on_bad_image": "blank"}, "val")
@@ -401,7 +403,7 @@ def test_mr2_missing_files_policies_and_text_only():
     ds = D.build_dataset(cfg, "val", use_image=False)
     assert ds[1]["image"] is None and ds[1]["text"] == "突发"
     # the real file has an empty post (item "21"): a clear error unless allowed
-    with pytest.raises(D.DataError, match=r'item "21": caption: empty text'):
+    with pytest.raises(images.DataError, match=r'item "21": caption: empty text'):
         D.build_dataset({"format": "mr2", "root": str(root)}, "val")
 
 
@@ -421,14 +423,14 @@ def test_mr2_bad_records(tmp_path):
     f.write_text(json.dumps({"0": {"caption": "a", "image_path": "test/img/0.jpg"},
                              "1": {"caption": "b", "image_path": "test/img/1.jpg",
                                    "inv_path": "../../etc"}}))
-    with pytest.raises(D.DataError, match=r'dataset_items_test.json: item "1": inv_path: path \'../../etc\' '
+    with pytest.raises(images.DataError, match=r'dataset_items_test.json: item "1": inv_path: path \'../../etc\' '
                                           r'escapes the data root'):
         D.build_dataset({"format": "mr2", "root": str(root)}, "test")
     f.write_text(json.dumps({"0": {"caption": "a", "image_path": "x.jpg", "label": 7}}))
-    with pytest.raises(D.DataError, match=r'item "0": label: index 7 is outside the label set 0..2'):
+    with pytest.raises(images.DataError, match=r'item "0": label: index 7 is outside the label set 0..2'):
         D.build_dataset({"format": "mr2", "root": str(root)}, "test")
     f.write_text('{"0": {"caption": "a",}')
-    with pytest.raises(D.DataError, match=r"dataset_items_test.json: invalid JSON at line 1"):
+    with pytest.raises(images.DataError, match=r"dataset_items_test.json: invalid JSON at line 1"):
         D.build_dataset({"format": "mr2", "root": str(root)}, "test")
     # unlabelled test split; a malformed annotation names the item and the field
     f.write_text(json.dumps({"0": {"caption": "a", "image_path": "x.jpg", "direct_path": "d0"}}))
@@ -436,7 +438,7 @@ def test_mr2_bad_records(tmp_path):
     (root / "d0" / "direct_annotation.json").write_text("{oops")
     ds = D.build_dataset({"format": "mr2", "root": str(root)}, "test", use_image=False)
     assert ds.labels.tolist() == [-1]
-    with pytest.raises(D.DataError, match=r'item "0": direct_path: .*direct_annotation.json: invalid JSON'):
+    with pytest.raises(images.DataError, match=r'item "0": direct_path: .*direct_annotation.json: invalid JSON'):
         ds[0]
 
 
@@ -455,14 +457,14 @@ def test_mvsa_reader():
     assert ds.labels.tolist() == [2 - r["emotion_label"] for r in raw["train"]]
     with pytest.raises(ValueError, match="MVSA here has no images"):
         D.build_dataset(cfg, "test")
-    with pytest.raises(D.DataError, match="must name the same classes"):
+    with pytest.raises(images.DataError, match="must name the same classes"):
         D.build_dataset({**cfg, "label_names": ["a", "b", "c"]}, "test", use_image=False)
 
 
 def test_mvsa_bad_records(tmp_path):
     (tmp_path / "train.json").write_text(json.dumps([{"id": "1", "text": "ok", "emotion_label": 0},
                                                      {"id": "2", "text": "ok", "emotion_label": 5}]))
-    with pytest.raises(D.DataError, match=r"train.json: record 1 \(id 2\): emotion_label: index 5 is outside"):
+    with pytest.raises(images.DataError, match=r"train.json: record 1 \(id 2\): emotion_label: index 5 is outside"):
         D.build_dataset({"format": "mvsa", "root": str(tmp_path)}, "train", use_image=False)
 
 
@@ -471,11 +473,11 @@ def test_build_dataset_config_errors(tmp_path):
         D.build_dataset({"format": "csv", "root": str(tmp_path)}, "train")
     with pytest.raises(ValueError, match="Data.root: not set"):
         D.build_dataset({"format": "jsonl"}, "train")
-    with pytest.raises(D.DataError, match=r"train.jsonl: file not found"):
+    with pytest.raises(images.DataError, match=r"train.jsonl: file not found"):
         D.build_dataset({"format": "jsonl", "root": str(tmp_path)}, "train")
     root, _ = _jsonl_tree(tmp_path, n=1, evidence=False)
     with pytest.raises(ValueError, match="Data.on_bad_image must be one of error, skip, blank"):
         D.build_dataset({"format": "jsonl", "root": str(root), "on_bad_image": "ignore"}, "train")
     (root / "img" / "0.png").unlink()
-    with pytest.raises(D.DataError, match=r"train.jsonl: all 1 items were skipped \(Data.on_bad_image=skip\)"):
+    with pytest.raises(images.DataError, match=r"train.jsonl: all 1 items were skipped \(Data.on_bad_image=skip\)"):
         D.build_dataset({"format": "jsonl", "root": str(root), "on_bad_image": "skip"}, "train")

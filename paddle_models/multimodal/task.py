@@ -10,16 +10,16 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from .. import metrics as M
+from ..metrics import classification_report, format_confusion_matrix
 from ..engine.task import Task
 from ..registry import register_task
-from . import data as D
+from . import serving
+from .dataset import MultimodalDataset, build_collate, build_dataset, label_names_of
 from .network import INPUT_NAMES
+from .serving import TOKENIZER_DIR
 from .tokenizer import load_tokenizer, train_tokenizer, vocab_size
 
 log = logging.getLogger("paddle_models")
-
-TOKENIZER_DIR = "tokenizer"
 
 
 def find_tokenizer_dir(cfg) -> Optional[str]:
@@ -50,12 +50,12 @@ class MultimodalTask(Task):
         super().__init__(cfg)
         mods = list(cfg["Arch"]["modalities"])
         self.use_text, self.use_image = "text" in mods, "image" in mods
-        self.label_names = D.label_names_of(cfg["Data"])
+        self.label_names = label_names_of(cfg["Data"])
         if len(self.label_names) != cfg["Arch"]["num_classes"]:
             raise ValueError(f"Data.label_names has {len(self.label_names)} names but Arch.num_classes is "
                              f"{cfg['Arch']['num_classes']}")
         self.tokenizer = None
-        self._datasets: Dict[str, D.MultimodalDataset] = {}
+        self._datasets: Dict[str, MultimodalDataset] = {}
 
     # ---- setup -------------------------------------------------------------------------------
     def split_name(self, split: str) -> str:
@@ -90,13 +90,13 @@ class MultimodalTask(Task):
     # ---- data --------------------------------------------------------------------------------
     def dataset(self, split: str):
         if split not in self._datasets:
-            self._datasets[split] = D.build_dataset(self.cfg["Data"], self.split_name(split), self.use_text,
+            self._datasets[split] = build_dataset(self.cfg["Data"], self.split_name(split), self.use_text,
                                                     self.use_image)
         return self._datasets[split]
 
     def collate_fn(self, split: str):
         self._ensure_tokenizer()
-        return D.build_collate(self.cfg["Data"], self.tokenizer, self.use_text, self.use_image)
+        return build_collate(self.cfg["Data"], self.tokenizer, self.use_text, self.use_image)
 
     def run_summary(self) -> dict:
         return {split: ds.summary() for split, ds in self._datasets.items()}
@@ -122,7 +122,7 @@ class MultimodalTask(Task):
         known = labels >= 0
         if not known.any():
             return {"labelled": 0}
-        rep = M.classification_report(labels[known], pred[known], len(self.label_names), self.label_names)
+        rep = classification_report(labels[known], pred[known], len(self.label_names), self.label_names)
         out = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "macro_precision": rep["macro_precision"],
                "macro_recall": rep["macro_recall"], "weighted_f1": rep["weighted_f1"],
                "loss": float(-np.mean(np.log(np.clip(prob[known, labels[known]], 1e-12, None)))),
@@ -158,7 +158,7 @@ class MultimodalTask(Task):
             cm = np.asarray(metrics["confusion_matrix"])
             txt = os.path.join(out_dir, "confusion_matrix.txt")
             with open(txt, "w") as f:
-                f.write(M.format_confusion_matrix(cm, self.label_names) + "\n")
+                f.write(format_confusion_matrix(cm, self.label_names) + "\n")
             paths["confusion_matrix_txt"] = txt
             paths["confusion_matrix_png"] = plot_confusion_matrix(
                 cm, os.path.join(out_dir, "confusion_matrix.png"), self.label_names, title=f"{split} confusion matrix")
@@ -191,3 +191,28 @@ class MultimodalTask(Task):
                 "image": rng.randn(batch_size, 3, s, s).astype("float32"),
                 "evidence_images": rng.randn(batch_size, ni, 3, s, s).astype("float32") * ev_mask[:, :, None, None, None],
                 "evidence_mask": ev_mask}
+
+    def export_metadata(self, out_dir: str) -> dict:
+        """Labels, and the tokenizer (copied into ``out_dir``), text limits and image settings as ``Data`` keys."""
+        return serving.export_metadata(self.cfg, self.label_names, find_tokenizer_dir(self.cfg), out_dir)
+
+    # ---- serving (a task made by ``for_export``) ----------------------------------------------
+    def _export_tokenizer(self):
+        if self.tokenizer is None:
+            self.tokenizer = serving.export_tokenizer(self.export_dir, self.export_meta)
+        return self.tokenizer
+
+    def read_inputs(self, input_file: str, on_bad_image: Optional[str] = None,
+                    data_overrides: Optional[dict] = None):
+        """JSONL, MR2 ``dataset_items_<split>.json`` or MVSA files, read with the export's settings."""
+        return serving.read_input_file(self.export_dir, self.export_meta, input_file, self._export_tokenizer(),
+                                       on_bad_image=on_bad_image, data_overrides=data_overrides)
+
+    def prepare_inputs(self, records: list, limits: Optional[dict] = None):
+        """Records with the JSONL fields and base64 images (``image_b64``, ``evidence_images_b64``)."""
+        data = serving.data_settings(self.export_dir, self.export_meta)
+        use_text, use_image = serving.modalities(self.export_dir, self.export_meta)
+        lim = {"max_image_bytes": 10 << 20, "max_image_pixels": 40_000_000, **(limits or {})}
+        return serving.records_to_batch(records, data, self.label_names, self._export_tokenizer(), use_text,
+                                        use_image, lim)
+

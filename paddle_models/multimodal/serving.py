@@ -1,0 +1,257 @@
+"""The multimodal family's export metadata and serving inputs.
+
+* :func:`export_metadata`: the tokenizer (copied into the export folder), text limits and image
+  preprocessing, written into ``export.yaml`` under ``preprocess.data`` with the training ``Data`` keys,
+  so serving runs the training code with the training settings.
+* :func:`read_input_file`: a raw input file (JSONL, MR2 ``dataset_items_<split>.json``, MVSA) -> (dataset,
+  collate) built by the training code with the export's settings; image paths resolve under the input
+  file's folder.
+* :func:`records_to_batch`: request records (the JSONL fields, images as base64 in ``image_b64`` and
+  ``evidence_images_b64``, never server-side paths) -> one batch of the graph's inputs; each bad record
+  gets its own :class:`~paddle_models.engine.task.RecordError` and the others go on.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import shutil
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..engine.artifact import EXPORT_META, to_builtin
+from ..engine.task import RecordError
+from .dataset import build_collate, build_dataset, image_transform_of
+from .images import IMAGENET_MEAN, IMAGENET_STD, DataError, load_rgb
+from .readers import _resolve_label
+from .tokenizer import load_tokenizer
+
+TOKENIZER_DIR = "tokenizer"
+# Data keys that describe where training data lives, not how a record becomes inputs
+DATA_KEYS_NOT_EXPORTED = ("root", "train_split", "val_split", "test_split", "tokenizer", "tokenizer_vocab_size",
+                          "limit", "files")
+# settings the trained network depends on: an input may not change them
+FIXED_AT_TRAINING = ("max_len", "image_crop", "image_resize", "image_mean", "image_std", "label_names")
+
+
+class ExportMetadataError(ValueError):
+    """What the export needs from the training run is missing (the tokenizer)."""
+
+
+def export_metadata(cfg, label_names, tokenizer_dir: Optional[str], out_dir: str) -> dict:
+    """``labels`` and ``preprocess`` for export.yaml; copies the tokenizer into ``out_dir/tokenizer``."""
+    if tokenizer_dir is None:
+        raise ExportMetadataError("no tokenizer for this model: set Data.tokenizer, or point Global.checkpoint "
+                                  "into a training run's output folder (it keeps <run>/tokenizer)")
+    dst = os.path.join(out_dir, TOKENIZER_DIR)
+    os.makedirs(dst, exist_ok=True)
+    for name in sorted(os.listdir(tokenizer_dir)):
+        src = os.path.join(tokenizer_dir, name)
+        if os.path.isfile(src) and not name.endswith(".tmp"):
+            shutil.copyfile(src, os.path.join(dst, name))
+    data = {k: v for k, v in dict(cfg["Data"]).items() if k not in DATA_KEYS_NOT_EXPORTED}
+    image_transform_of(cfg["Data"])  # validates the image settings
+    data["image_mean"] = [float(x) for x in (cfg["Data"].get("image_mean") or IMAGENET_MEAN)]
+    data["image_std"] = [float(x) for x in (cfg["Data"].get("image_std") or IMAGENET_STD)]
+    data["label_names"] = list(label_names)
+    return {
+        "labels": list(label_names),
+        "preprocess": {
+            "family": "multimodal",
+            "tokenizer": TOKENIZER_DIR,
+            "modalities": list(cfg["Arch"]["modalities"]),
+            "output": "logits",  # softmax over the last axis gives the class probabilities
+            "data": to_builtin(data),
+        },
+    }
+
+
+def _preprocess(model_dir: str, meta: dict) -> dict:
+    pre = meta.get("preprocess") or {}
+    if pre.get("family") != "multimodal":
+        raise ValueError(f"{model_dir}: not a multimodal export (no multimodal preprocessing in {EXPORT_META})")
+    return pre
+
+
+def export_tokenizer(model_dir: str, meta: dict):
+    return load_tokenizer(os.path.join(model_dir, _preprocess(model_dir, meta)["tokenizer"]))
+
+
+def data_settings(model_dir: str, meta: dict, overrides: Optional[dict] = None) -> dict:
+    """The export's ``Data`` settings with ``overrides`` applied (settings fixed by training refuse a change)."""
+    data = dict(_preprocess(model_dir, meta)["data"])
+    for k, v in (overrides or {}).items():
+        if k not in data:
+            raise ValueError(f"Data.{k}: not a preprocessing setting of this export (settings: {', '.join(data)})")
+        if k in FIXED_AT_TRAINING and v != data[k]:
+            raise ValueError(f"Data.{k}: fixed by the trained model ({data[k]!r}); it cannot change at inference")
+        data[k] = v
+    return data
+
+
+def modalities(model_dir: str, meta: dict) -> Tuple[bool, bool]:
+    mods = list(_preprocess(model_dir, meta).get("modalities") or ["text", "image"])
+    return "text" in mods, "image" in mods
+
+
+# ---- raw input files --------------------------------------------------------------------------------------
+def detect_format(path: str) -> str:
+    """``jsonl`` for ``*.jsonl``; for ``*.json``: an object keyed by item id is MR2's ``dataset_items``, a
+    list is MVSA's layout."""
+    low = path.lower()
+    if low.endswith(".jsonl"):
+        return "jsonl"
+    if low.endswith(".json"):
+        with open(path, "r", encoding="utf-8") as f:
+            head = f.read(4096).lstrip()
+        if head.startswith("{"):
+            return "mr2"
+        if head.startswith("["):
+            return "mvsa"
+        raise ValueError(f"{path}: expected a JSON object (MR2 dataset_items) or a list (MVSA), starting with "
+                         f"{head[:20]!r}")
+    raise ValueError(f"{path}: unknown input layout (use a .jsonl file of the JSONL layout, an MR2 "
+                     f"dataset_items_<split>.json, or a .npz of input arrays)")
+
+
+def read_input_file(model_dir: str, meta: dict, input_file: str, tokenizer, on_bad_image: Optional[str] = None,
+                    data_overrides: Optional[dict] = None):
+    """(dataset, collate) for a raw input file, built by the training code with the export's ``Data``
+    settings and tokenizer. ``data_overrides`` changes some settings for this input
+    (``{"allow_empty_text": True}``)."""
+    path = os.path.abspath(input_file)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{input_file}: input file not found")
+    fmt = detect_format(path)
+    base = os.path.basename(path)
+    split = base[:-len(".jsonl")] if fmt == "jsonl" else os.path.splitext(base)[0]
+    if fmt == "mr2" and split.startswith("dataset_items_"):
+        split = split[len("dataset_items_"):]
+    data = data_settings(model_dir, meta, data_overrides)
+    data.update({"format": fmt, "root": os.path.dirname(path), "files": {split: base}, "limit": 0})
+    if on_bad_image:
+        data["on_bad_image"] = on_bad_image
+    use_text, use_image = modalities(model_dir, meta)
+    ds = build_dataset(data, split, use_text, use_image, require_label=False)
+    return ds, build_collate(data, tokenizer, use_text, use_image)
+
+
+# ---- request records --------------------------------------------------------------------------------------
+RECORD_FIELDS = ("id", "text", "image_b64", "evidence_texts", "evidence_images_b64", "label")
+
+
+def decode_image_b64(value, field: str, transform, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """A base64 image -> the transformed float32 ``[3, H, W]`` array; errors say why (not base64, too
+    many bytes, too many pixels, not an image)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a base64 string, got {type(value).__name__}")
+    if len(value) > (max_bytes * 4) // 3 + 8:
+        raise ValueError(f"image larger than {max_bytes} bytes")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+    if len(raw) > max_bytes:
+        raise ValueError(f"image of {len(raw)} bytes is larger than the limit of {max_bytes}")
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw)) as probe:
+            w, h = probe.size
+    except Exception as e:
+        raise ValueError(f"not a decodable image ({type(e).__name__})") from None
+    if w * h > max_pixels:
+        raise ValueError(f"image of {w}x{h} pixels is larger than the limit of {max_pixels} pixels")
+    try:
+        img = load_rgb(io.BytesIO(raw))
+    except Exception as e:
+        raise ValueError(f"not a decodable image ({type(e).__name__}: {str(e)[:100]})") from None
+    return transform(img)
+
+
+def record_to_item(index: int, rec, data: dict, label_names, transform, use_text: bool, use_image: bool,
+                   limits: dict, tokenizer=None) -> dict:
+    """One request record -> a dataset item (as :class:`MultimodalDataset` yields it), or RecordError."""
+    if not isinstance(rec, dict):
+        raise RecordError(index, None, "record", f"expected a JSON object, got {type(rec).__name__}")
+    rid = rec.get("id", index)
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise RecordError(index, None, "id", f"expected a string or integer, got {rid!r}")
+    rid = str(rid)
+    unknown = [k for k in rec if k not in RECORD_FIELDS]
+    if unknown:
+        raise RecordError(index, rid, unknown[0], f"unknown field (fields: {', '.join(RECORD_FIELDS)})")
+    text = rec.get("text")
+    if not isinstance(text, str):
+        raise RecordError(index, rid, "text", "missing field" if text is None else
+                          f"expected a string, got {type(text).__name__}")
+    if not text.strip() and not data.get("allow_empty_text", False):
+        raise RecordError(index, rid, "text", "empty text")
+    max_chars = int(limits.get("max_text_chars") or 0)
+    if max_chars and len(text) > max_chars:
+        raise RecordError(index, rid, "text", f"{len(text)} characters, over the limit of {max_chars}")
+    captions = rec.get("evidence_texts") or []
+    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+        raise RecordError(index, rid, "evidence_texts", "expected a list of strings")
+    captions = [c for c in captions if c.strip()]
+    if max_chars and any(len(c) > max_chars for c in captions):
+        raise RecordError(index, rid, "evidence_texts", f"a text over the limit of {max_chars} characters")
+    if limits.get("truncate", True) is False and tokenizer is not None:
+        max_len = int(data.get("max_len", 128))
+        for name, t in [("text", text)] + [(f"evidence_texts[{i}]", c) for i, c in enumerate(captions)]:
+            if len(tokenizer.encode(t)) + 2 > max_len:
+                raise RecordError(index, rid, name, f"longer than max_len={max_len} tokens and truncation is off")
+    label = -1
+    if rec.get("label") is not None:
+        try:
+            label = _resolve_label(rec["label"], label_names, f"record {index}")
+        except DataError as e:
+            raise RecordError(index, rid, "label", str(e).split("label: ", 1)[-1]) from None
+    max_caps, max_ev = int(data.get("max_captions", -1)), int(data.get("max_evidence_images", -1))
+    if max_caps >= 0:
+        captions = captions[:max_caps]
+    image, evidence = None, []
+    b, px = int(limits["max_image_bytes"]), int(limits["max_image_pixels"])
+    if use_image:
+        if rec.get("image_b64") is None:
+            raise RecordError(index, rid, "image_b64", "missing field (the post's image, base64)")
+        try:
+            image = decode_image_b64(rec["image_b64"], "image_b64", transform, b, px)
+        except ValueError as e:
+            raise RecordError(index, rid, "image_b64", str(e)) from None
+        ev = rec.get("evidence_images_b64") or []
+        if not isinstance(ev, list):
+            raise RecordError(index, rid, "evidence_images_b64", "expected a list of base64 strings")
+        if max_ev >= 0:
+            ev = ev[:max_ev]
+        for k, v in enumerate(ev):
+            try:
+                evidence.append(decode_image_b64(v, f"evidence_images_b64[{k}]", transform, b, px))
+            except ValueError as e:
+                raise RecordError(index, rid, f"evidence_images_b64[{k}]", str(e)) from None
+    elif rec.get("image_b64") is not None or rec.get("evidence_images_b64"):
+        pass  # a text-only model ignores images
+    c, s = transform.shape[0], transform.crop
+    ev_arr = np.stack(evidence).astype(np.float32, copy=False) if evidence else np.zeros((0, c, s, s), np.float32)
+    return {"id": rid, "text": text if use_text else "", "captions": captions if use_text else [],
+            "image": image, "evidence_images": ev_arr, "label": label}
+
+
+def records_to_batch(records: list, data: dict, label_names, tokenizer, use_text: bool, use_image: bool,
+                     limits: dict) -> Tuple[Optional[Dict[str, np.ndarray]], List[Optional[RecordError]]]:
+    """(batch of the good records, per-record errors) with the training collate."""
+    transform = image_transform_of(data)
+    items, errors = [], []
+    for i, rec in enumerate(records):
+        try:
+            items.append(record_to_item(i, rec, data, label_names, transform, use_text, use_image, limits,
+                                        tokenizer))
+            errors.append(None)
+        except RecordError as e:
+            errors.append(e)
+    if not items:
+        return None, errors
+    collate = build_collate(data, tokenizer, use_text, use_image)
+    return collate(items), errors
