@@ -48,13 +48,13 @@ class OursRunner:
         self.order, self.pos = self.rng.permutation(len(self.ds)), 0
 
     def step(self):
-        from paddle_models.engine.trainer import to_tensors
+        from paddle_models.engine.loader import fetch, to_tensors
 
         if self.pos + self.bs > len(self.order):
             self.order, self.pos = self.rng.permutation(len(self.ds)), 0
         idx = self.order[self.pos:self.pos + self.bs]
         self.pos += self.bs
-        batch = self.collate([self.ds[int(i)] for i in idx])
+        batch = self.collate(fetch(self.ds, idx))
         loss, _ = self.task.forward_loss(self.model, to_tensors(batch))
         loss.backward()
         for o in self.opts:
@@ -64,10 +64,12 @@ class OursRunner:
 
     def batches(self, n):
         """The raw numpy batches, for the FuxiCTR side."""
+        from paddle_models.engine.loader import fetch
+
         out = []
         for _ in range(n):
             idx = self.rng.randint(0, len(self.ds), self.bs)
-            out.append(self.collate(list(idx)))
+            out.append(self.collate(fetch(self.ds, idx)))
         return out
 
 

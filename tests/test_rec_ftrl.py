@@ -134,7 +134,7 @@ def test_is_a_paddle_optimizer_with_scheduler():
 def test_widedeep_one_step_updates_each_part_with_its_own_optimizer(tmp_path):
     """Wide&Deep: one training step moves the wide weights by FTRL and the deep ones by AdaGrad."""
     from paddle_models.config import _merge, load_config
-    from paddle_models.engine.trainer import to_tensors
+    from paddle_models.engine.loader import to_tensors
     from paddle_models.registry import get_task, model_entry
 
     data = _merge(model_entry("widedeep")["small_config"],
@@ -152,7 +152,7 @@ def test_widedeep_one_step_updates_each_part_with_its_own_optimizer(tmp_path):
         assert ids == wide_ids if isinstance(o, FTRL) else not (ids & wide_ids)
     assert sum(len(o._parameter_list) for o in opts) == len(model.parameters())
     before = {n: p.numpy().copy() for n, p in model.named_parameters()}
-    batch = to_tensors(task.dataset("train").collate(list(range(32))))
+    batch = to_tensors(task.dataset("train").batch(list(range(32))))
     loss, _ = task.forward_loss(model, batch)
     loss.backward()
     grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}

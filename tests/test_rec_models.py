@@ -6,7 +6,7 @@ import pytest
 
 from paddle_models import list_models
 from paddle_models.config import _merge, load_config
-from paddle_models.engine.trainer import to_tensors
+from paddle_models.engine.loader import to_tensors
 from paddle_models.metrics import auc
 from paddle_models.registry import get_task, model_entry
 
@@ -32,7 +32,7 @@ def test_forward_backward(name, tmp_path):
     task.prepare(str(tmp_path))
     model = task.build_model()
     ds = task.dataset("train")
-    batch = to_tensors(ds.collate(list(range(32))))
+    batch = to_tensors(ds.batch(list(range(32))))
     loss, _ = task.forward_loss(model, batch)
     assert loss.shape == [] and np.isfinite(float(loss))
     loss.backward()
@@ -67,7 +67,7 @@ def test_overfits_a_small_batch(name, tmp_path):
     model = task.build_model()
     opts, _ = task.build_optimizers(model, 200)
     ds = task.dataset("train")
-    batch = to_tensors(ds.collate(list(range(64))))
+    batch = to_tensors(ds.batch(list(range(64))))
     model.train()
     first = None
     for step in range(150):
@@ -130,7 +130,7 @@ def test_ffm_pairs_match_definition(tmp_path):
     model = task.build_model()
     w = np.random.RandomState(0).randn(*model.embedding.weight.shape).astype("float32")
     model.embedding.weight.set_value(w)
-    ids = task.dataset("train").collate(list(range(6)))["ids"]
+    ids = task.dataset("train").batch(list(range(6)))["ids"]
     F_, D = model.layout.num_fields, model.embedding_dim
     want = []
     for row in ids:
@@ -167,7 +167,7 @@ def test_dcnv2_structures(structure, mixture, tmp_path):
     task = small_task("dcnv2", Arch={"model_structure": structure, "use_low_rank_mixture": mixture})
     task.prepare(str(tmp_path))
     model = task.build_model()
-    batch = to_tensors(task.dataset("train").collate(list(range(8))))
+    batch = to_tensors(task.dataset("train").batch(list(range(8))))
     loss, _ = task.forward_loss(model, batch)
     loss.backward()
     assert np.isfinite(float(loss))
@@ -223,7 +223,7 @@ def test_export_with_dropout_and_batch_norm(tmp_path):
     task = small_task("deepfm", Arch={"net_dropout": 0.4, "batch_norm": True})
     task.prepare(str(tmp_path))
     model = task.build_model()
-    batch = to_tensors(task.dataset("train").collate(list(range(64))))
+    batch = to_tensors(task.dataset("train").batch(list(range(64))))
     model.train()
     loss, _ = task.forward_loss(model, batch)  # updates the batch-norm statistics
     model.eval()

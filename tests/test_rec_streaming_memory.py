@@ -14,7 +14,7 @@ CHILD = r'''
 import json, resource, sys
 sys.path.insert(0, sys.argv[2])
 from paddle_models import load_config
-from paddle_models.engine.trainer import Loader
+from paddle_models.engine.loader import Loader
 from paddle_models.rec.data import RecData
 cfg = load_config(data={"Arch": {"name": "fm"}, "Global": {"batch_size": 4096},
                         "Data": {"format": "libfm", "path": sys.argv[1], "streaming": True,

@@ -65,7 +65,7 @@ def test_train_then_eval_checkpoint_on_another_file(tmp_path):
     model.set_state_dict(paddle.load(res["best_checkpoint"]))
     model.eval()
     ds = task2.dataset("test")
-    b = ds.collate(list(range(len(ds))))
+    b = ds.batch(list(range(len(ds))))
     p = model(paddle.to_tensor(b["ids"])).numpy()
     y = b["label"]
     assert m["auc"] == pytest.approx(auc(y, p), abs=1e-6)
@@ -112,7 +112,7 @@ def test_dssm_retrieval_trains_and_metrics_match_brute_force(tmp_path):
     model = tr.model
     model.eval()
     ds = task.dataset("val")
-    b = ds.collate(list(range(len(ds))))
+    b = ds.batch(list(range(len(ds))))
     u = model.user_tower(paddle.to_tensor(b["user_ids"])).numpy()
     v = model.item_tower(paddle.to_tensor(task.data.catalog_ids)).numpy()
     scores = u @ v.T
@@ -138,7 +138,7 @@ def test_in_batch_softmax_masks_duplicate_positives(tmp_path):
     idx = ds.arrays["item_index"]
     first = int(np.flatnonzero(idx == idx[0])[1])  # another row with the same item
     rows = [0, first, 2, 3] if idx[2] != idx[0] and idx[3] != idx[0] else [0, first]
-    b = {k: paddle.to_tensor(v) for k, v in ds.collate(rows).items()}
+    b = {k: paddle.to_tensor(v) for k, v in ds.batch(rows).items()}
     loss, _ = task.forward_loss(model, b)
     logits = model(b["user_ids"], b["item_ids"], all_pairs=True).numpy()
     want = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
-from .layers import CTRModel, FeatureEmbedding, ctr_layout, mlp_from_arch, register_model, small_config, xavier_linear
+from .layers import CTRModel, FeatureEmbedding, mlp_from_arch, register_model, small_config, xavier_linear
 
 
 class CrossNet(nn.Layer):
@@ -44,5 +44,5 @@ class DCN(CTRModel):
 
 
 @register_model("dcn", family="rec", small_config=small_config({"num_cross_layers": 2}))
-def build_dcn(cfg) -> DCN:
-    return DCN(ctr_layout(cfg), cfg["Arch"])
+def build_dcn(cfg, layout) -> DCN:
+    return DCN(layout, cfg["Arch"])

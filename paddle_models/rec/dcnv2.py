@@ -12,7 +12,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .layers import CTRModel, FeatureEmbedding, ctr_layout, mlp_from_arch, register_model, small_config, xavier_linear
+from .layers import CTRModel, FeatureEmbedding, mlp_from_arch, register_model, small_config, xavier_linear
 
 STRUCTURES = ("crossnet_only", "stacked", "parallel", "stacked_parallel")
 
@@ -95,5 +95,5 @@ class DCNv2(CTRModel):
 
 @register_model("dcnv2", family="rec", small_config=small_config({"num_cross_layers": 2, "low_rank": 4,
                                                                     "num_experts": 2}))
-def build_dcnv2(cfg) -> DCNv2:
-    return DCNv2(ctr_layout(cfg), cfg["Arch"])
+def build_dcnv2(cfg, layout) -> DCNv2:
+    return DCNv2(layout, cfg["Arch"])

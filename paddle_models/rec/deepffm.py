@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import paddle
 
-from .layers import (CTRModel, FieldAwareEmbedding, LinearLogit, ctr_layout, mlp_from_arch, register_model,
+from .layers import (CTRModel, FieldAwareEmbedding, LinearLogit, mlp_from_arch, register_model,
                      small_config)
 
 
@@ -36,5 +36,5 @@ class DeepFFM(CTRModel):
 
 
 @register_model("deepffm", family="rec", small_config=small_config())
-def build_deepffm(cfg) -> DeepFFM:
-    return DeepFFM(ctr_layout(cfg), cfg["Arch"])
+def build_deepffm(cfg, layout) -> DeepFFM:
+    return DeepFFM(layout, cfg["Arch"])

@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from .layers import (CTRModel, FeatureEmbedding, LinearLogit, ctr_layout, fm_interaction, mlp_from_arch,
+from .layers import (CTRModel, FeatureEmbedding, LinearLogit, fm_interaction, mlp_from_arch,
                      register_model, small_config)
 
 
@@ -22,5 +22,5 @@ class DeepFM(CTRModel):
 
 
 @register_model("deepfm", family="rec", small_config=small_config())
-def build_deepfm(cfg) -> DeepFM:
-    return DeepFM(ctr_layout(cfg), cfg["Arch"])
+def build_deepfm(cfg, layout) -> DeepFM:
+    return DeepFM(layout, cfg["Arch"])

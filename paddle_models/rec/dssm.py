@@ -76,11 +76,8 @@ class DSSM(nn.Layer):
     {"embedding_dim": 8, "tower_units": [16, 8], "temperature": 0.1},
     {"synthetic": {"rows": 512, "cardinalities": [64, 40], "numeric": 0, "sequence_len": 0, "seed": 0},
      "history_len": 4}))
-def build_dssm(cfg) -> DSSM:
-    from .data import get_rec_data
-
-    rd = get_rec_data(cfg, retrieval=True)
-    return DSSM(rd.layout("user"), rd.layout("item"), cfg["Arch"])
+def build_dssm(cfg, user_layout, item_layout) -> DSSM:
+    return DSSM(user_layout, item_layout, cfg["Arch"])
 
 
 build_dssm.kind = "retrieval"

@@ -6,7 +6,7 @@ Every feature has one latent vector per field; the pair ``(i, j)`` interacts thr
 """
 from __future__ import annotations
 
-from .layers import CTRModel, FieldAwareEmbedding, LinearLogit, ctr_layout, register_model, small_config
+from .layers import CTRModel, FieldAwareEmbedding, LinearLogit, register_model, small_config
 
 
 class FFM(CTRModel):
@@ -21,5 +21,5 @@ class FFM(CTRModel):
 
 
 @register_model("ffm", family="rec", small_config=small_config())
-def build_ffm(cfg) -> FFM:
-    return FFM(ctr_layout(cfg), cfg["Arch"])
+def build_ffm(cfg, layout) -> FFM:
+    return FFM(layout, cfg["Arch"])

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from .layers import CTRModel, FeatureEmbedding, LinearLogit, ctr_layout, fm_interaction, register_model, small_config
+from .layers import CTRModel, FeatureEmbedding, LinearLogit, fm_interaction, register_model, small_config
 
 
 class FM(CTRModel):
@@ -19,5 +19,5 @@ class FM(CTRModel):
 
 
 @register_model("fm", family="rec", small_config=small_config())
-def build_fm(cfg) -> FM:
-    return FM(ctr_layout(cfg), cfg["Arch"])
+def build_fm(cfg, layout) -> FM:
+    return FM(layout, cfg["Arch"])

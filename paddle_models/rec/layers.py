@@ -231,13 +231,6 @@ def mlp_from_arch(arch, input_dim: int, output_dim: Optional[int] = 1) -> MLP:
                bool(arch["batch_norm"]), output_dim)
 
 
-def ctr_layout(cfg) -> Layout:
-    """The input layout of a CTR config (fits or loads its feature map through the family's data)."""
-    from .data import get_rec_data
-
-    return get_rec_data(cfg, retrieval=False).layout()
-
-
 def small_config(arch: Optional[dict] = None, data: Optional[dict] = None) -> dict:
     """A tiny instance for registry-wide tests: synthetic data, small dimensions."""
     a = {"embedding_dim": 4, "hidden_units": [16, 16]}
@@ -248,4 +241,4 @@ def small_config(arch: Optional[dict] = None, data: Optional[dict] = None) -> di
 
 
 __all__ = ["FeatureEmbedding", "LinearLogit", "MLP", "Dropout", "FieldAwareEmbedding", "CTRModel", "fm_interaction",
-           "mlp_from_arch", "ctr_layout", "small_config", "register_model", "xavier_linear"]
+           "mlp_from_arch", "small_config", "register_model", "xavier_linear"]

@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from .layers import CTRModel, LinearLogit, ctr_layout, register_model, small_config
+from .layers import CTRModel, LinearLogit, register_model, small_config
 
 
 class LR(CTRModel):
@@ -17,5 +17,5 @@ class LR(CTRModel):
 
 
 @register_model("lr", family="rec", small_config=small_config())
-def build_lr(cfg) -> LR:
-    return LR(ctr_layout(cfg), cfg["Arch"])
+def build_lr(cfg, layout) -> LR:
+    return LR(layout, cfg["Arch"])

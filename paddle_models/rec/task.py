@@ -23,10 +23,10 @@ import paddle
 import paddle.nn.functional as F
 from paddle.static import InputSpec
 
-from .. import metrics as M
+from .. import metrics as metric_fns
 from ..engine.task import Task, build_scheduler
 from ..registry import build_model, model_entry, register_task
-from .data import get_rec_data
+from .data import RecData
 from .optim import FTRL, PlateauScale
 
 
@@ -81,7 +81,7 @@ class RecTask(Task):
         self.kind = model_kind(cfg["Arch"]["name"])
         self.topk = [int(k) for k in cfg["Metric"]["topk"]] or [10]
         self.best_metric = "auc" if self.kind == "ctr" else f"recall@{self.topk[0]}"
-        self.data = get_rec_data(cfg, retrieval=self.kind == "retrieval")
+        self.data = RecData(cfg, retrieval=self.kind == "retrieval")
         self._catalog_tensor = None
         self._plateau: List[PlateauScale] = []
 
@@ -95,8 +95,11 @@ class RecTask(Task):
         self.data.prepare(output_dir, is_main, checkpoint=self.cfg["Global"].get("checkpoint"))
 
     def build_model(self) -> paddle.nn.Layer:
-        self.data.prepare(checkpoint=self.cfg["Global"].get("checkpoint"))
-        return build_model(self.cfg)
+        """The model over the fitted feature layout (loaded beside ``Global.checkpoint``, or fitted)."""
+        fmap = self.data.prepare(checkpoint=self.cfg["Global"].get("checkpoint"))
+        if self.kind == "retrieval":
+            return build_model(self.cfg, user_layout=fmap.layout("user"), item_layout=fmap.layout("item"))
+        return build_model(self.cfg, layout=fmap.layout())
 
     # ---- data ------------------------------------------------------------------------------------
     def dataset(self, split: str):
@@ -151,7 +154,7 @@ class RecTask(Task):
             ex = batch["exclude"].numpy()
             rows, cols = np.nonzero(ex >= 0)
             scores[rows, ex[rows, cols]] = -np.inf
-        top = M.top_k_items(scores, max(self.topk))
+        top = metric_fns.top_k_items(scores, max(self.topk))
         return {"topk": top, "target": target}
 
     def compute_metrics(self, outputs: Dict[str, np.ndarray]) -> Dict[str, float]:
@@ -164,21 +167,21 @@ class RecTask(Task):
     def _metrics(self, outputs: Dict[str, np.ndarray]) -> Dict[str, float]:
         if self.kind == "ctr":
             y, p = outputs["label"], outputs["prob"]
-            res = {"logloss": M.logloss(y, p), "samples": int(len(y)), "pos_rate": float(np.mean(y))}
+            res = {"logloss": metric_fns.logloss(y, p), "samples": int(len(y)), "pos_rate": float(np.mean(y))}
             try:
-                res["auc"] = M.auc(y, p)
+                res["auc"] = metric_fns.auc(y, p)
             except ValueError:  # one class only (a tiny split)
                 res["auc"] = float("nan")
             if "group" in outputs:
                 try:
-                    res["gauc"] = M.gauc(outputs["group"], y, p)
+                    res["gauc"] = metric_fns.gauc(outputs["group"], y, p)
                 except ValueError:
                     res["gauc"] = float("nan")
             return {"auc": res.pop("auc"), **res}
         res = {}
         for k in self.topk:
-            res[f"recall@{k}"] = M.recall_at_k(outputs["topk"], outputs["target"], k, ranked=True)
-            res[f"ndcg@{k}"] = M.ndcg_at_k(outputs["topk"], outputs["target"], k, ranked=True)
+            res[f"recall@{k}"] = metric_fns.recall_at_k(outputs["topk"], outputs["target"], k, ranked=True)
+            res[f"ndcg@{k}"] = metric_fns.ndcg_at_k(outputs["topk"], outputs["target"], k, ranked=True)
         res["users"] = int(len(outputs["target"]))
         return res
 
@@ -245,7 +248,7 @@ class RecTask(Task):
         ds = self.dataset(split)
         n = min(batch_size, len(ds)) if hasattr(ds, "__len__") else batch_size
         if hasattr(ds, "arrays"):
-            b = ds.collate(list(range(n)))
+            b = ds.batch(np.arange(n))
         else:
             it = iter(ds)
             b = ds.collate([next(it) for _ in range(n)])

@@ -9,7 +9,7 @@ with FTRL-Proximal (L1) and the deep part with AdaGrad, both on every step: ``wi
 """
 from __future__ import annotations
 
-from .layers import (CTRModel, FeatureEmbedding, LinearLogit, ctr_layout, mlp_from_arch, register_model,
+from .layers import (CTRModel, FeatureEmbedding, LinearLogit, mlp_from_arch, register_model,
                      small_config)
 
 
@@ -34,5 +34,5 @@ class WideDeep(CTRModel):
 
 @register_model("widedeep", family="rec",
                 small_config=small_config(data={"crosses": [["c0", "c1"]]}))
-def build_widedeep(cfg) -> WideDeep:
-    return WideDeep(ctr_layout(cfg), cfg["Arch"])
+def build_widedeep(cfg, layout) -> WideDeep:
+    return WideDeep(layout, cfg["Arch"])

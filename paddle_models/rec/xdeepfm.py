@@ -12,7 +12,7 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
-from .layers import (CTRModel, FeatureEmbedding, LinearLogit, ctr_layout, mlp_from_arch, register_model,
+from .layers import (CTRModel, FeatureEmbedding, LinearLogit, mlp_from_arch, register_model,
                      small_config, xavier_linear)
 
 
@@ -73,5 +73,5 @@ class XDeepFM(CTRModel):
 
 
 @register_model("xdeepfm", family="rec", small_config=small_config({"cin_layer_units": [6, 6]}))
-def build_xdeepfm(cfg) -> XDeepFM:
-    return XDeepFM(ctr_layout(cfg), cfg["Arch"])
+def build_xdeepfm(cfg, layout) -> XDeepFM:
+    return XDeepFM(layout, cfg["Arch"])
