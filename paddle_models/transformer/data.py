@@ -178,7 +178,7 @@ def make_toy_examples(n: int, task: str, vocab_size: int, min_len: int, max_len:
 
 # ---- datasets and batching ------------------------------------------------------------------------
 class ExampleDataset(paddle.io.Dataset):
-    """One example per item (the Trainer batches them ``Global.batch_size`` at a time)."""
+    """One example per item; the task's batch sampler groups them (by tokens, or ``Global.batch_size``)."""
 
     def __init__(self, examples: List[Example]):
         self.examples = examples
@@ -215,22 +215,6 @@ def token_batches(lengths: Sequence[Tuple[int, int]], max_tokens: int, seed: int
     return batches
 
 
-class TokenBatchDataset(paddle.io.Dataset):
-    """One *batch* of examples per item, built by ``token_batches``: the Trainer shuffles the batch order
-    each epoch and ``collate`` flattens (use ``Global.batch_size: 1``, i.e. one token batch per step)."""
-
-    def __init__(self, examples: List[Example], max_tokens: int, seed: int = 0, max_sentences: int = 0):
-        self.examples = examples
-        lengths = [(len(s), len(t)) for s, t, _ in examples]
-        self.batches = token_batches(lengths, max_tokens, seed, max_sentences)
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, i):
-        return [self.examples[j] for j in self.batches[i]]
-
-
 def pad_batch(seqs: Sequence[np.ndarray], pad_id: int = PAD_ID) -> np.ndarray:
     width = max(len(s) for s in seqs)
     out = np.full([len(seqs), width], pad_id, dtype="int64")
@@ -239,15 +223,10 @@ def pad_batch(seqs: Sequence[np.ndarray], pad_id: int = PAD_ID) -> np.ndarray:
     return out
 
 
-def collate(samples, pad_id: int = PAD_ID) -> dict:
-    """Examples (or token batches of examples) -> ``src_ids [B, S]``, ``tgt_in [B, T]``, ``tgt_out [B, T]``
-    (int64, padded) and ``ref`` (numpy array of the reference strings)."""
-    flat: List[Example] = []
-    for s in samples:
-        if isinstance(s, list):
-            flat.extend(s)
-        else:
-            flat.append(s)
+def collate(samples: Sequence[Example], pad_id: int = PAD_ID) -> dict:
+    """Examples -> ``src_ids [B, S]``, ``tgt_in [B, T]``, ``tgt_out [B, T]`` (int64, padded) and ``ref``
+    (numpy array of the reference strings)."""
+    flat = list(samples)
     eos, bos = np.array([EOS_ID], "int64"), np.array([BOS_ID], "int64")
     return {
         "src_ids": pad_batch([np.concatenate([s, eos]) for s, _, _ in flat], pad_id),

@@ -17,9 +17,11 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from ..engine.loader import FixedBatches
 from ..engine.task import Task
 from ..registry import register_task
-from . import data as D
+from .data import (Example, ExampleDataset, SpmTokenizer, ToyTokenizer, collate, make_examples, make_toy_examples,
+                   read_parallel, token_batches, train_sentencepiece)
 from .decoding import DecoderStepGraph, EncoderGraph, decode_batch, max_output_len, strip_special
 from .model import BOS_ID, EOS_ID, PAD_ID
 
@@ -114,7 +116,7 @@ class TransformerTask(Task):
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
         arch = self.cfg["Arch"]
         if self.kind == "toy":
-            self.tokenizer = D.ToyTokenizer(int(arch["vocab_size"]))
+            self.tokenizer = ToyTokenizer(int(arch["vocab_size"]))
             return
         os.makedirs(output_dir, exist_ok=True)
         found = self._find_spm(output_dir)
@@ -123,13 +125,13 @@ class TransformerTask(Task):
             if not is_main:
                 raise FileNotFoundError(f"{dest}: SentencePiece model not written by rank 0")
             d = self.cfg["Data"]
-            found = D.train_sentencepiece(
+            found = train_sentencepiece(
                 [self._data_path("train_src"), self._data_path("train_tgt")], dest[: -len(".model")],
                 vocab_size=int(arch["vocab_size"]), model_type=d["spm_model_type"],
                 character_coverage=d["spm_character_coverage"], seed=int(self.cfg["Global"]["seed"]))
         elif is_main and os.path.abspath(found) != os.path.abspath(dest):
             shutil.copyfile(found, dest)  # keep the vocabulary with the run's checkpoints
-        tok = D.SpmTokenizer(found)
+        tok = SpmTokenizer(found)
         if tok.vocab_size != int(arch["vocab_size"]):
             raise ValueError(f"{found}: vocabulary has {tok.vocab_size} pieces but Arch.vocab_size is "
                              f"{arch['vocab_size']}; set Arch.vocab_size to match (or retrain the vocabulary)")
@@ -146,15 +148,15 @@ class TransformerTask(Task):
             d, seed = self.cfg["Data"], int(self.cfg["Global"]["seed"])
             args = dict(task=d["toy_task"], vocab_size=int(self.cfg["Arch"]["vocab_size"]),
                         min_len=int(d["toy_min_len"]), max_len=int(d["toy_max_len"]))
-            held = D.make_toy_examples(2 * int(d["toy_val_size"]), seed=seed + 1, **args)
+            held = make_toy_examples(2 * int(d["toy_val_size"]), seed=seed + 1, **args)
             held_keys = {tuple(s.tolist()) for s, _, _ in held}
             n = int(d["toy_val_size"])
             self._toy_cache["val"], self._toy_cache["test"] = held[:n], held[n:]
-            self._toy_cache["train"] = D.make_toy_examples(int(d["toy_train_size"]), seed=seed,
+            self._toy_cache["train"] = make_toy_examples(int(d["toy_train_size"]), seed=seed,
                                                            exclude=held_keys, **args)
         return self._toy_cache[split]
 
-    def examples(self, split: str) -> List[D.Example]:
+    def examples(self, split: str) -> List[Example]:
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r} (train, val, test)")
         if self.kind == "toy":
@@ -165,21 +167,30 @@ class TransformerTask(Task):
         src_path, tgt_path = self._data_path(src_key), self._data_path(tgt_key)
         if not src_path or not tgt_path:
             raise ValueError(f"Data.{src_key} / Data.{tgt_key}: set both files for the {split!r} split")
-        src, tgt = D.read_parallel(src_path, tgt_path)
-        ex, skipped = D.make_examples(self._tok(), src, tgt, int(self.cfg["Arch"]["max_len"]),
+        src, tgt = read_parallel(src_path, tgt_path)
+        ex, skipped = make_examples(self._tok(), src, tgt, int(self.cfg["Arch"]["max_len"]),
                                       drop_long=(split == "train"), where=f"{src_path} / {tgt_path}")
         self.skipped[split] = skipped
         return ex
 
     def dataset(self, split: str):
         ex = self.examples(split)
-        d = self.cfg["Data"]
-        if split == "train" and int(d["max_tokens"]) > 0:
-            return D.TokenBatchDataset(ex, int(d["max_tokens"]), seed=int(self.cfg["Global"]["seed"]),
-                                       max_sentences=int(d["max_sentences"]))
         if split != "train":  # sorted by length: little padding in each eval batch (refs travel with the batch)
             ex = sorted(ex, key=lambda e: (len(e[0]), len(e[1])))
-        return D.ExampleDataset(ex)
+        return ExampleDataset(ex)
+
+    def batch_sampler(self, split: str, dataset, batch_size: int, *, seed: int, shuffle: bool = True,
+                      rank: int = 0, world_size: int = 1):
+        """With ``Data.max_tokens`` > 0: batches of similar-length pairs holding at most ``max_tokens`` padded
+        tokens (and ``Data.max_sentences`` pairs), in a seeded order each epoch; ``Global.batch_size`` is
+        not used then. With ``max_tokens: 0``: ``Global.batch_size`` pairs per batch."""
+        d = self.cfg["Data"]
+        if int(d["max_tokens"]) <= 0:
+            return super().batch_sampler(split, dataset, batch_size, seed=seed, shuffle=shuffle, rank=rank,
+                                         world_size=world_size)
+        lengths = [(len(s), len(t)) for s, t, _ in dataset.examples]
+        fixed = token_batches(lengths, int(d["max_tokens"]), seed=seed, max_sentences=int(d["max_sentences"]))
+        return FixedBatches(fixed, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
 
     def default_eval_split(self) -> str:
         """``test`` when ``Data.test_src`` is set (the eval contract passes the files only), else ``val``."""
@@ -189,7 +200,7 @@ class TransformerTask(Task):
         return {f"{split}_pairs_skipped": n for split, n in self.skipped.items() if n}
 
     def collate_fn(self, split: str):
-        return partial(D.collate, pad_id=PAD_ID)
+        return partial(collate, pad_id=PAD_ID)
 
     def batch_size_of(self, batch) -> int:
         return int(batch["src_ids"].shape[0])
