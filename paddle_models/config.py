@@ -152,10 +152,20 @@ def _merge(base: dict, upd: dict) -> dict:
 
 
 def family_defaults(family: str) -> dict:
-    """The family's schema: ``defaults/common.yaml`` (Global, Optimizer) merged with ``defaults/<family>.yaml``."""
+    """The family's schema: ``defaults/common.yaml`` (Global, Optimizer) merged with ``defaults/<family>.yaml``,
+    or with the schema a plug-in family registered with its task."""
+    from .registry import task_defaults
+
     common = _read_yaml(os.path.join(DEFAULTS_DIR, "common.yaml"))
-    own = _read_yaml(os.path.join(DEFAULTS_DIR, f"{family}.yaml"))
-    return _merge(common, own)
+    path = os.path.join(DEFAULTS_DIR, f"{family}.yaml")
+    if os.path.isfile(path):
+        own = _read_yaml(path)
+    else:
+        own = task_defaults(family)
+        if own is None:
+            raise ConfigError(f"family {family!r}: no config schema ({path} is absent and its task registered "
+                              f"no defaults)")
+    return _merge(common, copy.deepcopy(own))
 
 
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), data: Optional[dict] = None) -> AttrDict:

@@ -1,22 +1,31 @@
-"""Model registry: ``@register_model("name", family=...)`` on a builder ``fn(cfg) -> paddle.nn.Layer``.
+"""Model registry: ``@register_model("name", family=...)`` on a builder ``fn(cfg, **inputs) -> paddle.nn.Layer``.
 
 A model added here is picked up by the parametrized tests over ``list_models()`` without a new test.
 Each family (``multimodal``, ``rec``, ``transformer``) also registers one *task* class (see
 ``paddle_models.engine.task.Task``) that tells the engine how to feed, score and export its models.
+
+A family outside this package is a *plug-in*: a module that registers its task (with its config schema,
+``register_task(family, defaults=...)``) and models, named in ``PADDLE_MODELS_PLUGINS`` (comma-separated
+module names, importable from ``sys.path``) so every tool loads it.
 """
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Callable, Dict, List, Optional
 
 _MODELS: Dict[str, dict] = {}
 _TASKS: Dict[str, Callable] = {}
+_TASK_DEFAULTS: Dict[str, dict] = {}
 _FAMILY_MODULES = ("paddle_models.multimodal", "paddle_models.rec", "paddle_models.transformer")
+PLUGINS_ENV = "PADDLE_MODELS_PLUGINS"
 _loaded = False
 
 
 def register_model(name: str, family: str, small_config: Optional[dict] = None):
-    """Register a builder under ``name``.
+    """Register a builder ``fn(cfg, **inputs) -> paddle.nn.Layer`` under ``name``. A builder reads no file:
+    what it needs besides the config (the rec family's fitted feature layout) comes as arguments from the
+    family's ``Task.build_model``.
 
     ``small_config`` is a partial config (``{"Arch": {...}}``) that makes a tiny instance of the model
     for registry-wide tests; it is merged over the family defaults.
@@ -31,12 +40,24 @@ def register_model(name: str, family: str, small_config: Optional[dict] = None):
     return deco
 
 
-def register_task(family: str):
+def register_task(family: str, defaults: Optional[dict] = None):
+    """Register the family's ``Task`` class. ``defaults`` is the config schema of a plug-in family (the
+    sections it adds over ``defaults/common.yaml``, as a dict); built-in families keep theirs in
+    ``paddle_models/defaults/<family>.yaml``."""
+
     def deco(cls):
         _TASKS[family] = cls
+        if defaults is not None:
+            _TASK_DEFAULTS[family] = defaults
         return cls
 
     return deco
+
+
+def task_defaults(family: str) -> Optional[dict]:
+    """The config schema a plug-in family registered with its task (None for built-in families)."""
+    _ensure_loaded()
+    return _TASK_DEFAULTS.get(family)
 
 
 def _ensure_loaded():
@@ -45,11 +66,15 @@ def _ensure_loaded():
         return
     _loaded = True
     for mod in _FAMILY_MODULES:
+        importlib.import_module(mod)
+    plugins = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    for mod in plugins:
         try:
             importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # a family not written yet
-            if e.name != mod:
-                raise
+        except ModuleNotFoundError as e:
+            if e.name == mod:
+                raise ModuleNotFoundError(f"{PLUGINS_ENV}: plug-in module {mod!r} not found on sys.path") from None
+            raise
 
 
 def list_models(family: Optional[str] = None) -> List[str]:
@@ -68,9 +93,10 @@ def model_family(name: str) -> str:
     return model_entry(name)["family"]
 
 
-def build_model(cfg):
-    """Build the model named by ``cfg.Arch.name`` (a loaded config, see ``paddle_models.config``)."""
-    return model_entry(cfg["Arch"]["name"])["builder"](cfg)
+def build_model(cfg, **inputs):
+    """Build the model named by ``cfg.Arch.name`` (a loaded config, see ``paddle_models.config``); ``inputs``
+    are what the family's builders take besides the config (rec: the fitted feature ``layout``)."""
+    return model_entry(cfg["Arch"]["name"])["builder"](cfg, **inputs)
 
 
 def get_task(family: str):
