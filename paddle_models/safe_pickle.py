@@ -28,7 +28,8 @@ never constructs the Paddle object; the caller validates and applies it.
 ``safe_load(path)`` returns what ``paddle.load(path, return_numpy=True)`` returns for a state dict or an
 optimizer state (big arrays split by ``paddle.save`` under ``UnpackBigParamInfor@@`` are joined again,
 the ``StructuredToParameterName@@`` table is dropped, ``(name, ndarray)`` tensor tuples become arrays);
-a ``.safetensors`` path is read with ``safetensors.numpy``.
+a safetensors file (by its ``.safetensors`` name, or by its header: ``paddle.save(..., safetensors=True)``
+keeps whatever name it is given) is read with ``safetensors.numpy``.
 """
 from __future__ import annotations
 
@@ -180,12 +181,22 @@ def _check_no_object_arrays(obj, name: str):
             _check_no_object_arrays(v, name)
 
 
+def is_safetensors(path: str) -> bool:
+    """Whether ``path`` is a safetensors file: named ``.safetensors``, or starting with the format's header
+    (an 8-byte little-endian length, then the JSON header's ``{``)."""
+    if path.endswith(".safetensors"):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and head[5:8] == b"\0\0\0" and head[0] != 0x80
+
+
 def safe_load(path: str):
     """Read a Paddle state dict / optimizer state like ``paddle.load(path, return_numpy=True)``, without
-    running code from the file. A ``.safetensors`` file is read with ``safetensors.numpy``. Raises
-    ``UnsafeModelFile`` for a pickle that references anything beyond arrays and plain containers."""
+    running code from the file. A safetensors file (``is_safetensors``) is read with ``safetensors.numpy``.
+    Raises ``UnsafeModelFile`` for a pickle that references anything beyond arrays and plain containers."""
     path = os.fspath(path)
-    if path.endswith(".safetensors"):
+    if is_safetensors(path):
         from safetensors.numpy import load_file
 
         return load_file(path)
@@ -206,8 +217,8 @@ def load_rng_pickle(path: str):
     """Unpickle an old checkpoint's ``rng.pkl`` ({"python": ..., "numpy": ..., "paddle": [GeneratorState]})
     admitting, beyond arrays and containers, only Paddle's generator state, which is returned as
     ``GeneratorStateRecord`` objects (their ``state`` attribute holds what the file gives)."""
-    extra = {("paddle.base.libpaddle", "GeneratorState"): GeneratorStateRecord,
-             ("paddle.fluid.libpaddle", "GeneratorState"): GeneratorStateRecord}
+    record = type("GeneratorStateRecord", (GeneratorStateRecord,), {})  # a fresh class: a load cannot alter the next
+    extra = {("paddle.base.libpaddle", "GeneratorState"): record, ("paddle.fluid.libpaddle", "GeneratorState"): record}
     with open(path, "rb") as f:
         obj = RestrictedUnpickler(f, path, extra).load()
     _check_no_object_arrays(obj, path)

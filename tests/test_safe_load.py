@@ -151,6 +151,16 @@ def test_multimodal_weights_loader_reads_safetensors(tmp_path):
         assert np.array_equal(v.numpy(), dst.state_dict()[k].numpy()), k
 
 
+def test_safetensors_saved_by_paddle_under_a_pdparams_name(tmp_path):
+    model = paddle.nn.Linear(2, 3)
+    path = str(tmp_path / "st.pdparams")
+    paddle.save(model.state_dict(), path, safetensors=True)
+    assert_same(safe_load(path), paddle.load(path, return_numpy=True, safetensors=True))
+    other = paddle.nn.Linear(2, 3)
+    load_model_weights(other, path)
+    np.testing.assert_array_equal(other.weight.numpy(), model.weight.numpy())
+
+
 def test_refused_codecs_and_object_arrays(tmp_path):
     p = tmp_path / "codec.pdparams"
     p.write_bytes(b"c_codecs\nencode\n(Vabc\nVrot13\ntR.")  # protocol 0: _codecs.encode("abc", "rot13")

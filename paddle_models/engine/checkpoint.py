@@ -33,7 +33,7 @@ from typing import Optional
 import numpy as np
 import paddle
 
-from ..safe_pickle import GeneratorStateRecord, load_rng_pickle, safe_load
+from ..safe_pickle import GeneratorStateRecord, is_safetensors, load_rng_pickle, safe_load
 
 log = logging.getLogger("paddle_models")
 
@@ -363,8 +363,8 @@ def _read_old_state(path: str):
 
 
 def read_weights(path: str) -> dict:
-    """The state dict (name -> ndarray) in a ``.safetensors`` file or a pickled ``.pdparams`` file."""
-    if path.endswith(".safetensors"):
+    """The state dict (name -> ndarray) in a safetensors file or a pickled ``.pdparams`` file."""
+    if is_safetensors(path):
         state = _load_arrays(path)
     else:
         state = _read_old_state(path)
