@@ -6,7 +6,7 @@ opened with ``paddle.load``. ``RestrictedUnpickler`` looks up every name through
 admits only what a Paddle state dict is made of; any other name is refused before anything is called,
 with ``UnsafeModelFile`` naming the file and the global.
 
-Admitted (``ADMITTED``):
+Admitted (``admitted_globals()``):
 
 * numpy arrays: ``numpy.core.multiarray._reconstruct`` (allocates an empty array), ``numpy.ndarray``
   (the class it allocates; the data then comes from ``ndarray.__setstate__``), ``numpy.dtype``;
@@ -15,8 +15,8 @@ Admitted (``ADMITTED``):
   numpy's functions. Arrays of dtype ``object`` are refused after loading (a state dict holds numbers).
 * builtin containers and scalars a pickle may build through a call: ``tuple`` (``paddle.save`` writes a
   tensor nested in a non-state-dict object as ``tuple((name, ndarray))``), ``list``, ``dict``, ``set``,
-  ``frozenset``, ``bytearray``, ``complex`` (protocol 2 writes sets and complex numbers this way),
-  ``collections.OrderedDict``.
+  ``frozenset``, ``bytearray``, ``complex`` (protocol 2 writes sets and complex numbers this way), each
+  also under its Python 2 module name ``__builtin__``; ``collections.OrderedDict``.
 * ``_codecs.encode``: protocol 2 writes ``bytes`` (an array's raw data among them) as
   ``_codecs.encode(text, "latin1")``. Only that call is admitted: a stand-in accepts a ``str`` and the
   ``latin1`` codec and returns the bytes; any other argument is refused.
