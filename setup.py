@@ -8,6 +8,7 @@ from setuptools import find_packages, setup
 INSTALL_REQUIRES = [
     "paddlepaddle==3.3.1",
     "paddlenlp==2.8.1",
+    "safetensors==0.8.0",
     "huggingface_hub==0.25.2",
     "aistudio-sdk==0.2.6",
     "datasets==3.1.0",

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import numpy as np
-import paddle
 import pytest
+from safetensors.numpy import load_file
 
 from conftest import ROOT
 
@@ -47,8 +47,8 @@ def test_two_ranks_match_one_process(demo, tmp_path):
     assert r2["macro_f1"] == pytest.approx(r1["macro_f1"], abs=1e-9)
     # only rank 0 wrote files
     assert (tmp_path / "two" / "checkpoints" / "last").is_dir()
-    wa = paddle.load(str(tmp_path / "one" / "checkpoints" / "last" / "model.pdparams"), return_numpy=True)
-    wb = paddle.load(str(tmp_path / "two" / "checkpoints" / "last" / "model.pdparams"), return_numpy=True)
+    wa = load_file(str(tmp_path / "one" / "checkpoints" / "last" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "two" / "checkpoints" / "last" / "model.safetensors"))
     for k in wa:
         np.testing.assert_allclose(wb[k], wa[k], rtol=1e-4, atol=1e-6, err_msg=k)
 

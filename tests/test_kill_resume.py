@@ -9,6 +9,7 @@ import time
 import numpy as np
 import paddle
 import pytest
+from safetensors.numpy import load_file
 
 from conftest import ROOT
 
@@ -58,8 +59,8 @@ def test_sigkill_mid_epoch_then_resume(demo, tmp_path):
     a, b = last_json(ref.stdout), last_json(res.stdout)
     assert a["steps"] == b["steps"] == 24
     assert b["macro_f1"] == pytest.approx(a["macro_f1"], abs=0) and b["loss"] == pytest.approx(a["loss"], rel=1e-6)
-    wa = paddle.load(str(tmp_path / "ref" / "checkpoints" / "last" / "model.pdparams"), return_numpy=True)
-    wb = paddle.load(str(out / "checkpoints" / "last" / "model.pdparams"), return_numpy=True)
+    wa = load_file(str(tmp_path / "ref" / "checkpoints" / "last" / "model.safetensors"))
+    wb = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
     for k in wa:
         np.testing.assert_allclose(wb[k], wa[k], rtol=1e-6, atol=1e-7, err_msg=k)
 

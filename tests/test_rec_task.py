@@ -8,6 +8,7 @@ import paddle
 import pytest
 
 from paddle_models.config import _merge, load_config
+from paddle_models.engine.checkpoint import load_model_weights
 from paddle_models.engine.trainer import Trainer
 from paddle_models.metrics import auc, gauc, logloss
 from paddle_models.registry import get_task, model_entry
@@ -62,7 +63,7 @@ def test_train_then_eval_checkpoint_on_another_file(tmp_path):
     assert m["samples"] == 1500 and m["auc"] > 0.8
     # the same numbers from the raw predictions, by the metrics module and by hand
     model = task2.build_model()
-    model.set_state_dict(paddle.load(res["best_checkpoint"]))
+    load_model_weights(model, res["best_checkpoint"])
     model.eval()
     ds = task2.dataset("test")
     b = ds.batch(list(range(len(ds))))

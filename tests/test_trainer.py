@@ -4,8 +4,8 @@ import json
 import os
 
 import numpy as np
-import paddle
 import pytest
+from safetensors.numpy import load_file
 
 from paddle_models import get_task, load_config
 from paddle_models.engine.checkpoint import CheckpointError, load_model_weights, verify_checkpoint
@@ -29,7 +29,7 @@ def cfg_for(demo, out, *extra):
 
 
 def weights(path):
-    return {k: v for k, v in paddle.load(os.path.join(path, "model.pdparams"), return_numpy=True).items()}
+    return load_file(os.path.join(path, "model.safetensors"))
 
 
 def run(cfg, task=None):
@@ -87,7 +87,7 @@ def test_outputs_of_a_run(demo, tmp_path):
     out = tmp_path / "r"
     for f in ("metrics.jsonl", "curves.png", "config.yaml", "result.json"):
         assert (out / f).exists(), f
-    assert res["best_checkpoint"].endswith("checkpoints/best/model.pdparams")
+    assert res["best_checkpoint"].endswith("checkpoints/best/model.safetensors")
     assert os.path.isfile(res["best_checkpoint"])
     recs = [json.loads(l) for l in open(out / "metrics.jsonl")]
     assert {r["type"] for r in recs} == {"train", "eval"}
@@ -106,7 +106,7 @@ def test_corrupted_checkpoint_is_detected(demo, tmp_path):
     run(cfg_for(demo, tmp_path / "r", "Global.epochs=1"))
     last = tmp_path / "r" / "checkpoints" / "last"
     verify_checkpoint(str(last))
-    p = last / "model.pdparams"
+    p = last / "model.safetensors"
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):

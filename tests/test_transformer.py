@@ -547,7 +547,7 @@ def test_multi30k_reader_and_vocab_reuse(multi30k, tmp_path):
     ckpt = tmp_path / "run" / "checkpoints" / "best"
     ckpt.mkdir(parents=True)
     cfg2 = _small_cfg(tmp_path, kind="multi30k", extra={**extra, "Global": {
-        "output_dir": str(tmp_path / "eval"), "checkpoint": str(ckpt / "model.pdparams")}})
+        "output_dir": str(tmp_path / "eval"), "checkpoint": str(ckpt / "model.safetensors")}})
     t2 = get_task("transformer")(cfg2)
     t2.prepare(str(tmp_path / "eval"))
     assert open(t2.tokenizer.path, "rb").read() == open(tmp_path / "run" / "spm.model", "rb").read()

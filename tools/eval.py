@@ -24,7 +24,7 @@ def main():
 
     cfg = load_config(args.config, args.override)
     if not cfg["Global"].get("checkpoint"):
-        raise ValueError("set the weights to evaluate with -o Global.checkpoint=PATH (a .pdparams or a checkpoint folder)")
+        raise ValueError("set the weights to evaluate with -o Global.checkpoint=PATH (a checkpoint folder, a .safetensors or a .pdparams)")
     task = get_task(cfg["_family"])(cfg)
     trainer = Trainer(cfg, task)
     split = args.split or task.default_eval_split()

@@ -33,7 +33,7 @@ def main():
 
     cfg = load_config(args.config, args.override)
     if not cfg["Global"].get("checkpoint"):
-        raise ValueError("set the weights to export with -o Global.checkpoint=PATH (a .pdparams or a checkpoint "
+        raise ValueError("set the weights to export with -o Global.checkpoint=PATH (a .safetensors, a .pdparams or a checkpoint "
                          "folder such as <output_dir>/checkpoints/best)")
     setup_runtime(cfg)
     try:

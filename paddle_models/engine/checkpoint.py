@@ -1,12 +1,19 @@
-"""Atomic, verifiable checkpoints.
+"""Atomic, verifiable checkpoints, written without pickle.
 
 A checkpoint is a folder::
 
-    model.pdparams        the model's state dict
-    optimizer_<i>.pdopt   each optimizer's state
-    scheduler_<i>.json    each LR scheduler's state
-    trainer.json          epoch, step, best metric, early-stopping counter, RNG states (python, numpy, paddle)
-    manifest.json         size and sha256 of every file above, written last
+    model.safetensors          the model's state dict (structured names -> arrays)
+    optimizer_<i>.safetensors  each optimizer's arrays (moments, beta powers, master weights)
+    optimizer_<i>.json         the rest of that optimizer's state (LR_Scheduler, scalars), each array
+                               replaced by {"__array__": "<its key in optimizer_<i>.safetensors>"}
+    scheduler_<i>.json         each LR scheduler's state
+    trainer.json               epoch, step, best metric, early-stopping counter, history
+    rng.json                   the python, numpy and paddle RNG states
+    manifest.json              size and sha256 of every file above, written last
+
+No file is a pickle, so opening a checkpoint runs no code from it. Checkpoints of earlier versions
+(``model.pdparams``, ``optimizer_<i>.pdopt``, ``rng.pkl``) still load, through the restricted unpickler of
+``paddle_models.safe_pickle``; so does an explicit ``.pdparams`` file given as weights.
 
 It is written into ``<name>.tmp`` and renamed into place only when complete; the previous good
 checkpoint stays until then (as ``<name>.prev`` during the swap), so a crash never leaves a half-written
@@ -17,14 +24,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import pickle
 import random
 import shutil
 from typing import Optional
 
 import numpy as np
 import paddle
+
+from ..safe_pickle import GeneratorStateRecord, is_safetensors, load_rng_pickle, safe_load
+
+log = logging.getLogger("paddle_models")
+
+MODEL_FILE = "model.safetensors"
+OLD_MODEL_FILE = "model.pdparams"
+_ARRAY_REF = "__array__"
 
 
 class CheckpointError(RuntimeError):
@@ -39,18 +54,122 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+# ---- RNG state <-> JSON ----------------------------------------------------------------------------
+
 def rng_state() -> dict:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "paddle": [s for s in paddle.get_rng_state()],
-    }
+    """The python, numpy and paddle RNG states as JSON-able values."""
+    version, internal, gauss = random.getstate()
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    paddle_states = []
+    for g in paddle.get_rng_state():
+        device, seed, offset, engine = g.__getstate__()
+        paddle_states.append({"device": device, "seed": seed, "offset": offset, "engine": list(engine)})
+    return {"python": {"version": version, "internal": list(internal), "gauss_next": gauss},
+            "numpy": {"kind": kind, "key": [int(k) for k in key], "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)},
+            "paddle": paddle_states}
 
 
-def set_rng_state(state: dict):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    paddle.set_rng_state(state["paddle"])
+def _generator_state(device, seed, offset, engine, where: str):
+    """A paddle GeneratorState from its four parts, after checking their types."""
+    ints = all(isinstance(x, int) and not isinstance(x, bool) for x in (device, seed, offset))
+    if not ints or not isinstance(engine, (list, tuple)) or not all(isinstance(x, int) for x in engine):
+        raise CheckpointError(f"{where}: paddle RNG state is not (int, int, int, list of int)")
+    from paddle.base.libpaddle import GeneratorState
+
+    g = GeneratorState.__new__(GeneratorState)
+    g.__setstate__((device, seed, offset, list(engine)))
+    return g
+
+
+def set_rng_state(state: dict, where: str = "rng state"):
+    """Restore the RNG states that ``rng_state`` returned."""
+    py, nps = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    np.random.set_state((nps["kind"], np.asarray(nps["key"], dtype=np.uint32), nps["pos"], nps["has_gauss"],
+                         nps["cached_gaussian"]))
+    paddle.set_rng_state([_generator_state(s["device"], s["seed"], s["offset"], s["engine"], where)
+                          for s in state["paddle"]])
+
+
+def _set_old_rng_state(path: str):
+    """Restore the RNG states from an ``rng.pkl`` of an earlier version (read by the restricted unpickler)."""
+    state = load_rng_pickle(path)
+    try:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        gens = []
+        for rec in state["paddle"]:
+            if not isinstance(rec, GeneratorStateRecord) or not isinstance(rec.state, tuple) or len(rec.state) != 4:
+                raise CheckpointError(f"{path}: paddle RNG state is not a GeneratorState")
+            gens.append(_generator_state(*rec.state, where=path))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not an RNG state ({type(e).__name__}: {e})") from None
+    paddle.set_rng_state(gens)
+
+
+# ---- optimizer state <-> safetensors + JSON -------------------------------------------------------------
+
+def _split_arrays(obj, arrays: dict, path: list, where: str):
+    """``obj`` with every tensor/array moved into ``arrays`` (key: its path joined by '/') and replaced by
+    ``{"__array__": key}``; numpy scalars become Python numbers. Anything else non-JSON is an error."""
+    if isinstance(obj, (paddle.Tensor, np.ndarray)):
+        key = "/".join(path)
+        if key in arrays:
+            raise CheckpointError(f"{where}: two state entries map to the array key {key!r}")
+        arrays[key] = np.ascontiguousarray(obj.numpy() if isinstance(obj, paddle.Tensor) else obj)
+        return {_ARRAY_REF: key}
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise CheckpointError(f"{where}: state key {k!r} at {'/'.join(path) or '<top>'} is not a string")
+            out[k] = _split_arrays(v, arrays, path + [k], where)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_split_arrays(v, arrays, path + [str(i)], where) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CheckpointError(f"{where}: cannot store a {type(obj).__name__} at {'/'.join(path)} without pickle")
+
+
+def _join_arrays(obj, arrays: dict, where: str):
+    """Inverse of ``_split_arrays``; arrays come back as paddle tensors (what ``set_state_dict`` takes)."""
+    if isinstance(obj, dict):
+        if set(obj) == {_ARRAY_REF}:
+            key = obj[_ARRAY_REF]
+            if key not in arrays:
+                raise CheckpointError(f"{where}: refers to array {key!r}, which its .safetensors file lacks")
+            return paddle.to_tensor(arrays[key])
+        return {k: _join_arrays(v, arrays, where) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join_arrays(v, arrays, where) for v in obj]
+    return obj
+
+
+def _to_tensors(obj):
+    if isinstance(obj, np.ndarray):
+        return paddle.to_tensor(obj)
+    if isinstance(obj, dict):
+        return {k: _to_tensors(v) for k, v in obj.items()}
+    return obj
+
+
+def _save_arrays(arrays: dict, path: str):
+    from safetensors.numpy import save_file
+
+    save_file(arrays, path, metadata={"format": "np"})
+
+
+def _load_arrays(path: str) -> dict:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read arrays ({type(e).__name__}: {e})") from None
 
 
 def _fsync_dir(path: str):
@@ -96,9 +215,15 @@ def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_stat
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     os.makedirs(tmp)
-    paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
+    _save_arrays({k: np.ascontiguousarray(v.numpy()) for k, v in model.state_dict().items()},
+                 os.path.join(tmp, MODEL_FILE))
     for i, opt in enumerate(optimizers):
-        paddle.save(_rename_state(opt.state_dict(), _param_names(model)), os.path.join(tmp, f"optimizer_{i}.pdopt"))
+        arrays = {}
+        rest = _split_arrays(_rename_state(opt.state_dict(), _param_names(model)), arrays, [],
+                             f"optimizer {i} ({type(opt).__name__})")
+        _save_arrays(arrays, os.path.join(tmp, f"optimizer_{i}.safetensors"))
+        with open(os.path.join(tmp, f"optimizer_{i}.json"), "w") as f:
+            json.dump(rest, f, indent=1)
     for i, s in enumerate(schedulers):
         with open(os.path.join(tmp, f"scheduler_{i}.json"), "w") as f:
             json.dump({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in s.state_dict().items()}, f)
@@ -106,8 +231,8 @@ def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_stat
     with open(os.path.join(tmp, "trainer.json"), "w") as f:
         json.dump(state, f, indent=1, default=float)
     if rng:
-        with open(os.path.join(tmp, "rng.pkl"), "wb") as f:
-            pickle.dump(rng_state(), f)
+        with open(os.path.join(tmp, "rng.json"), "w") as f:
+            json.dump(rng_state(), f)
     files = sorted(os.listdir(tmp))
     manifest = {n: {"bytes": os.path.getsize(os.path.join(tmp, n)), "sha256": file_sha256(os.path.join(tmp, n))}
                 for n in files}
@@ -156,9 +281,6 @@ def resume_path(path: str) -> Optional[str]:
     """The checkpoint to resume from: ``path`` if it verifies; else its ``.prev`` copy (left by a kill
     between the two renames of a save) with a warning; None when neither exists. A damaged checkpoint
     without a good ``.prev`` is an error."""
-    import logging
-
-    log = logging.getLogger("paddle_models")
     prev = path + ".prev"
     if os.path.isdir(path):
         try:
@@ -178,44 +300,86 @@ def resume_path(path: str) -> Optional[str]:
 
 
 def load_checkpoint(path: str, model, optimizers=(), schedulers=(), restore_rng: bool = True) -> dict:
-    """Verify and load a checkpoint folder into model/optimizers/schedulers; return the trainer state."""
+    """Verify and load a checkpoint folder into model/optimizers/schedulers; return the trainer state.
+
+    A folder of an earlier version (``model.pdparams``, ``optimizer_<i>.pdopt``, ``rng.pkl``) is read
+    through the restricted unpickler."""
     verify_checkpoint(path)
-    load_model_weights(model, os.path.join(path, "model.pdparams"))
+    load_model_weights(model, _weights_file(path))
+    back = {structured: generated for generated, structured in _param_names(model).items()}
     for i, opt in enumerate(optimizers):
-        fp = os.path.join(path, f"optimizer_{i}.pdopt")
-        if not os.path.isfile(fp):
-            raise CheckpointError(f"{fp}: missing (the checkpoint has fewer optimizers than this run)")
-        back = {structured: generated for generated, structured in _param_names(model).items()}
-        opt.set_state_dict(_rename_state(paddle.load(fp), back))
+        arrays_path, tree_path = os.path.join(path, f"optimizer_{i}.safetensors"), os.path.join(path, f"optimizer_{i}.json")
+        old_path = os.path.join(path, f"optimizer_{i}.pdopt")
+        if os.path.isfile(arrays_path) and os.path.isfile(tree_path):
+            with open(tree_path) as f:
+                opt_state = _join_arrays(json.load(f), _load_arrays(arrays_path), tree_path)
+        elif os.path.isfile(old_path):
+            opt_state = _to_tensors(_read_old_state(old_path))
+        else:
+            raise CheckpointError(f"{arrays_path}: missing (the checkpoint has fewer optimizers than this run)")
+        opt.set_state_dict(_rename_state(opt_state, back))
     for i, s in enumerate(schedulers):
         with open(os.path.join(path, f"scheduler_{i}.json")) as f:
             s.set_state_dict(json.load(f))
     with open(os.path.join(path, "trainer.json")) as f:
         state = json.load(f)
-    rng_path = os.path.join(path, "rng.pkl")
-    if restore_rng and os.path.isfile(rng_path):
-        with open(rng_path, "rb") as f:
-            set_rng_state(pickle.load(f))
+    if restore_rng:
+        if os.path.isfile(os.path.join(path, "rng.json")):
+            with open(os.path.join(path, "rng.json")) as f:
+                set_rng_state(json.load(f), os.path.join(path, "rng.json"))
+        elif os.path.isfile(os.path.join(path, "rng.pkl")):
+            _set_old_rng_state(os.path.join(path, "rng.pkl"))
     return state
 
 
+def _weights_file(folder: str) -> str:
+    for name in (MODEL_FILE, OLD_MODEL_FILE):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise CheckpointError(f"{folder}: the checkpoint has no {MODEL_FILE} (nor an old {OLD_MODEL_FILE})")
+
+
 def resolve_weights(path: str) -> str:
-    """A checkpoint folder, or a .pdparams file -> the model weights file."""
+    """A checkpoint folder (verified), a ``.safetensors`` file or a ``.pdparams`` file -> the weights file."""
     if os.path.isdir(path):
         verify_checkpoint(path)
-        return os.path.join(path, "model.pdparams")
+        return _weights_file(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
     return path
 
 
-def load_model_weights(model, path: str, strict: bool = True):
-    """Load a state dict into ``model``; any missing/unexpected/shape-mismatched key is an error (strict)."""
-    path = resolve_weights(path)
+def _read_old_state(path: str):
+    """A pickled state dict (``.pdparams`` / ``.pdopt``) through the restricted unpickler; ``UnsafeModelFile``
+    passes through, other failures become ``CheckpointError``."""
+    from ..safe_pickle import UnsafeModelFile
+
     try:
-        state = paddle.load(path, return_numpy=True)
+        return safe_load(path)
+    except UnsafeModelFile:
+        raise
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+
+
+def read_weights(path: str) -> dict:
+    """The state dict (name -> ndarray) in a safetensors file or a pickled ``.pdparams`` file."""
+    if is_safetensors(path):
+        state = _load_arrays(path)
+    else:
+        state = _read_old_state(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def load_model_weights(model, path: str, strict: bool = True):
+    """Load a state dict into ``model``; any missing/unexpected/shape-mismatched key is an error (strict).
+
+    ``path`` is a checkpoint folder, a ``.safetensors`` file or a ``.pdparams`` file (read by the restricted
+    unpickler: a file that references anything beyond arrays and containers raises ``UnsafeModelFile``)."""
+    path = resolve_weights(path)
+    state = read_weights(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -380,7 +380,7 @@ class Trainer:
         best = state["best_metrics"] or (state["history"][-1] if state["history"] else {})
         result.update({k: v for k, v in best.items() if k not in ("type", "step", "epoch")})
         result["best_step"] = best.get("step")
-        result["best_checkpoint"] = os.path.abspath(os.path.join(best_path, "model.pdparams")) \
+        result["best_checkpoint"] = os.path.abspath(os.path.join(best_path, "model.safetensors")) \
             if os.path.isdir(best_path) else None
         summary = task.run_summary()
         if summary:

@@ -30,7 +30,7 @@ def find_tokenizer_dir(cfg) -> Optional[str]:
     ck = cfg["Global"].get("checkpoint")
     if ck:
         d = os.path.abspath(ck)
-        for _ in range(4):  # <run>/checkpoints/best/model.pdparams -> <run>/tokenizer
+        for _ in range(4):  # <run>/checkpoints/best/model.safetensors -> <run>/tokenizer
             d = os.path.dirname(d)
             cands.append(os.path.join(d, TOKENIZER_DIR))
     for c in cands:

@@ -19,6 +19,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import paddle
 
+from ..safe_pickle import UnsafeModelFile, safe_load
+
 log = logging.getLogger("paddle_models")
 
 RESNET_TOP = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
@@ -29,22 +31,27 @@ class WeightLoadError(RuntimeError):
 
 
 def _read_state(path: str) -> Dict[str, np.ndarray]:
+    """The state dict in ``path``: a ``.safetensors`` file, a pickled ``.pdparams`` (read by the restricted
+    unpickler of ``paddle_models.safe_pickle``: nothing in the file is run), or a folder holding one of
+    ``model.safetensors`` (a checkpoint of our Trainer), ``model_state.pdparams`` (PaddleNLP), ``model.pdparams``."""
     if os.path.isdir(path):
-        for name in ("model_state.pdparams", "model.pdparams"):
+        for name in ("model.safetensors", "model_state.pdparams", "model.pdparams"):
             if os.path.isfile(os.path.join(path, name)):
                 path = os.path.join(path, name)
                 break
         else:
-            raise WeightLoadError(f"{path}: no model_state.pdparams or model.pdparams in this folder")
+            raise WeightLoadError(f"{path}: no model.safetensors, model_state.pdparams or model.pdparams in this folder")
     if not os.path.isfile(path):
         raise WeightLoadError(f"{path}: weights file not found")
     try:
-        state = paddle.load(path, return_numpy=True)
+        state = safe_load(path)
+    except UnsafeModelFile:
+        raise
     except Exception as e:  # corrupt or not a paddle file
         raise WeightLoadError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
         raise WeightLoadError(f"{path}: expected a state dict, found {type(state).__name__}")
-    if "model" in state and isinstance(state["model"], dict):  # a checkpoint of our Trainer
+    if "model" in state and isinstance(state["model"], dict):  # a {"model": state dict, ...} bundle
         state = state["model"]
     return state
 
