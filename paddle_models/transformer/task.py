@@ -101,7 +101,7 @@ class TransformerTask(Task):
             return path
         candidates = []
         ckpt = g.get("checkpoint")
-        if ckpt:  # <run>/checkpoints/best(/model.pdparams): the vocabulary of the run that trained it comes first
+        if ckpt:  # <run>/checkpoints/best(/model.safetensors): the vocabulary of the run that trained it comes first
             p = os.path.abspath(str(ckpt))
             p = p if os.path.isdir(p) else os.path.dirname(p)
             for _ in range(3):
