@@ -174,8 +174,8 @@ def build_for_export(cfg, task=None, require_checkpoint: bool = True):
     if ckpt:
         load_model_weights(model, ckpt)
     elif require_checkpoint:
-        raise ValueError("set the weights to export with -o Global.checkpoint=PATH (a checkpoint folder, a .safetensors or a .pdparams file "
-                         "folder such as <output_dir>/checkpoints/best)")
+        raise ValueError("set the weights to export with -o Global.checkpoint=PATH (a checkpoint folder such as "
+                         "<output_dir>/checkpoints/best, or a .safetensors / .pdparams file)")
     model.eval()
     return task, model
 
