@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "multimodal", "jsonl_small.yaml")
+DEMO_EPOCHS = 2  # the demo's recipe: two epochs reach its thresholds (the preset itself stops early)
 
 
 def make_data(out_dir: str, train: int, val: int, test: int, seed: int = 2026, image_size: int = 32) -> dict:
@@ -42,8 +43,7 @@ def train_and_eval(data_dir: str, out_dir: str, modalities: Sequence[str], epoch
 
     overrides = [f"Data.root={data_dir}", f"Global.output_dir={out_dir}",
                  f"Arch.modalities=[{', '.join(modalities)}]", f"Global.progress={str(progress).lower()}"]
-    if epochs:
-        overrides.append(f"Global.epochs={epochs}")
+    overrides.append(f"Global.epochs={epochs or DEMO_EPOCHS}")
     cfg = load_config(DEMO_CONFIG, overrides + list(extra))
     t0 = time.time()
     fit = Trainer(cfg, get_task("multimodal")(cfg)).fit()

@@ -267,7 +267,10 @@ class Trainer:
             self._save("last")
         self._barrier()
         patience = int(self.g["early_stopping_patience"] or 0)
-        return patience > 0 and f.state["bad_evals"] >= patience
+        if patience > 0 and f.state["bad_evals"] >= patience:
+            f.stop_reason = "early_stopping"
+            return True
+        return False
 
     def _optimizer_step(self):
         f = self._fit
@@ -347,6 +350,7 @@ class Trainer:
             elif save_every and f.state["step"] % save_every == 0 and self.is_main:
                 self._save("last")
             if max_steps and f.state["step"] >= max_steps:
+                f.stop_reason = "max_steps"
                 return True
         # the epoch ran to its end
         if micro:  # leftover accumulated micro-batches
@@ -380,6 +384,16 @@ class Trainer:
         best = state["best_metrics"] or (state["history"][-1] if state["history"] else {})
         result.update({k: v for k, v in best.items() if k not in ("type", "step", "epoch")})
         result["best_step"] = best.get("step")
+        result["stop_reason"] = f.stop_reason
+        # the budget ended the run while the last evaluation was still the best one so far
+        result["still_improving"] = bool(f.stop_reason != "early_stopping" and state["history"]
+                                         and state["bad_evals"] == 0)
+        if result["still_improving"]:
+            log.warning("training stopped at its budget (%s) while validation was still improving (%s %s at the "
+                        "last evaluation, step %s): more epochs may help (raise Global.epochs%s)",
+                        "Global.max_steps" if f.stop_reason == "max_steps" else "Global.epochs",
+                        task.best_metric, best.get(task.best_metric), best.get("step"),
+                        " or Global.max_steps" if f.stop_reason == "max_steps" else "")
         result["best_checkpoint"] = os.path.abspath(os.path.join(best_path, "model.safetensors")) \
             if os.path.isdir(best_path) else None
         summary = task.run_summary()
@@ -426,6 +440,7 @@ class _FitState:
         self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "best_metrics": None,
                       "bad_evals": 0, "history": [], "samples": 0}
         self.last_eval_step = -1
+        self.stop_reason = "epochs"  # or "max_steps", "early_stopping"
         self.t_window, self.n_window = time.time(), 0
         self.bar = None
 
