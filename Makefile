@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.paddle-models-installed
 
-.PHONY: setup demo test test-all clean-venv bench-twin
+.PHONY: setup demo test test-all clean-venv bench-twin faithful-e2e
 
 $(STAMP): setup.py requirements-lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ $(TWIN)/.installed:
 
 bench-twin: $(STAMP) $(TWIN)/.installed
 	$(PY) benchmarks/multimodal_step.py --torch-python $(TWIN)/bin/python
+
+# The faithful network (ERNIE-M base + ResNet-101) end to end on the MR2 sample item: tokenizer, train
+# (baseline recipe, 2 steps), eval, export with parity, infer, and the server when tools/serve.py exists.
+faithful-e2e: $(STAMP)
+	$(PY) tools/faithful_e2e.py --out output/faithful_e2e --json
 
 clean-venv:
 	rm -rf $(VENV)
