@@ -290,13 +290,7 @@ def test_new_checkpoint_holds_no_pickle_and_loads_without_one(tmp_path, monkeypa
             load_file(os.path.join(folder, n))
     assert resolve_weights(folder) == os.path.join(folder, "model.safetensors")
     ref = (random.random(), np.random.rand(), paddle.rand([3]).numpy())
-
-    def no_pickle(*a, **k):
-        raise AssertionError("an unrestricted pickle/paddle load was called")
-
-    monkeypatch.setattr(pickle, "load", no_pickle)
-    monkeypatch.setattr(pickle, "loads", no_pickle)
-    monkeypatch.setattr(paddle, "load", no_pickle)
+    _forbid_unrestricted_loads(monkeypatch)
     m2, o2, s2 = _model_opt()
     random.seed(0)
     np.random.seed(0)
@@ -339,18 +333,21 @@ def _rewrite_manifest(path):
         json.dump(manifest, f, indent=1)
 
 
-def test_old_format_checkpoint_loads_through_the_restricted_path(tmp_path, monkeypatch):
-    model, opt, sched = _model_opt()
-    _train(model, opt, sched, 2)
-    folder = old_save_checkpoint(str(tmp_path / "old"), model, [opt], [sched], {"step": 2, "epoch": 1})
-    ref = (random.random(), np.random.rand(), paddle.rand([3]).numpy())
-
+def _forbid_unrestricted_loads(monkeypatch):
     def no_pickle(*a, **k):
         raise AssertionError("an unrestricted pickle/paddle load was called")
 
     monkeypatch.setattr(pickle, "load", no_pickle)
     monkeypatch.setattr(pickle, "loads", no_pickle)
     monkeypatch.setattr(paddle, "load", no_pickle)
+
+
+def test_old_format_checkpoint_loads_through_the_restricted_path(tmp_path, monkeypatch):
+    model, opt, sched = _model_opt()
+    _train(model, opt, sched, 2)
+    folder = old_save_checkpoint(str(tmp_path / "old"), model, [opt], [sched], {"step": 2, "epoch": 1})
+    ref = (random.random(), np.random.rand(), paddle.rand([3]).numpy())
+    _forbid_unrestricted_loads(monkeypatch)
     assert resolve_weights(folder) == os.path.join(folder, "model.pdparams")
     m2, o2, s2 = _model_opt()
     random.seed(0)

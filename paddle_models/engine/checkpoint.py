@@ -22,7 +22,6 @@ error naming the file, and the ``.prev`` copy (if any) is named as the fallback.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from typing import Optional
 import numpy as np
 import paddle
 
+from .artifact import file_sha256  # noqa: F401  (also part of this module's API)
 from ..safe_pickle import GeneratorStateRecord, is_safetensors, load_rng_pickle, safe_load
 
 log = logging.getLogger("paddle_models")
@@ -44,14 +44,6 @@ _ARRAY_REF = "__array__"
 
 class CheckpointError(RuntimeError):
     pass
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---- RNG state <-> JSON ----------------------------------------------------------------------------
