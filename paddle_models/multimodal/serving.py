@@ -201,7 +201,7 @@ def record_to_item(index: int, rec, data: dict, label_names, transform, use_text
     if limits.get("truncate", True) is False and tokenizer is not None:
         max_len = int(data.get("max_len", 128))
         for name, t in [("text", text)] + [(f"evidence_texts[{i}]", c) for i, c in enumerate(captions)]:
-            if len(tokenizer.encode(t)) + 2 > max_len:
+            if len(tokenizer.tokenize(t)) + 2 > max_len:  # [CLS] tokens [SEP], as the collate counts
                 raise RecordError(index, rid, name, f"longer than max_len={max_len} tokens and truncation is off")
     label = -1
     if rec.get("label") is not None:

@@ -300,5 +300,13 @@ class RecTask(Task):
     def collate_items(self, items: list):
         return serving.collate(items)
 
+    def serving_runner(self, make_predictor):
+        """CTR: the whole model. DSSM: no runner (its towers serve retrieval, not request records)."""
+        if self.kind != "ctr":
+            def refuse(batch):
+                raise ServingNotSupported(f"{self.cfg['Arch']['name']} is not served from request records")
+            return refuse
+        return super().serving_runner(make_predictor)
+
     def prediction_rows(self, outputs, batch):
         return serving.ctr_rows(outputs, batch)
