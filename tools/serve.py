@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--watch", action="store_true", help="reload when the model folder changes (polled every second)")
     p.add_argument("--max-body-bytes", type=int, default=16 << 20)
     p.add_argument("--max-records", type=int, default=64, help="records per request")
-    p.add_argument("--max-queue", type=int, default=512, help="records admitted and not answered (503 beyond)")
+    p.add_argument("--max-queue", type=int, default=128, help="records admitted and not answered (503 beyond)")
     p.add_argument("--timeout-s", type=float, default=10.0, help="per request (504 beyond)")
     p.add_argument("--max-image-bytes", type=int, default=10 << 20)
     p.add_argument("--max-image-pixels", type=int, default=40_000_000)

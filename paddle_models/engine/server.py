@@ -61,7 +61,7 @@ class ServeOptions:
     preprocess_threads: int = 2         # threads running task.prepare_items
     max_body_bytes: int = 16 << 20      # request body (413)
     max_records: int = 64               # records per request (413)
-    max_queue: int = 512                # records admitted and not yet answered (503 beyond)
+    max_queue: int = 128                # records admitted and not yet answered (503 beyond)
     timeout_s: float = 10.0             # whole request (504)
     max_image_bytes: int = 10 << 20     # one decoded base64 image (422)
     max_image_pixels: int = 40_000_000  # width x height of one image: decompression bombs (422)
