@@ -142,7 +142,8 @@ def serve_one(args, sock, ready_fd=None):
     if args.watch:
         threading.Thread(target=watch, args=(server, args.model_dir, stop), daemon=True).start()
     config = uvicorn.Config(server.app, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=int(args.timeout_s) + 5, backlog=2048)
+                            timeout_graceful_shutdown=int(args.timeout_s) + 5, backlog=2048,
+                            timeout_keep_alive=30)  # longer than clients keep idle connections
     # uvicorn re-raises the signal that stopped it once it has shut down: handled here, so we exit 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
