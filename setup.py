@@ -24,6 +24,9 @@ INSTALL_REQUIRES = [
     "paddle2onnx==2.1.0",
     "onnx==1.17.0",
     "onnxruntime==1.32.0",
+    "fastapi==0.165.0",
+    "uvicorn==0.54.0",
+    "prometheus_client==0.26.0",
 ]
 
 setup(

@@ -42,7 +42,14 @@ folder, with no training config or data needed:
 ``prepare_inputs(records)`` request records (JSON objects in the family's raw layout) -> (batch of input
                             arrays with ``id``, per-record errors); a bad record never fails its neighbours
 ``prediction_rows``         graph outputs of a batch -> one JSON-able row per item (``id``, ``label``, ...)
+``prepare_items(records)``  the per-record half of ``prepare_inputs``: (one item per good record, errors);
+                            the server runs it per request, before queueing
+``collate_items(items)``    items of several requests -> one batch (the other half; the server's batcher)
+``serving_runner(make)``    batch -> graph outputs, over predictors made by ``make(variant)`` (default: the
+                            export's default variant on the batch's input arrays)
 ==========================  ==================================================================================
+
+A family that serves no request records raises :class:`ServingNotSupported` (the server answers 501).
 """
 from __future__ import annotations
 
@@ -68,6 +75,10 @@ class RecordError(ValueError):
         self.index, self.record_id, self.field = index, record_id, field
         who = f"record {index}" + (f" (id {record_id!r})" if record_id is not None else "")
         super().__init__(f"{who}: {field}: {message}")
+
+
+class ServingNotSupported(ValueError):
+    """This export cannot answer request records (e.g. a model exported as separate towers)."""
 
 
 class Task:
@@ -185,8 +196,44 @@ class Task:
 
     def prepare_inputs(self, records: list) -> Tuple[Optional[Dict[str, np.ndarray]], List[Optional[RecordError]]]:
         """Request records -> (one batch of the graph's input arrays plus ``id`` for the good records, in
-        order; ``errors[i]`` is None for a good record, else the :class:`RecordError` naming its field)."""
-        raise ValueError(f"the {self.family} family takes no request records")
+        order; ``errors[i]`` is None for a good record, else the :class:`RecordError` naming its field).
+        Default: :meth:`prepare_items` then :meth:`collate_items` on the good items."""
+        if type(self).prepare_items is Task.prepare_items:
+            raise ServingNotSupported(f"the {self.family} family takes no request records")
+        items, errors = self.prepare_items(records)
+        good = [it for it, e in zip(items, errors) if e is None]
+        return (self.collate_items(good) if good else None), errors
+
+    def prepare_items(self, records: list, limits: Optional[dict] = None) -> Tuple[list, List[Optional[RecordError]]]:
+        """Request records -> (``items[i]`` for each good record, None for a bad one; ``errors[i]``).
+        ``limits`` are the server's (``max_image_bytes``, ``max_image_pixels``, ``max_text_chars``,
+        ``truncate``). Default, for a family that overrides only :meth:`prepare_inputs`: its batch split
+        into one-row batches (merged again by :meth:`collate_items`)."""
+        if type(self).prepare_inputs is Task.prepare_inputs:
+            raise ServingNotSupported(f"the {self.family} family takes no request records")
+        batch, errors = self.prepare_inputs(records)
+        items, k = [], 0
+        for e in errors:
+            if e is not None:
+                items.append(None)
+                continue
+            items.append({n: (v[k:k + 1] if isinstance(v, np.ndarray) else [v[k]]) for n, v in batch.items()})
+            k += 1
+        return items, errors
+
+    def collate_items(self, items: list) -> Dict[str, np.ndarray]:
+        """Items from :meth:`prepare_items` (possibly of several requests) -> one batch. Default: the
+        one-row batches of the default ``prepare_items`` concatenated, arrays zero-padded on every axis but
+        the first to the largest shape."""
+        return concat_batches(items)
+
+    def serving_runner(self, make_predictor):
+        """A function batch -> ``{output name: array}``. ``make_predictor(variant)`` returns a loaded predictor
+        of the export (``variant=None``: the default one). Default: the default variant on the batch's arrays
+        named as its inputs."""
+        pred = make_predictor(None)
+        names = list(pred.input_names)
+        return lambda batch: pred.run({k: batch[k] for k in names})
 
     def prediction_rows(self, outputs: Dict[str, np.ndarray], batch: Dict[str, np.ndarray]) -> List[dict]:
         """One row per item of ``batch`` from the graph's ``outputs`` (``{name: array}``, names from
@@ -203,6 +250,22 @@ class Task:
             rows.append({"id": str(ids[k]) if ids is not None else str(k), "label": y, "label_name": names[y],
                          "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}})
         return rows
+
+
+def concat_batches(batches: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """Batches (dicts of arrays with the batch on axis 0, or lists) -> one batch; numeric arrays are
+    zero-padded on the other axes to the largest shape among them."""
+    out = {}
+    for k in batches[0]:
+        vals = [b[k] for b in batches]
+        if not isinstance(vals[0], np.ndarray):
+            out[k] = [x for v in vals for x in v]
+            continue
+        if vals[0].dtype.kind in "iufb" and len({v.shape[1:] for v in vals}) > 1:
+            tail = tuple(max(v.shape[d] for v in vals) for d in range(1, vals[0].ndim))
+            vals = [np.pad(v, [(0, 0)] + [(0, t - s) for t, s in zip(tail, v.shape[1:])]) for v in vals]
+        out[k] = np.concatenate(vals, axis=0)
+    return out
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -201,7 +201,7 @@ def record_to_item(index: int, rec, data: dict, label_names, transform, use_text
     if limits.get("truncate", True) is False and tokenizer is not None:
         max_len = int(data.get("max_len", 128))
         for name, t in [("text", text)] + [(f"evidence_texts[{i}]", c) for i, c in enumerate(captions)]:
-            if len(tokenizer.encode(t)) + 2 > max_len:
+            if len(tokenizer.tokenize(t)) + 2 > max_len:  # [CLS] tokens [SEP], as the collate counts
                 raise RecordError(index, rid, name, f"longer than max_len={max_len} tokens and truncation is off")
     label = -1
     if rec.get("label") is not None:
@@ -239,9 +239,9 @@ def record_to_item(index: int, rec, data: dict, label_names, transform, use_text
             "image": image, "evidence_images": ev_arr, "label": label}
 
 
-def records_to_batch(records: list, data: dict, label_names, tokenizer, use_text: bool, use_image: bool,
-                     limits: dict) -> Tuple[Optional[Dict[str, np.ndarray]], List[Optional[RecordError]]]:
-    """(batch of the good records, per-record errors) with the training collate."""
+def records_to_items(records: list, data: dict, label_names, tokenizer, use_text: bool, use_image: bool,
+                     limits: dict) -> Tuple[list, List[Optional[RecordError]]]:
+    """(dataset item of each good record or None, per-record errors): validation and image decoding."""
     transform = image_transform_of(data)
     items, errors = [], []
     for i, rec in enumerate(records):
@@ -250,7 +250,16 @@ def records_to_batch(records: list, data: dict, label_names, tokenizer, use_text
                                         tokenizer))
             errors.append(None)
         except RecordError as e:
+            items.append(None)
             errors.append(e)
+    return items, errors
+
+
+def records_to_batch(records: list, data: dict, label_names, tokenizer, use_text: bool, use_image: bool,
+                     limits: dict) -> Tuple[Optional[Dict[str, np.ndarray]], List[Optional[RecordError]]]:
+    """(batch of the good records, per-record errors) with the training collate."""
+    items, errors = records_to_items(records, data, label_names, tokenizer, use_text, use_image, limits)
+    items = [it for it in items if it is not None]
     if not items:
         return None, errors
     collate = build_collate(data, tokenizer, use_text, use_image)

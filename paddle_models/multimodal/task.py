@@ -210,9 +210,23 @@ class MultimodalTask(Task):
 
     def prepare_inputs(self, records: list, limits: Optional[dict] = None):
         """Records with the JSONL fields and base64 images (``image_b64``, ``evidence_images_b64``)."""
+        items, errors = self.prepare_items(records, limits)
+        good = [it for it in items if it is not None]
+        return (self.collate_items(good) if good else None), errors
+
+    def prepare_items(self, records: list, limits: Optional[dict] = None):
+        """Each record validated, its images decoded and transformed: dataset items (tokenized at collate)."""
         data = serving.data_settings(self.export_dir, self.export_meta)
         use_text, use_image = serving.modalities(self.export_dir, self.export_meta)
         lim = {"max_image_bytes": 10 << 20, "max_image_pixels": 40_000_000, **(limits or {})}
-        return serving.records_to_batch(records, data, self.label_names, self._export_tokenizer(), use_text,
+        return serving.records_to_items(records, data, self.label_names, self._export_tokenizer(), use_text,
                                         use_image, lim)
+
+    def collate_items(self, items: list):
+        """The training collate with the export's settings (one instance, so its token cache is kept)."""
+        if getattr(self, "_serve_collate", None) is None:
+            data = serving.data_settings(self.export_dir, self.export_meta)
+            use_text, use_image = serving.modalities(self.export_dir, self.export_meta)
+            self._serve_collate = build_collate(data, self._export_tokenizer(), use_text, use_image)
+        return self._serve_collate(items)
 

@@ -24,8 +24,9 @@ import paddle.nn.functional as F
 from paddle.static import InputSpec
 
 from .. import metrics as metric_fns
-from ..engine.task import Task, build_scheduler
+from ..engine.task import ServingNotSupported, Task, build_scheduler
 from ..registry import build_model, model_entry, register_task
+from . import serving
 from .data import RecData
 from .optim import FTRL, PlateauScale
 
@@ -281,3 +282,31 @@ class RecTask(Task):
             # a tower's forward takes ``ids``: the exported input carries that name too
             out[name] = (layer, [InputSpec(spec.shape, spec.dtype, "ids")], {"ids": ex[key]})
         return out
+
+    def export_metadata(self, out_dir: str) -> dict:
+        """The fitted feature map copied into ``out_dir`` and named under ``preprocess``; CTR labels."""
+        return serving.export_metadata(self.data, self.kind, self.cfg["Global"].get("checkpoint"), out_dir)
+
+    # ---- serving (a task made by ``for_export``) ----------------------------------------------------
+    def prepare_items(self, records: list, limits=None):
+        """Records of raw column values (as in the training files) -> encoded rows; DSSM is not served."""
+        if self.kind != "ctr":
+            raise ServingNotSupported(f"{self.cfg['Arch']['name']} exports its user and item towers for retrieval; "
+                                      f"POST /v1/predict serves the CTR models")
+        if getattr(self, "_serve_fmap", None) is None:
+            self._serve_fmap = serving.load_feature_map(self.export_dir, self.export_meta)
+        return serving.records_to_items(records, self._serve_fmap)
+
+    def collate_items(self, items: list):
+        return serving.collate(items)
+
+    def serving_runner(self, make_predictor):
+        """CTR: the whole model. DSSM: no runner (its towers serve retrieval, not request records)."""
+        if self.kind != "ctr":
+            def refuse(batch):
+                raise ServingNotSupported(f"{self.cfg['Arch']['name']} is not served from request records")
+            return refuse
+        return super().serving_runner(make_predictor)
+
+    def prediction_rows(self, outputs, batch):
+        return serving.ctr_rows(outputs, batch)

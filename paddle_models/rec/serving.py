@@ -1,0 +1,170 @@
+"""The recommender family's export metadata and request records.
+
+* :func:`export_metadata`: the fitted feature map copied into the export folder (``feature_map.json``) and
+  named under ``preprocess``, so a server encodes raw values exactly as training did.
+* :func:`records_to_items`: request records with the raw values of the training files (one key per
+  source column: numbers for numeric features, strings or integers for categorical ones, a list or a
+  ``sep``-separated string for sequences; ``null`` is a missing value) -> per-record
+  ``{"ids", ["values"], "id"}`` rows, each bad record with its own
+  :class:`~paddle_models.engine.task.RecordError`.
+* :func:`ctr_rows`: click probabilities -> rows ``id, label, label_name, probabilities``.
+
+DSSM exports its two towers for retrieval; it takes no request records here
+(:class:`~paddle_models.engine.task.ServingNotSupported`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..engine.task import RecordError, ServingNotSupported
+from .data import FEATURE_MAP_FILE
+from .features import CATEGORICAL, NUMERIC, SEQUENCE, FeatureError, FeatureMap, Table
+
+CTR_LABELS = ["no_click", "click"]
+
+
+def export_metadata(data, kind: str, checkpoint: Optional[str], out_dir: str) -> dict:
+    """``labels`` and ``preprocess`` for export.yaml; writes the fitted feature map into ``out_dir``."""
+    data.prepare(out_dir, checkpoint=checkpoint)
+    meta = {"preprocess": {"family": "rec", "kind": kind, "feature_map": FEATURE_MAP_FILE}}
+    if kind == "ctr":
+        meta["labels"] = list(CTR_LABELS)
+        meta["preprocess"]["output"] = "prob"  # the click probability
+    return meta
+
+
+def load_feature_map(model_dir: str, meta: dict) -> FeatureMap:
+    pre = meta.get("preprocess") or {}
+    name = pre.get("feature_map")
+    if pre.get("family") != "rec" or not name:
+        raise ServingNotSupported(f"{model_dir}: export.yaml names no feature map (exported before request serving "
+                                  f"was supported: export the model again)")
+    path = os.path.join(model_dir, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: feature map listed in export.yaml is missing")
+    return FeatureMap.load(path)
+
+
+def _columns(fmap: FeatureMap) -> Dict[str, str]:
+    """Source column -> kind of value it holds (``numeric``, ``categorical`` or ``sequence``)."""
+    cols: Dict[str, str] = {}
+    for f in fmap.selected():
+        if f.cross or not f.source:
+            continue
+        cols.setdefault(f.source, NUMERIC if f.type == NUMERIC else (SEQUENCE if f.type == SEQUENCE else CATEGORICAL))
+    return cols
+
+
+def _check_value(kind: str, value):
+    """None when ``value`` fits a column of ``kind``, else what is wrong."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return f"expected a {'number' if kind == NUMERIC else 'string or integer'}, got a boolean"
+    if kind == NUMERIC:
+        if isinstance(value, (int, float)):
+            return None if np.isfinite(value) else "not a finite number"
+        if isinstance(value, str):
+            try:
+                x = float(value) if value.strip() else 0.0
+            except ValueError:
+                return f"{value[:40]!r} is not a number"
+            return None if np.isfinite(x) else "not a finite number"
+        return f"expected a number, got {type(value).__name__}"
+    if kind == SEQUENCE:
+        if isinstance(value, str):
+            return None
+        if isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            return None
+        return "expected a list of strings or integers (or one separated string)"
+    if isinstance(value, (str, int)):
+        return None
+    return f"expected a string or integer, got {type(value).__name__}"
+
+
+def _column_array(kind: str, values: list, sep: str) -> np.ndarray:
+    if kind == NUMERIC:
+        return np.array([np.nan if v is None or (isinstance(v, str) and not v.strip()) else float(v)
+                         for v in values], np.float64)
+    if kind == SEQUENCE:
+        rows = [v if isinstance(v, list) else ([w for w in v.split(sep) if w] if v else []) for v in values]
+        if all(isinstance(w, int) for r in rows for w in r):
+            width = max(1, max(len(r) for r in rows))
+            out = np.full((len(rows), width), -1, np.int64)
+            for i, r in enumerate(rows):
+                out[i, :len(r)] = r
+            return out
+        return np.array([sep.join(str(w) for w in r) for r in rows])
+    if all(isinstance(v, int) for v in values):
+        return np.array(values, np.int64)
+    return np.array(["" if v is None else str(v) for v in values])
+
+
+def _encode(fmap: FeatureMap, cols: Dict[str, str], records: list) -> Dict[str, np.ndarray]:
+    sep = {f.source: f.sep for f in fmap.selected() if f.type == SEQUENCE}
+    table = Table({c: _column_array(k, [r.get(c) for r in records], sep.get(c, " ")) for c, k in cols.items()},
+                  None, "<request>")
+    return fmap.transform(table)
+
+
+def records_to_items(records: list, fmap: FeatureMap) -> Tuple[list, List[Optional[RecordError]]]:
+    """(``{"ids": [n_ids], "values": [n_dense], "id": str}`` per good record or None, per-record errors)."""
+    cols = _columns(fmap)
+    errors: List[Optional[RecordError]] = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            errors.append(RecordError(i, None, "record", f"expected a JSON object, got {type(rec).__name__}"))
+            continue
+        rid = rec.get("id", i)
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+            errors.append(RecordError(i, None, "id", f"expected a string or integer, got {type(rid).__name__}"))
+            continue
+        err = None
+        for c, kind in cols.items():
+            if c not in rec:
+                err = RecordError(i, rid, c, f"missing field (the model reads columns {', '.join(cols)})")
+                break
+            why = _check_value(kind, rec[c])
+            if why:
+                err = RecordError(i, rid, c, why)
+                break
+        errors.append(err)
+    good = [i for i, e in enumerate(errors) if e is None]
+    items: list = [None] * len(records)
+    if not good:
+        return items, errors
+    try:
+        arrays = _encode(fmap, cols, [records[i] for i in good])
+        rows = {i: {k: v[j] for k, v in arrays.items()} for j, i in enumerate(good)}
+    except (FeatureError, ValueError):  # find the record: encode one at a time
+        rows = {}
+        for i in good:
+            try:
+                one = _encode(fmap, cols, [records[i]])
+                rows[i] = {k: v[0] for k, v in one.items()}
+            except (FeatureError, ValueError) as e:
+                errors[i] = RecordError(i, records[i].get("id", i), "record", str(e).replace("<request>: ", ""))
+    for i, row in rows.items():
+        items[i] = {**row, "id": str(records[i].get("id", i))}
+    return items, errors
+
+
+def collate(items: list) -> Dict[str, np.ndarray]:
+    out = {k: np.stack([it[k] for it in items]) for k in items[0] if k != "id"}
+    out["id"] = np.array([it["id"] for it in items])
+    return out
+
+
+def ctr_rows(outputs: Dict[str, np.ndarray], batch) -> List[dict]:
+    """One row per item: id, label (1 when the click probability is >= 0.5), label_name, probabilities."""
+    p = np.asarray(next(iter(outputs.values())), np.float64).reshape(-1)
+    ids = batch.get("id") if isinstance(batch, dict) else None
+    rows = []
+    for k, v in enumerate(p):
+        y = int(v >= 0.5)
+        rows.append({"id": str(ids[k]) if ids is not None else str(k), "label": y, "label_name": CTR_LABELS[y],
+                     "probabilities": {CTR_LABELS[0]: round(1.0 - float(v), 6), CTR_LABELS[1]: round(float(v), 6)}})
+    return rows
