@@ -63,6 +63,7 @@ class ServeOptions:
     max_records: int = 64               # records per request (413)
     max_queue: int = 128                # records admitted and not yet answered (503 beyond)
     timeout_s: float = 10.0             # whole request (504)
+    bucket: bool = True                 # run batches at power-of-two sizes (padded rows), see bucket_size
     max_image_bytes: int = 10 << 20     # one decoded base64 image (422)
     max_image_pixels: int = 40_000_000  # width x height of one image: decompression bombs (422)
     max_text_chars: int = 10_000        # one text (422)
@@ -133,8 +134,9 @@ class Batcher:
     """Queued requests grouped into predictor calls by ``workers`` threads (see the module doc)."""
 
     def __init__(self, max_batch: int, max_wait_s: float, workers: int, on_batch: Callable[[int], None],
-                 on_depth: Callable[[int], None]):
+                 on_depth: Callable[[int], None], bucket: bool = True):
         self.max_batch, self.max_wait_s = max(1, int(max_batch)), max(0.0, float(max_wait_s))
+        self.bucket = bool(bucket)
         self._q: "collections.deque[_Entry]" = collections.deque()
         self._queued = 0
         self._cond = threading.Condition()
@@ -201,7 +203,12 @@ class Batcher:
             try:
                 items = [it for e in group for it in e.items]
                 batch = model.task.collate_items(items)
-                outputs = model.runners[worker % len(model.runners)](batch)
+                n = len(items)
+                size = bucket_size(n, self.max_batch) if self.bucket else n
+                outputs = model.runners[worker % len(model.runners)](pad_rows(batch, n, size))
+                if size != n:
+                    outputs = {k: (v[:n] if getattr(v, "ndim", 0) and v.shape[0] == size else v)
+                               for k, v in outputs.items()}
                 rows = model.task.prediction_rows(outputs, batch)
                 self._on_batch(len(items))
             except BaseException as e:  # answered as a 500 to every request of the group
@@ -213,6 +220,33 @@ class Batcher:
             for en in group:
                 en.future.set_result(rows[k:k + en.n])
                 k += en.n
+
+
+def bucket_size(n: int, max_batch: int) -> int:
+    """The batch size a group of ``n`` records runs at: the next power of two, at most ``max_batch`` (a single
+    request larger than ``max_batch`` runs at its own size). Few distinct sizes let the predictor reuse the
+    kernels it built for each shape."""
+    if n >= max_batch:
+        return n
+    size = 1
+    while size < n:
+        size *= 2
+    return min(size, max_batch)
+
+
+def pad_rows(batch: Dict, n: int, size: int) -> Dict:
+    """``batch`` with its numeric arrays of ``n`` rows grown to ``size`` rows by repeating the first row (the
+    extra rows' outputs are dropped; rows do not interact in a forward pass)."""
+    if size == n:
+        return batch
+    import numpy as np
+
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == n and v.dtype.kind in "biuf":
+            v = np.concatenate([v, np.repeat(v[:1], size - n, axis=0)])
+        out[k] = v
+    return out
 
 
 class _HTTPError(Exception):
@@ -246,7 +280,7 @@ class Server:
         self.pool = concurrent.futures.ThreadPoolExecutor(max(1, options.preprocess_threads),
                                                           thread_name_prefix="preprocess")
         self.batcher = Batcher(options.max_batch, options.max_wait_ms / 1000.0, options.workers,
-                               self.m_batch.observe, self.m_depth.set)
+                               self.m_batch.observe, self.m_depth.set, bucket=options.bucket)
         self.app = FastAPI(title="paddle-models serve", docs_url=None, redoc_url=None, openapi_url=None)
         self._routes()
 

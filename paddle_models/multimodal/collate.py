@@ -19,7 +19,8 @@ class MultimodalCollate:
     """Tokenize, pad and stack items into the network's batch (see the module doc).
 
     ``L = min(max_len, longest text in the batch)`` (or ``max_len`` with ``pad_to_max_len``),
-    ``Nc = max(1, most captions)``, ``Ni = max(1, most evidence images)``. Texts longer than
+    ``Nc = max(1, min_captions, most captions)``, ``Ni = max(1, min_evidence_images, most evidence images)``
+    (the server fixes ``Nc`` / ``Ni`` so that every batch has the same shape but its size). Texts longer than
     ``max_len`` tokens (``[CLS]`` and ``[SEP]`` included) are truncated. With ``use_text=False`` the
     post is ``[CLS] [SEP]`` and there are no captions; with ``use_image=False`` images are zeros.
     Token ids of each distinct text are cached (``cache_size`` entries).
@@ -32,7 +33,8 @@ class MultimodalCollate:
 
     def __init__(self, tokenizer, max_len: int = 128, pad_to_max_len: bool = False,
                  image_size: int = 224, use_text: bool = True, use_image: bool = True,
-                 cache_size: int = 200000, ids_as_list: bool = False):
+                 cache_size: int = 200000, ids_as_list: bool = False, min_captions: int = 0,
+                 min_evidence_images: int = 0):
         if max_len < 3:
             raise ValueError(f"Data.max_len={max_len}: must be at least 3 ([CLS] token [SEP])")
         self.tokenizer = tokenizer
@@ -46,6 +48,7 @@ class MultimodalCollate:
         self.sep_id = int(tokenizer.sep_token_id)
         self.cache_size = int(cache_size)
         self.ids_as_list = bool(ids_as_list)
+        self.min_captions, self.min_evidence_images = max(0, int(min_captions)), max(0, int(min_evidence_images))
         self._cache: "OrderedDict[str, List[int]]" = OrderedDict()
         self.truncated = 0  # texts cut to max_len (this process)
 
@@ -77,7 +80,7 @@ class MultimodalCollate:
             caps = [[] for _ in samples]
         longest = max([len(p) for p in posts] + [len(c) for cs in caps for c in cs])
         L = self.max_len if self.pad_to_max_len else min(self.max_len, longest)
-        nc = max(1, max(len(cs) for cs in caps))
+        nc = max(1, self.min_captions, max(len(cs) for cs in caps))
         input_ids = np.full((b, L), self.pad_id, dtype=np.int64)
         attention = np.zeros((b, L), dtype=np.int64)
         caption_ids = np.full((b, nc, L), self.pad_id, dtype=np.int64)
@@ -90,7 +93,8 @@ class MultimodalCollate:
                 caption_mask[i, j, :len(c)] = 1
 
         s = self.image_size
-        ni = max(1, max(int(x["evidence_images"].shape[0]) for x in samples)) if self.use_image else 1
+        ni = max(1, self.min_evidence_images, max(int(x["evidence_images"].shape[0]) for x in samples)) \
+            if self.use_image else 1
         image = np.zeros((b, 3, s, s), dtype=np.float32)
         evidence = np.zeros((b, ni, 3, s, s), dtype=np.float32)
         evidence_mask = np.zeros((b, ni), dtype=np.float32)

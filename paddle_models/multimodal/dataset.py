@@ -372,8 +372,9 @@ def build_dataset(data_cfg, split: str, use_text: bool = True, use_image: bool =
 
 
 def build_collate(data_cfg, tokenizer, use_text: bool = True, use_image: bool = True,
-                  ids_as_list: bool = False) -> MultimodalCollate:
+                  ids_as_list: bool = False, min_captions: int = 0, min_evidence_images: int = 0) -> MultimodalCollate:
     return MultimodalCollate(tokenizer, max_len=int(_get(data_cfg, "max_len", 128)),
                              pad_to_max_len=bool(_get(data_cfg, "pad_to_max_len", False)),
                              image_size=int(_get(data_cfg, "image_crop", 224)),
-                             use_text=use_text, use_image=use_image, ids_as_list=ids_as_list)
+                             use_text=use_text, use_image=use_image, ids_as_list=ids_as_list,
+                             min_captions=min_captions, min_evidence_images=min_evidence_images)

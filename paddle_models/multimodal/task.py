@@ -223,10 +223,19 @@ class MultimodalTask(Task):
                                         use_image, lim)
 
     def collate_items(self, items: list):
-        """The training collate with the export's settings (one instance, so its token cache is kept)."""
+        """The training collate with the export's settings (one instance, so its token cache is kept). With
+        ``fusion: masked`` (padding is masked out, so it does not change an item's outputs) every batch is
+        padded to the same shape: texts to ``max_len``, evidence to ``max_captions`` / ``max_evidence_images``;
+        the predictor then meets a few shapes only (its oneDNN kernels are built once per shape)."""
         if getattr(self, "_serve_collate", None) is None:
             data = serving.data_settings(self.export_dir, self.export_meta)
             use_text, use_image = serving.modalities(self.export_dir, self.export_meta)
-            self._serve_collate = build_collate(data, self._export_tokenizer(), use_text, use_image)
+            if self.cfg["Arch"]["fusion"] == "masked":
+                data = {**data, "pad_to_max_len": True}
+                fixed = {"min_captions": max(0, int(data.get("max_captions", 0))),
+                         "min_evidence_images": max(0, int(data.get("max_evidence_images", 0)))}
+            else:  # the baseline numerics see padding: pad exactly as tools/infer.py does
+                fixed = {}
+            self._serve_collate = build_collate(data, self._export_tokenizer(), use_text, use_image, **fixed)
         return self._serve_collate(items)
 
