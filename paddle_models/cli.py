@@ -1,4 +1,5 @@
-"""Shared command-line plumbing for tools/: ``-c CONFIG``, ``-o key=value``, ``--json`` output."""
+"""Shared command-line plumbing for tools/: ``-c CONFIG``, ``-o key=value``, ``--json``, ``--debug`` and the
+one-line ``error: ...`` exit path."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,13 @@ def base_parser(description: str, config_required: bool = True) -> argparse.Argu
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. -o Global.epochs=3 -o Arch.modalities=[text]")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results as the last line")
+    add_debug_flag(p)
+    return p
+
+
+def add_debug_flag(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--debug``: on an error, show the stack trace instead of the one ``error: ...`` line."""
+    p.add_argument("--debug", action="store_true", help="on an error, show the full stack trace")
     return p
 
 
@@ -32,15 +40,38 @@ def emit_json(result: dict):
     print(json.dumps(to_builtin(result), ensure_ascii=False, sort_keys=False), flush=True)
 
 
-def run_tool(main):
-    """Run ``main()``; turn expected user errors into one clear line on stderr and exit code 2."""
-    from .config import ConfigError
+def _expected(e: BaseException) -> bool:
+    """True for errors that mean bad input or state (reported as their message alone): the package's own
+    exception types (ConfigError, CheckpointError, DataError, OutputLockedError, ExportError, ...) and
+    OSError, ValueError, KeyError."""
+    own = any(c.__module__.split(".")[0] == "paddle_models" for c in type(e).__mro__)
+    return own or isinstance(e, (OSError, ValueError, KeyError))
 
+
+def run_tool(main):
+    """Run ``main()`` and exit with its code. Errors end in one line on stderr: ``error: <message>`` and exit
+    code 2 (a tool returns 1 itself for "ran, and a check failed"). An interrupt (Ctrl-C) prints its message
+    (the trainer's says where to resume) and exits 130. With ``--debug`` on the command line the stack trace
+    is shown instead."""
+    debug = "--debug" in sys.argv[1:]
     try:
         code = main()
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        if _expected(e):
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        else:  # a failure the tool did not anticipate: still one line, the stack on request
+            msg = f"{type(e).__name__}: {e} (rerun with --debug for the stack trace)"
+        sys.stdout.flush()
+        print(f"error: {msg}", file=sys.stderr, flush=True)
         sys.exit(2)
     sys.exit(code or 0)
 

@@ -4,13 +4,20 @@ A config names its model in ``Arch.name``; the model's family (``multimodal``, `
 ``transformer``) selects the family's default config ``paddle_models/defaults/<family>.yaml``. That
 file is the schema: every key is documented there once, a key absent from it is an error, and a value
 whose type differs from the default's is an error (ints are accepted where a float is expected; a
-default of ``null`` accepts any type; an empty mapping ``{}`` accepts any keys).
+default of ``null`` accepts any type; an empty mapping ``{}`` accepts any keys). Numeric keys with a
+valid range are checked against :data:`RANGES` (``Global.epochs >= 1``, ``Optimizer.lr > 0``...).
+
+YAML files and ``-o`` values are read by :class:`ConfigLoader`, a ``SafeLoader`` that also reads ``2e-3``
+(no dot, which YAML 1.1 leaves a string) as a float, so a file and an override read numbers the same way.
 """
 from __future__ import annotations
 
 import copy
 import difflib
+import math
+import operator
 import os
+import re
 from typing import Any, Iterable, Optional
 
 import yaml
@@ -20,6 +27,67 @@ DEFAULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file and the key."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose floats also include exponent forms without a dot (``2e-3``, ``1E5``)."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+
+                  |[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(stream):
+    """Parse YAML text or a file object with :class:`ConfigLoader` (the project's config and metadata reader)."""
+    return yaml.load(stream, Loader=ConfigLoader)
+
+
+#: Valid ranges of numeric keys, by dotted key path: (comparison, bound). A key absent from a family's
+#: schema is not checked.
+RANGES = {
+    "Global.epochs": (">=", 1),
+    "Global.max_steps": (">=", 0),
+    "Global.batch_size": (">=", 1),
+    "Global.eval_batch_size": (">=", 1),
+    "Global.accum_steps": (">=", 1),
+    "Global.eval_every_steps": (">=", 0),
+    "Global.save_every_steps": (">=", 0),
+    "Global.log_every_steps": (">=", 1),
+    "Global.early_stopping_patience": (">=", 0),
+    "Global.num_workers": (">=", 0),
+    "Global.num_threads": (">=", 0),
+    "Optimizer.lr": (">", 0),
+    "Optimizer.weight_decay": (">=", 0),
+    "Optimizer.grad_clip": (">=", 0),
+    "Optimizer.epsilon": (">", 0),
+    "Optimizer.warmup_steps": (">=", 0),
+    "Optimizer.warmup_ratio": (">=", 0),
+    "Data.limit": (">=", 0),
+    "Data.max_len": (">=", 2),
+    "Data.tokenizer_vocab_size": (">=", 8),
+}
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def _check_ranges(cfg: dict, origin: str, overridden: dict) -> None:
+    """Raise ConfigError for a value outside its :data:`RANGES` entry, naming the key and where it was set
+    (the override, else the file)."""
+    for key, (op, bound) in RANGES.items():
+        node = cfg
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or isinstance(node, bool) or not isinstance(node, (int, float)):
+            continue
+        if isinstance(node, float) and math.isnan(node) or not _OPS[op](node, bound):
+            where = f"-o {overridden[key]}" if key in overridden else origin
+            raise ConfigError(f"{where}: {key}: must be {op} {bound}, got {node!r}")
 
 
 class AttrDict(dict):
@@ -62,7 +130,7 @@ def _read_yaml(path: str) -> dict:
         raise ConfigError(f"{path}: config file not found")
     try:
         with open(path, "r", encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:
@@ -73,7 +141,8 @@ def _read_yaml(path: str) -> dict:
 
 
 def parse_override(text: str):
-    """``"a.b=c"`` -> (["a", "b"], value), the value parsed as YAML (``[text, image]``, ``1e-3``, ``true``)."""
+    """``"a.b=c"`` -> (["a", "b"], value), the value parsed as YAML by :class:`ConfigLoader` (``[text, image]``,
+    ``1e-3``, ``true``)."""
     if "=" not in text:
         raise ConfigError(f"-o {text}: an override must look like Section.key=value")
     key, raw = text.split("=", 1)
@@ -81,16 +150,9 @@ def parse_override(text: str):
     if not key or any(not p for p in key.split(".")):
         raise ConfigError(f"-o {text}: bad key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        value = load_yaml(raw) if raw.strip() != "" else ""
     except yaml.YAMLError:
         value = raw
-    # YAML reads 1e-3 as a string (no dot); accept it as a float.
-    if isinstance(value, str):
-        try:
-            if any(c in value for c in "eE.") and value.strip().lower() not in ("inf", "nan"):
-                value = float(value)
-        except ValueError:
-            pass
     return key.split("."), value
 
 
@@ -203,6 +265,7 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), data:
                 node_schema = node_schema.get(k, {}) if node_schema else {}
                 node = node.setdefault(k, {})
     cfg.setdefault("Global", {})
+    _check_ranges(cfg, origin, {".".join(keys): text for text, keys, _ in parsed})
     out = _attr(cfg)
     out["_family"] = family
     out["_path"] = os.path.abspath(path) if path else None

@@ -1,5 +1,6 @@
 """SIGKILL in the middle of an epoch, then --resume: same metrics and weights as an uninterrupted run."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -75,3 +76,30 @@ def test_interrupted_save_falls_back_to_previous(tmp_path):
     os.replace(p, p + ".prev")  # the state right after the first rename
     assert resume_path(p) == p + ".prev"
     assert resume_path(str(tmp_path / "none")) is None
+
+
+def test_sigint_saves_last_and_says_how_to_resume(demo, tmp_path):
+    """Ctrl-C: the run stops at the next optimizer step, writes checkpoints/last there, prints where it
+    stopped and how to resume (no traceback) and exits 130; --resume then finishes the run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOG_minloglevel="2")
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cmd(demo, out, "-o", "Global.save_every_steps=0"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    state_file = out / "checkpoints" / "last" / "trainer.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not state_file.exists():  # after epoch 1's eval
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    m = re.search(r"interrupted at step (\d+) \(checkpoint \S+last\); resume with --resume", err)
+    assert m, err[-3000:]
+    step = int(m.group(1))
+    assert json.loads(state_file.read_text())["step"] == step and 12 <= step < 24
+    res = subprocess.run(cmd(demo, out, "--resume", "--json"), capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert last_json(res.stdout)["steps"] == 24
+    steps = [json.loads(line)["step"] for line in open(out / "metrics.jsonl") if '"train"' in line]
+    assert steps == sorted(set(steps)), steps  # no step logged twice

@@ -11,7 +11,7 @@ import sys
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_models.cli import emit_json, run_tool, setup_logging  # noqa: E402
+from paddle_models.cli import add_debug_flag, emit_json, run_tool, setup_logging  # noqa: E402
 
 
 def main():
@@ -25,6 +25,7 @@ def main():
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--override", action="append", default=[], help="extra config overrides")
     p.add_argument("--json", action="store_true")
+    add_debug_flag(p)
     args = p.parse_args()
     setup_logging()
     from paddle_models.demo import format_table, run_demo

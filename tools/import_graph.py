@@ -13,6 +13,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from paddle_models.cli import add_debug_flag, run_tool  # noqa: E402
 from paddle_models.importgraph import engine_violations, find_cycles, format_graph, import_graph  # noqa: E402
 
 
@@ -20,6 +21,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="exit 1 on an engine -> family/cli edge or a cycle")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results as the last line")
+    add_debug_flag(p)
     args = p.parse_args()
     graph = import_graph(os.path.join(ROOT, "paddle_models"))
     print(format_graph(graph))
@@ -34,4 +36,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -12,7 +12,6 @@ Writes PRED as CSV (id, label, one probability column per class) and the same ro
 and then writes the raw outputs to PRED as .npz.
 """
 import argparse
-import csv
 import json
 import os
 import sys
@@ -22,7 +21,8 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_models.cli import emit_json, print_summary, run_tool, setup_logging  # noqa: E402
+from paddle_models.cli import add_debug_flag, emit_json, print_summary, run_tool, setup_logging  # noqa: E402
+from paddle_models.safecsv import SafeCsvWriter  # noqa: E402
 
 
 def paths_for(out: str):
@@ -34,11 +34,12 @@ def paths_for(out: str):
 
 
 def write_predictions(out: str, rows, label_names, true_labels=None):
-    """CSV (id, label, one probability column per class) and JSON lines (the task's rows) of the predictions."""
+    """CSV (id, label, one probability column per class; cells a spreadsheet would run as formulas get a
+    leading ') and JSON lines (the task's rows, raw) of the predictions."""
     csv_path, jsonl_path = paths_for(out)
     os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
     with open(csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
+        w = SafeCsvWriter(f)
         w.writerow(["id", "label"] + [f"p_{n}" for n in label_names])
         for row in rows:
             w.writerow([row["id"], row["label"]] + [f"{row['probabilities'][n]:.6f}" for n in label_names])
@@ -50,6 +51,25 @@ def write_predictions(out: str, rows, label_names, true_labels=None):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(jsonl_path + ".tmp", jsonl_path)
     return csv_path, jsonl_path
+
+
+def check_outputs(out: str, input_file: str) -> None:
+    """Refuse, before any work, an ``--out`` whose files cannot be written: PRED (or the file beside it) is
+    an existing folder, or its parent is a file."""
+    if input_file.lower().endswith(".npz"):
+        targets = [out if out.endswith(".npz") else os.path.splitext(out)[0] + ".npz"]
+    else:
+        targets = list(paths_for(out))
+    for t in targets:
+        if os.path.isdir(t):
+            raise ValueError(f"--out {out}: {t} is a folder; give a file path such as {os.path.join(t, 'pred.csv')}")
+        parent = os.path.dirname(os.path.abspath(t))
+        while parent and not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if parent and not os.path.isdir(parent):
+            raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK):
+            raise ValueError(f"--out {out}: cannot write into {parent} (permission denied)")
 
 
 def data_overrides(items):
@@ -168,9 +188,11 @@ def main():
                         "-o Data.max_captions=2 (text length and image size stay those of training)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results as the last line")
+    add_debug_flag(p)
     args = p.parse_args()
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_outputs(args.out, args.input)
     setup_logging()
     from paddle_models.engine.predictor import OnnxPredictor, Predictor
 

@@ -10,7 +10,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_models.cli import emit_json  # noqa: E402
+from paddle_models.cli import add_debug_flag, emit_json, run_tool  # noqa: E402
 from paddle_models.multimodal.demo_data import RULES, make_demo_data  # noqa: E402
 
 
@@ -25,14 +25,10 @@ def main(argv=None):
     ap.add_argument("--rule", default="sum", choices=RULES,
                     help="sum: label = mood of text + image (additive); mod: (text + image) mod 3")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
     t0 = time.time()
-    try:
-        summary = make_demo_data(args.out, args.train, args.val, args.test, args.seed,
-                                 args.image_size, args.rule)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = make_demo_data(args.out, args.train, args.val, args.test, args.seed, args.image_size, args.rule)
     summary["seconds"] = round(time.time() - t0, 3)
     for split, s in summary["splits"].items():
         print(f"{split}: {s['items']} items, {s['images']} images, labels {s['labels']}")
@@ -43,4 +39,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

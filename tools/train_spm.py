@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_models.cli import emit_json  # noqa: E402
+from paddle_models.cli import add_debug_flag, emit_json, run_tool  # noqa: E402
 
 
 def main():
@@ -27,6 +27,7 @@ def main():
     p.add_argument("--max-sentences", type=int, default=0, help="train on a random sample of this many lines (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object with the results as the last line")
+    add_debug_flag(p)
     args = p.parse_args()
     from paddle_models.transformer.data import SpmTokenizer, read_lines, train_sentencepiece
 
@@ -34,9 +35,8 @@ def main():
     try:
         path = train_sentencepiece(args.inputs, args.out, args.vocab_size, args.model_type,
                                    args.character_coverage, args.max_sentences, args.seed)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except RuntimeError as e:  # SentencePiece's own errors (vocabulary too large for the text...)
+        raise ValueError(str(e)) from None
     tok = SpmTokenizer(path)
     sample = [s for s in read_lines(args.inputs[0])[:2000] if s.strip()]
     avg = sum(len(tok.encode(s)) for s in sample) / max(1, len(sample))
@@ -50,4 +50,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

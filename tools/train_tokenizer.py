@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_models.cli import emit_json  # noqa: E402
+from paddle_models.cli import add_debug_flag, emit_json, run_tool  # noqa: E402
 from paddle_models.multimodal.tokenizer import read_texts, train_tokenizer  # noqa: E402
 
 
@@ -28,19 +28,16 @@ def main(argv=None):
     ap.add_argument("--lowercase", action="store_true", help="fold case inside the model")
     ap.add_argument("--field", default=None, help="JSON field holding the text (default text / caption)")
     ap.add_argument("--json", action="store_true", help="print a JSON result as the last line")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
 
     t0 = time.time()
     for p in args.input:
         if not os.path.isfile(p):
             ap.error(f"--input {p}: no such file")
-    try:
-        texts = read_texts(args.input, field=args.field)
-        info = train_tokenizer(texts, args.out, vocab_size=args.vocab_size, model_type=args.model_type,
-                               character_coverage=args.character_coverage, lowercase=args.lowercase)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    texts = read_texts(args.input, field=args.field)
+    info = train_tokenizer(texts, args.out, vocab_size=args.vocab_size, model_type=args.model_type,
+                           character_coverage=args.character_coverage, lowercase=args.lowercase)
     info["out_dir"] = args.out
     info["seconds"] = round(time.time() - t0, 3)
     print(f"trained on {info['num_texts']} texts: vocab.txt has {info['vocab_size']} tokens "
@@ -51,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

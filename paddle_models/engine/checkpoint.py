@@ -7,7 +7,9 @@ A checkpoint is a folder::
     optimizer_<i>.json         the rest of that optimizer's state (LR_Scheduler, scalars), each array
                                replaced by {"__array__": "<its key in optimizer_<i>.safetensors>"}
     scheduler_<i>.json         each LR scheduler's state
-    trainer.json               epoch, step, best metric, early-stopping counter, history
+    trainer.json               epoch, step, best metric, early-stopping counter, history, and
+                               ``preprocessing``: the task's fingerprint of its tokenizer / vocabulary /
+                               feature map (``Task.preprocessing_fingerprint``), checked on load
     rng.json                   the python, numpy and paddle RNG states
     manifest.json              size and sha256 of every file above, written last
 
@@ -322,6 +324,37 @@ def load_checkpoint(path: str, model, optimizers=(), schedulers=(), restore_rng:
         elif os.path.isfile(os.path.join(path, "rng.pkl")):
             _set_old_rng_state(os.path.join(path, "rng.pkl"))
     return state
+
+
+def trainer_state_of(path: str) -> Optional[dict]:
+    """The ``trainer.json`` of the checkpoint holding ``path`` (a checkpoint folder or a weights file in
+    one); None when there is none (a bare weights file)."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    tj = os.path.join(folder, "trainer.json")
+    if not os.path.isfile(tj):
+        return None
+    try:
+        with open(tj, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{tj}: unreadable trainer state ({e})") from None
+    return state if isinstance(state, dict) else None
+
+
+def check_preprocessing(path: str, current: Optional[dict]) -> None:
+    """Raise CheckpointError when the checkpoint at ``path`` was trained with other preprocessing than
+    ``current`` (both fingerprints ``{"kind", "path", "sha256"}``, see ``Task.preprocessing_fingerprint``).
+    Nothing is checked when either side has no fingerprint (a bare weights file, a task without one)."""
+    state = trainer_state_of(path)
+    saved = (state or {}).get("preprocessing")
+    if not saved or not current or saved.get("sha256") == current.get("sha256"):
+        return
+    kind = current.get("kind") or saved.get("kind") or "preprocessing"
+    raise CheckpointError(
+        f"{path}: this checkpoint was trained with the {saved.get('kind', kind)} {saved.get('path')} "
+        f"(sha256 {str(saved.get('sha256'))[:16]}...), but this run found the {kind} {current.get('path')} "
+        f"(sha256 {str(current.get('sha256'))[:16]}...): a model only works with the {kind} it was trained "
+        f"with; point the config at that one")
 
 
 def _weights_file(folder: str) -> str:

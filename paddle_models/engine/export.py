@@ -164,14 +164,16 @@ def dygraph_outputs(layer, spec: list, inputs: Dict[str, np.ndarray]) -> List[np
 
 # ---- building -----------------------------------------------------------------------------------
 def build_for_export(cfg, task=None, require_checkpoint: bool = True):
-    """(task, model in eval mode) with the weights of ``Global.checkpoint`` loaded."""
+    """(task, model in eval mode) with the weights of ``Global.checkpoint`` loaded, after checking that the
+    checkpoint was trained with the preprocessing the task finds."""
     from ..registry import get_task
-    from .checkpoint import load_model_weights
+    from .checkpoint import check_preprocessing, load_model_weights
 
     task = task or get_task(cfg["_family"])(cfg)
     model = task.build_model()
     ckpt = cfg["Global"].get("checkpoint")
     if ckpt:
+        check_preprocessing(ckpt, task.preprocessing_fingerprint())
         load_model_weights(model, ckpt)
     elif require_checkpoint:
         raise ValueError("set the weights to export with -o Global.checkpoint=PATH (a checkpoint folder such as "

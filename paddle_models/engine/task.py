@@ -10,6 +10,9 @@ Training and evaluation (the config's ``Global`` / ``Data`` / ``Arch`` sections 
 ==========================  ==================================================================================
 ``prepare(output_dir)``     build what data needs before datasets exist (vocabulary, tokenizer, feature map)
                             and save it in ``output_dir``; other ranks load what rank 0 wrote
+``preprocessing_fingerprint``  optional: ``{"kind", "path", "sha256"}`` of that tokenizer / vocabulary /
+                            feature map; the Trainer stores it in each checkpoint's ``trainer.json`` and
+                            refuses a checkpoint whose fingerprint differs (default: None, nothing checked)
 ``build_model()``           the model, built from arguments (sizes, the fitted feature layout); reads no file
 ``dataset(split)``          a map-style ``paddle.io.Dataset`` (optionally with ``gather(indices)`` returning a
                             whole batch's samples) or an iterable one with ``set_epoch`` / ``set_shard``
@@ -101,6 +104,14 @@ class Task:
         """Build what data needs before datasets exist (vocabularies, tokenizers) and save it under
         ``output_dir`` so eval/export/infer reuse it. Rank 0 runs it first; other ranks after a barrier
         (with ``is_main=False``: they must only load what rank 0 wrote)."""
+
+    def preprocessing_fingerprint(self) -> Optional[dict]:
+        """What turns raw data into this model's inputs, identified: ``{"kind": "tokenizer", "path": ...,
+        "sha256": ...}`` (a vocabulary, a feature map...). Called after ``prepare``; it must also work on a
+        task that was not prepared (export), finding the files as ``prepare`` would. The Trainer writes it
+        into every checkpoint (``trainer.json``), and eval, export, fine-tuning and resume refuse a
+        checkpoint whose fingerprint differs. Default: None (nothing recorded or checked)."""
+        return None
 
     def build_model(self) -> paddle.nn.Layer:
         return build_model(self.cfg)

@@ -4,7 +4,10 @@
 gradient accumulation, evaluation each epoch or every N steps, best-checkpoint selection on
 ``task.best_metric``, early stopping, atomic checkpoints (model, optimizers, schedulers, RNG, position in
 the epoch) and exact resume, a non-finite-loss guard, a tqdm progress bar with samples/s and ETA, a
-JSON-lines metrics log and a PNG of the curves. Under ``python -m paddle.distributed.launch`` it wraps
+JSON-lines metrics log and a PNG of the curves. The output folder is locked while a run writes it
+(``engine/runlock.py``); checkpoints record the task's preprocessing fingerprint (``trainer.json``:
+``preprocessing``) and loading one with other preprocessing is an error. Ctrl-C stops at the next optimizer
+step, writes ``checkpoints/last`` and raises :class:`TrainingInterrupted` (a second Ctrl-C stops at once). Under ``python -m paddle.distributed.launch`` it wraps
 the model in ``paddle.DataParallel``, every rank reads its own shard, evaluation outputs are gathered
 across ranks, and only rank 0 writes files.
 """
@@ -15,22 +18,31 @@ import logging
 import math
 import os
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
 
 from ..config import dump_config
 from ..runtime import setup_runtime, world
-from .checkpoint import load_checkpoint, load_model_weights, resume_path, save_checkpoint
+from .checkpoint import (check_preprocessing, load_checkpoint, load_model_weights, resume_path,
+                         save_checkpoint)
 from .fast_linear import use_fast_linear_grad
+from .fitstate import FitState, progress_bar, weights_digest
 from .loader import Loader, to_tensors
+from .interrupt import StopRequest
+from .runlock import OutputLock
+from .runlog import MetricsLog
 
 log = logging.getLogger("paddle_models")
 
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit()``; the message says at which step and how to resume."""
 
 
 def _concat_outputs(chunks: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
@@ -51,6 +63,9 @@ class Trainer:
         self.ckpt_dir = os.path.join(self.output_dir, "checkpoints")
         self._model = model
         self.nonfinite_skipped = 0
+        self._metrics = MetricsLog(self.output_dir)
+        self._preprocessing: Optional[dict] = None
+        self._stop = StopRequest(enabled=self.world_size == 1)
 
     # -- helpers --
     def _barrier(self):
@@ -64,17 +79,11 @@ class Trainer:
         self._barrier()
         if not self.is_main:
             self.task.prepare(self.output_dir, is_main=False)
+        self._preprocessing = self.task.preprocessing_fingerprint()
 
     def _log(self, record: dict):
-        if not self.is_main:
-            return
-        record = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in record.items()}
-        with open(os.path.join(self.output_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._vdl is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self._vdl.add_scalar(f"{record.get('type', 'train')}/{k}", v, record.get("step", 0))
+        if self.is_main:
+            self._metrics.append(record)
 
     def _better(self, value, best) -> bool:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -99,7 +108,7 @@ class Trainer:
             it, total = loader.batches(idx), loader.num_batches(len(idx))
         model.eval()
         chunks = []
-        bar = _bar(total, f"eval {split}", progress and self.is_main)
+        bar = progress_bar(total, f"eval {split}", progress and self.is_main)
         for batch in it:
             chunks.append(self.task.predict_step(model, to_tensors(batch)))
             bar.update(1)
@@ -112,7 +121,14 @@ class Trainer:
         return out
 
     def evaluate(self, split: str = "val", model=None, write_artifacts: bool = True) -> dict:
-        """Metrics of ``model`` (or the model with ``Global.checkpoint`` loaded) on ``split``."""
+        """Metrics of ``model`` (or the model with ``Global.checkpoint`` loaded) on ``split``. Without a
+        ``model`` the output folder is locked while ``eval_<split>/`` is written."""
+        if model is None and write_artifacts and self.is_main:
+            with OutputLock(self.output_dir, what=f"eval {split}"):
+                return self._evaluate(split, model, write_artifacts)
+        return self._evaluate(split, model, write_artifacts)
+
+    def _evaluate(self, split: str, model, write_artifacts: bool) -> dict:
         t0 = time.time()
         engine = str(self.g.get("eval_engine", "dygraph"))
         if engine not in ("dygraph", "inference"):
@@ -122,6 +138,7 @@ class Trainer:
             self._prepare()
             model = self._model or self.task.build_model()
             if self.g.get("checkpoint"):
+                check_preprocessing(self.g["checkpoint"], self._preprocessing)
                 load_model_weights(model, self.g["checkpoint"])
             if engine == "inference":
                 model, extra = self._exported(model)
@@ -165,19 +182,25 @@ class Trainer:
         """Train ``Global.epochs`` epochs (or ``Global.max_steps`` steps), evaluating and checkpointing as
         configured; return the run's summary (also written to ``<output_dir>/result.json``)."""
         t_start = time.time()
-        self._prepare()
-        self._open_run_files()
-        model = self._build_train_model()
-        loader, sampler, steps_per_epoch, total_steps = self._plan_data()
-        optimizers, schedulers = self.task.build_optimizers(model, total_steps)
-        self._fit = _FitState(model, optimizers, schedulers, total_steps)
-        self._restore_or_start()
-        self._run_epochs(loader, sampler)
-        return self._finish(t_start)
+        lock = OutputLock(self.output_dir, what="training").acquire() if self.is_main else None
+        try:
+            self._prepare()
+            self._open_run_files()
+            model = self._build_train_model()
+            loader, sampler, steps_per_epoch, total_steps = self._plan_data()
+            optimizers, schedulers = self.task.build_optimizers(model, total_steps)
+            self._fit = FitState(model, optimizers, schedulers, total_steps)
+            self._restore_or_start()
+            with self._stop:
+                self._run_epochs(loader, sampler)
+            return self._finish(t_start)
+        finally:
+            if lock is not None:
+                lock.release()
 
     def _open_run_files(self):
         """Checkpoint folder, the config beside the run, and the optional VisualDL writer (rank 0)."""
-        self._vdl = None
+        self._vdl = self._metrics.vdl = None
         if not self.is_main:
             return
         os.makedirs(self.ckpt_dir, exist_ok=True)
@@ -186,7 +209,7 @@ class Trainer:
             try:
                 from visualdl import LogWriter
 
-                self._vdl = LogWriter(os.path.join(self.output_dir, "vdl"))
+                self._vdl = self._metrics.vdl = LogWriter(os.path.join(self.output_dir, "vdl"))
             except ImportError:
                 log.warning("Global.visualdl is set but visualdl is not installed; logging to metrics.jsonl only")
 
@@ -226,6 +249,7 @@ class Trainer:
         if g.get("resume"):
             src = resume_path(f.last_path(self.ckpt_dir))
             if src:
+                check_preprocessing(src, self._preprocessing)
                 f.state.update(load_checkpoint(src, f.model, f.optimizers, f.schedulers))
                 resumed = True
                 log.info("resumed from %s at epoch %d, batch %d, step %d", src, f.state["epoch"],
@@ -233,17 +257,18 @@ class Trainer:
             else:
                 log.warning("Global.resume: no checkpoint at %s; starting from scratch", f.last_path(self.ckpt_dir))
         elif g.get("checkpoint"):
+            check_preprocessing(g["checkpoint"], self._preprocessing)
             load_model_weights(f.model, g["checkpoint"])
-        log_path = os.path.join(self.output_dir, "metrics.jsonl")
-        if self.is_main and not resumed and os.path.exists(log_path):
-            os.remove(log_path)
+        if self.is_main:  # a resumed log continues from the checkpoint's step, a fresh one starts empty
+            self._metrics.keep_until(f.state["step"]) if resumed else self._metrics.reset()
         # find_unused_parameters: ERNIE-M's pooler (and ablated branches) take no part in the loss
         f.train_model = paddle.DataParallel(f.model, find_unused_parameters=True) if self.world_size > 1 else f.model
-        f.bar = _bar(f.total_steps, "train", g.get("progress", True) and self.is_main, initial=f.state["step"])
+        f.bar = progress_bar(f.total_steps, "train", g.get("progress", True) and self.is_main, initial=f.state["step"])
 
     def _save(self, which: str):
         f = self._fit
-        save_checkpoint(os.path.join(self.ckpt_dir, which), f.model, f.optimizers, f.schedulers, f.trainer_state())
+        save_checkpoint(os.path.join(self.ckpt_dir, which), f.model, f.optimizers, f.schedulers,
+                        {**f.trainer_state(), "preprocessing": self._preprocessing})
 
     def _evaluate_and_checkpoint(self) -> bool:
         """Validate, log, keep the best checkpoint and the last one; True when early stopping says stop."""
@@ -281,6 +306,19 @@ class Trainer:
             s.step()
         f.state["step"] += 1
         f.bar.update(1)
+        if self._stop.requested:
+            self._interrupted()
+
+    def _interrupted(self):
+        """Save ``checkpoints/last`` at this step boundary and raise :class:`TrainingInterrupted`."""
+        f = self._fit
+        f.bar.close()
+        where = "no checkpoint written"
+        if self.is_main:
+            self._save("last")
+            where = f"checkpoint {f.last_path(self.ckpt_dir)}"
+        raise TrainingInterrupted(f"interrupted at step {f.state['step']} ({where}); resume with --resume "
+                                  f"(or -o Global.resume=true) and the same Global.output_dir")
 
     def _epoch_batches(self, loader, sampler, epoch: int):
         skip = self._fit.state["batch_in_epoch"]
@@ -408,75 +446,9 @@ class Trainer:
                 log.error("data-parallel ranks ended with different weights: %s", digests)
         result["last_checkpoint"] = os.path.abspath(last_path) if os.path.isdir(last_path) else None
         if self.is_main:
-            self._write_curves()
+            self._metrics.write_curves()
             result["metrics_log"] = os.path.abspath(os.path.join(self.output_dir, "metrics.jsonl"))
             with open(os.path.join(self.output_dir, "result.json"), "w") as fh:
                 json.dump(result, fh, indent=1, default=float)
         self.model = model
         return result
-
-    def _write_curves(self):
-        try:
-            from ..plots import plot_training_curves
-        except ImportError:
-            return
-        src = os.path.join(self.output_dir, "metrics.jsonl")
-        if os.path.isfile(src):
-            try:
-                plot_training_curves(src, os.path.join(self.output_dir, "curves.png"))
-            except Exception as e:  # a plot must never fail a training run
-                log.warning("could not draw curves.png: %s", e)
-
-
-class _FitState:
-    """What one ``fit()`` carries between its steps: the model and optimizers, the position and best
-    metric (saved in checkpoints as the trainer state), and the progress window."""
-
-    SAVED = ("epoch", "batch_in_epoch", "step", "best", "best_metrics", "bad_evals", "history", "samples")
-
-    def __init__(self, model, optimizers, schedulers, total_steps: int):
-        self.model, self.train_model = model, model
-        self.optimizers, self.schedulers, self.total_steps = optimizers, schedulers, total_steps
-        self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "best_metrics": None,
-                      "bad_evals": 0, "history": [], "samples": 0}
-        self.last_eval_step = -1
-        self.stop_reason = "epochs"  # or "max_steps", "early_stopping"
-        self.t_window, self.n_window = time.time(), 0
-        self.bar = None
-
-    @staticmethod
-    def last_path(ckpt_dir: str) -> str:
-        return os.path.join(ckpt_dir, "last")
-
-    def trainer_state(self) -> dict:
-        return {k: self.state[k] for k in self.SAVED}
-
-
-def weights_digest(model) -> str:
-    """sha256 over every parameter and buffer, in state-dict order (bitwise identity check)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(v.numpy()).tobytes())
-    return h.hexdigest()
-
-
-def _bar(total, desc, enabled, initial=0):
-    if enabled:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, initial=initial, unit="step", dynamic_ncols=True, leave=False)
-
-    class _Null:
-        def update(self, n=1):
-            pass
-
-        def set_postfix(self, **k):
-            pass
-
-        def close(self):
-            pass
-
-    return _Null()

@@ -15,7 +15,8 @@ except Exception:  # pragma: no cover - paddle is a dependency of the package
     _DatasetBase = object
 
 from .collate import MultimodalCollate
-from .images import BAD_IMAGE_POLICIES, IMAGENET_MEAN, IMAGENET_STD, DataError, ImageTransform, load_rgb
+from .images import (BAD_IMAGE_POLICIES, IMAGENET_MEAN, IMAGENET_STD, DataError, ImageTransform, check_image,
+                     load_rgb)
 from .readers import (DEFAULT_LABEL_NAMES, FORMATS, Record, _native_remap, mr2_direct_captions, mr2_direct_images,
                       mr2_inverse_captions, read_jsonl, read_mr2_items, read_mvsa, safe_join, _load_json_file)
 
@@ -69,9 +70,9 @@ class MultimodalDataset(_DatasetBase):
 
     Bad images (missing or undecodable), by ``on_bad_image``:
     ``error`` raises naming the item, the field and the file; ``skip`` drops items whose post image
-    file is missing (checked here, when images are used) and drops bad evidence images (a post image
-    that exists but cannot be decoded is blanked, the item being already listed); ``blank`` replaces
-    any bad image by zeros (an evidence image keeps its slot). :meth:`summary` gives the counts.
+    is missing or does not decode (checked here, when images are used: every post image is decoded
+    once, a decompression bomb refused from its header) and drops bad evidence images; ``blank``
+    replaces any bad image by zeros (an evidence image keeps its slot). :meth:`summary` gives the counts.
     """
 
     def __init__(self, records: List[Record], root: str, *, fmt: str, label_names: Sequence[str],
@@ -97,18 +98,42 @@ class MultimodalDataset(_DatasetBase):
         self.source = source
         self.skipped_items: List[str] = []
         if use_image and on_bad_image == "skip":
-            kept = []
-            for r in records:
-                if r.image is not None and not os.path.isfile(
-                        safe_join(self.root, r.image, r.where, "image")):
-                    self.skipped_items.append(r.id)
-                    continue
-                kept.append(r)
-            if self.skipped_items:
-                logger.warning("%s: skipped %d of %d items whose image file is missing (first: %s)",
-                               source, len(self.skipped_items), len(records), self.skipped_items[0])
-            self.records = records = kept
+            self.records = records = self._drop_bad_post_images(records)
         self._counts = _SharedCounts(len(records), 2)
+
+    def _drop_bad_post_images(self, records: List[Record]) -> List[Record]:
+        """``records`` without the items whose post image is missing or does not decode (too many pixels,
+        truncated, not an image); the dropped ids go to ``skipped_items``. A warning names the first; when
+        fewer than half the items are left, a second warning says so."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def problem(r: Record) -> Optional[str]:
+            if r.image is None:
+                return None
+            path = safe_join(self.root, r.image, r.where, "image")
+            if not os.path.isfile(path):
+                return "file not found"
+            try:
+                check_image(path)
+            except Exception as e:  # PIL raises OSError, ValueError, SyntaxError...
+                return f"cannot decode image ({type(e).__name__}: {e})"
+            return None
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            problems = list(pool.map(problem, records))
+        kept = [r for r, p in zip(records, problems) if p is None]
+        bad = [(r, p) for r, p in zip(records, problems) if p is not None]
+        self.skipped_items = [r.id for r, _ in bad]
+        if bad:
+            r, p = bad[0]
+            logger.warning("%s: skipped %d of %d items whose post image is missing or cannot be decoded "
+                           "(Data.on_bad_image=skip; first: %s: %s: %s)", self.source, len(bad), len(records),
+                           r.where, r.image, p)
+        if records and len(kept) < len(records) / 2:
+            logger.warning("%s: only %d of %d items are left after skipping bad post images "
+                           "(Data.on_bad_image=skip): check Data.root and the image paths", self.source,
+                           len(kept), len(records))
+        return kept
 
     def limit(self, n: int) -> "MultimodalDataset":
         """Keep only the first ``n`` items (``n`` <= 0: all)."""
@@ -367,7 +392,7 @@ def build_dataset(data_cfg, split: str, use_text: bool = True, use_image: bool =
         source=path).limit(int(_get(data_cfg, "limit", 0)))
     if len(ds) == 0:
         raise DataError(f"{path}: all {len(records)} items were skipped (Data.on_bad_image=skip): none has "
-                        f"its image file under {ds.root}")
+                        f"a readable post image under {ds.root}")
     return ds
 
 

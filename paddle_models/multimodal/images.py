@@ -12,6 +12,9 @@ logger = logging.getLogger("paddle_models.data")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BAD_IMAGE_POLICIES = ("error", "skip", "blank")
+#: images with more pixels are refused before decoding (a decompression bomb: a small file that would
+#: decode to gigabytes)
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 class DataError(ValueError):
@@ -28,10 +31,11 @@ def load_rgb(path: str):
 
     GIF (and other animations): the first frame. Transparent images (RGBA, LA, palette with a
     transparent colour) are composited on white. Greyscale, palette, CMYK, 16-bit and float images
-    are converted to 8-bit RGB. Raises ``OSError`` / ``ValueError`` for unreadable files.
+    are converted to 8-bit RGB. Raises ``OSError`` / ``ValueError`` for unreadable files, and
+    ``ValueError`` for images of more than ``MAX_IMAGE_PIXELS`` pixels (checked from the header).
     """
     Image = _pil()
-    with Image.open(path) as im:
+    with _open_checked(path) as im:
         try:
             im.seek(0)
         except EOFError:  # pragma: no cover - single-frame formats
@@ -54,6 +58,31 @@ def load_rgb(path: str):
         if mode != "RGB":
             return im.convert("RGB")
         return im.copy()
+
+
+def _open_checked(path: str, max_pixels: int = MAX_IMAGE_PIXELS):
+    """``Image.open(path)`` after checking the pixel count in the header (nothing is decoded yet)."""
+    Image = _pil()
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image too large to decode safely ({e})") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise ValueError(f"image too large to decode safely: {w}x{h} = {w * h} pixels in the header "
+                         f"(limit {max_pixels})")
+    return im
+
+
+def check_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Raise ``OSError`` / ``ValueError`` unless ``path`` is an image that decodes (a truncated file, a
+    decompression bomb and a non-image all raise). JPEGs are decoded at reduced scale (all the data is still
+    read), other formats fully."""
+    with _open_checked(path, max_pixels) as im:
+        if im.format == "JPEG":
+            im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+        im.load()
 
 
 class ImageTransform:

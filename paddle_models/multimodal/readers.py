@@ -50,8 +50,9 @@ class Record:
 def safe_join(root: str, rel, where: str, fieldname: str) -> str:
     """``root/rel`` as an absolute path; an absolute ``rel`` or one that leaves ``root`` is an error.
 
-    The check is on the normalised path (``..`` and absolute paths are rejected); symbolic links
-    placed inside the root by its owner are followed.
+    The check is on real paths (``os.path.realpath`` of the root and of the target): ``..``, absolute paths
+    and symbolic links inside the root that point outside it are all rejected. The returned path is the
+    joined one (links inside the root that stay inside it are fine).
     """
     if not isinstance(rel, str) or not rel.strip():
         raise DataError(f"{where}: {fieldname}: expected a non-empty path string, got {rel!r}")
@@ -64,12 +65,16 @@ def safe_join(root: str, rel, where: str, fieldname: str) -> str:
         full = os.path.abspath(os.path.join(root_abs, rel))
     if os.path.commonpath([root_abs, full]) != root_abs:
         raise DataError(f"{where}: {fieldname}: path {rel!r} escapes the data root {root_abs}")
+    root_real, full_real = os.path.realpath(root_abs), os.path.realpath(full)
+    if os.path.commonpath([root_real, full_real]) != root_real:
+        raise DataError(f"{where}: {fieldname}: path {rel!r} escapes the data root {root_abs} through a "
+                        f"symbolic link (it resolves to {full_real})")
     return full
 
 
 def _load_json_file(path: str):
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, "r", encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark is accepted
             return json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
@@ -150,7 +155,7 @@ def read_jsonl(path: str, root: str, label_names: Sequence[str], require_label: 
     records: List[Record] = []
     present: List[bool] = []
     seen_ids: Dict[str, int] = {}
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, "r", encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark is accepted
         try:
             lines = f.readlines()
         except UnicodeDecodeError as e:

@@ -1,7 +1,6 @@
 """The multimodal classification task: data, tokenizer, loss, metrics and export inputs for the engine."""
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from typing import Dict, Optional
@@ -13,27 +12,35 @@ import paddle.nn.functional as F
 from ..metrics import classification_report, format_confusion_matrix
 from ..engine.task import Task
 from ..registry import register_task
+from ..safecsv import SafeCsvWriter
 from . import serving
 from .dataset import MultimodalDataset, build_collate, build_dataset, label_names_of
 from .network import INPUT_NAMES
 from .serving import TOKENIZER_DIR
-from .tokenizer import load_tokenizer, train_tokenizer, vocab_size
+from .tokenizer import load_tokenizer, tokenizer_fingerprint, train_tokenizer, vocab_size
 
 log = logging.getLogger("paddle_models")
 
 
-def find_tokenizer_dir(cfg) -> Optional[str]:
-    """Data.tokenizer, else <output_dir>/tokenizer, else the tokenizer saved beside a checkpoint's run."""
-    if cfg["Data"].get("tokenizer"):
-        return cfg["Data"]["tokenizer"]
-    cands = [os.path.join(cfg["Global"]["output_dir"], TOKENIZER_DIR)]
+def tokenizer_candidates(cfg) -> list:
+    """Where a tokenizer is looked for, in order: beside ``Global.checkpoint``'s run (the tokenizer the
+    weights were trained with), then ``<output_dir>/tokenizer``."""
+    cands = []
     ck = cfg["Global"].get("checkpoint")
     if ck:
         d = os.path.abspath(ck)
         for _ in range(4):  # <run>/checkpoints/best/model.safetensors -> <run>/tokenizer
             d = os.path.dirname(d)
             cands.append(os.path.join(d, TOKENIZER_DIR))
-    for c in cands:
+    cands.append(os.path.join(cfg["Global"]["output_dir"], TOKENIZER_DIR))
+    return cands
+
+
+def find_tokenizer_dir(cfg) -> Optional[str]:
+    """Data.tokenizer, else the tokenizer saved beside a checkpoint's run, else <output_dir>/tokenizer."""
+    if cfg["Data"].get("tokenizer"):
+        return cfg["Data"]["tokenizer"]
+    for c in tokenizer_candidates(cfg):
         if os.path.isfile(os.path.join(c, "vocab.txt")):
             return c
     return None
@@ -65,6 +72,7 @@ class MultimodalTask(Task):
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
         tok_dir = find_tokenizer_dir(self.cfg)
         if tok_dir is None:
+            self._refuse_new_tokenizer()
             tok_dir = os.path.join(output_dir, TOKENIZER_DIR)
             if is_main:
                 ds = self.dataset("train")
@@ -77,6 +85,26 @@ class MultimodalTask(Task):
         if need > self.cfg["Arch"]["ernie"]["vocab_size"]:
             raise ValueError(f"tokenizer {tok_dir} has {need} ids but Arch.ernie.vocab_size is "
                              f"{self.cfg['Arch']['ernie']['vocab_size']}: raise it or use a smaller vocabulary")
+
+    def _refuse_new_tokenizer(self):
+        """A tokenizer is trained only for a run from scratch: weights from ``Global.checkpoint`` or a resumed
+        run were trained with their own vocabulary, and a new one would silently give wrong ids."""
+        g = self.cfg["Global"]
+        why = (f"Global.checkpoint={g['checkpoint']}" if g.get("checkpoint")
+               else "Global.resume=true" if g.get("resume") else None)
+        if why:
+            looked = ", ".join(tokenizer_candidates(self.cfg))
+            raise FileNotFoundError(
+                f"{why}: no tokenizer found for these weights (looked in {looked}); a model must be used with "
+                f"the tokenizer it was trained with: set Data.tokenizer to that run's tokenizer folder "
+                f"(a new one is trained only when training from scratch)")
+
+    def preprocessing_fingerprint(self) -> Optional[dict]:
+        """The tokenizer's fingerprint (sha256 of its SentencePiece model and vocab.txt)."""
+        tok_dir = getattr(self, "tokenizer_dir", None) or find_tokenizer_dir(self.cfg)
+        if tok_dir is None or not os.path.isfile(os.path.join(tok_dir, "vocab.txt")):
+            return None
+        return tokenizer_fingerprint(tok_dir)
 
     def _ensure_tokenizer(self):
         if self.tokenizer is None:
@@ -92,7 +120,26 @@ class MultimodalTask(Task):
         if split not in self._datasets:
             self._datasets[split] = build_dataset(self.cfg["Data"], self.split_name(split), self.use_text,
                                                     self.use_image)
+            self._warn_about_splits(split)
         return self._datasets[split]
+
+    def _warn_about_splits(self, built: str) -> None:
+        """Warnings (not errors) about data that trains badly: a training split of one class, a class
+        absent from the validation split, ids shared by the training and validation splits."""
+        train, val = self._datasets.get("train"), self._datasets.get("val")
+        if built == "train" and len(set(train.labels.tolist())) == 1:
+            log.warning("%s: every training item has the label %r: the model can only learn to predict it",
+                        train.source, self.label_names[int(train.labels[0])])
+        if built not in ("train", "val") or train is None or val is None:
+            return
+        absent = sorted(set(range(len(self.label_names))) - set(val.labels.tolist()))
+        if absent:
+            log.warning("%s: no validation item has the label(s) %s: their recall and F1 are 0 by definition "
+                        "and macro-F1 is lowered", val.source, ", ".join(repr(self.label_names[i]) for i in absent))
+        shared = sorted(set(train.ids) & set(val.ids)) if train.fmt != "mr2" else []  # MR2 ids are per-file keys
+        if shared:
+            log.warning("%s and %s share %d ids (first: %r): the validation score may include training items",
+                        train.source, val.source, len(shared), shared[0])
 
     def collate_fn(self, split: str):
         self._ensure_tokenizer()
@@ -140,7 +187,7 @@ class MultimodalTask(Task):
         pred = outputs["prob"].argmax(axis=1)
         p = os.path.join(out_dir, "predictions.csv")  # the competition's format
         with open(p + ".tmp", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
+            w = SafeCsvWriter(f)
             w.writerow(["id", "label"])
             for i, y in zip(outputs["id"], pred):
                 w.writerow([i, int(y)])
@@ -148,7 +195,7 @@ class MultimodalTask(Task):
         paths["predictions_csv"] = p
         p = os.path.join(out_dir, "predictions_proba.csv")
         with open(p + ".tmp", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
+            w = SafeCsvWriter(f)
             w.writerow(["id", "label", "label_name"] + [f"p_{n}" for n in self.label_names])
             for i, y, pr in zip(outputs["id"], pred, outputs["prob"]):
                 w.writerow([i, int(y), self.label_names[int(y)]] + [f"{v:.6f}" for v in pr])

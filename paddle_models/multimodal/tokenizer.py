@@ -20,9 +20,11 @@ The model's vocabulary size is ``len(tokenizer.vocab)`` (see :func:`vocab_size`)
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import re
 from typing import Iterable, List, Optional, Sequence
 
 SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
@@ -92,22 +94,19 @@ def train_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 8000,
         raise ValueError(f"train_tokenizer: model_type must be unigram|bpe|char|word, got {model_type!r}")
     os.makedirs(out_dir, exist_ok=True)
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=buf,
-        vocab_size=int(vocab_size),
-        model_type=model_type,
-        character_coverage=float(character_coverage),
-        normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
-        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
-        hard_vocab_limit=False,
-        input_sentence_size=0,
-        shuffle_input_sentence=False,
-        num_threads=1,
-        max_sentence_length=int(max_sentence_length),
-        seed_sentencepiece_size=int(seed_sentencepiece_size),
-        minloglevel=2,
-    )
+    try:
+        _train_spm(spm, lines, buf, vocab_size, model_type, character_coverage, lowercase, max_sentence_length,
+                   seed_sentencepiece_size)
+    except RuntimeError as e:
+        m = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", str(e))
+        if not m:
+            raise
+        need = int(m.group(2))
+        raise ValueError(
+            f"train_tokenizer: a vocabulary of {vocab_size} pieces cannot hold the {need} distinct characters "
+            f"of this text (character_coverage={character_coverage}; CJK text has many): raise "
+            f"Data.tokenizer_vocab_size to at least {need + 5} (and Arch.ernie.vocab_size to at least the "
+            f"resulting vocab.txt size, about twice that), or pass a ready tokenizer with Data.tokenizer") from None
     model_bytes = buf.getvalue()
     sp_path = os.path.join(out_dir, SP_MODEL_FILE)
     _atomic_write_bytes(sp_path, model_bytes)
@@ -155,6 +154,38 @@ def train_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 8000,
     }
     _atomic_write_bytes(os.path.join(out_dir, INFO_FILE), json.dumps(info, indent=2).encode("utf-8"))
     return info
+
+
+def _train_spm(spm, lines, buf, vocab_size, model_type, character_coverage, lowercase, max_sentence_length,
+               seed_sentencepiece_size) -> None:
+    """Run SentencePiece training over ``lines``, writing the model into ``buf``."""
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=buf,
+        vocab_size=int(vocab_size),
+        model_type=model_type,
+        character_coverage=float(character_coverage),
+        normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+        hard_vocab_limit=False,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        num_threads=1,
+        max_sentence_length=int(max_sentence_length),
+        seed_sentencepiece_size=int(seed_sentencepiece_size),
+        minloglevel=2,
+    )
+
+
+def tokenizer_fingerprint(path: str) -> dict:
+    """``{"kind": "tokenizer", "path", "sha256"}``: sha256 over the folder's SentencePiece model and
+    vocab.txt (the two files that decide the token ids)."""
+    h = hashlib.sha256()
+    for name in (SP_MODEL_FILE, VOCAB_FILE):
+        h.update(name.encode() + b"\0")
+        with open(os.path.join(path, name), "rb") as f:
+            h.update(f.read())
+    return {"kind": "tokenizer", "path": os.path.abspath(path), "sha256": h.hexdigest()}
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:

@@ -38,8 +38,8 @@ def _open(path: str):
     if path.endswith(".gz"):
         import gzip
 
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, "r", encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, "r", encoding="utf-8-sig", newline="")  # a UTF-8 byte-order mark is accepted
 
 
 def _line_chunks(fh, chunk_rows: int, start_line: int = 1):
@@ -293,9 +293,10 @@ def iter_table(fmt: str, path: str, data_cfg: dict, chunk_rows: int = DEFAULT_CH
     raise FeatureError(f"Data.format: {fmt!r} cannot be read in chunks (libfm, criteo, slot)")
 
 
-def concat_tables(chunks: List[Table]) -> Table:
+def concat_tables(chunks: List[Table], source: str = "") -> Table:
+    """One table of ``chunks``; none is an error naming ``source`` (the file read)."""
     if not chunks:
-        raise FeatureError("no rows read")
+        raise FeatureError(f"{source or 'input'}: no rows read (the file is empty or holds only blank lines)")
     if len(chunks) == 1:
         return chunks[0]
     cols = {}
@@ -309,5 +310,5 @@ def concat_tables(chunks: List[Table]) -> Table:
 
 
 def read_table(fmt: str, path: str, data_cfg: dict) -> Table:
-    t = concat_tables(list(iter_table(fmt, path, data_cfg)))
+    t = concat_tables(list(iter_table(fmt, path, data_cfg)), source=path)
     return t

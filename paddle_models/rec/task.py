@@ -14,7 +14,8 @@ excluded) and reports ``recall@K`` and ``ndcg@K`` for ``Metric.topk``.
 """
 from __future__ import annotations
 
-import csv
+import hashlib
+import json
 import os
 from typing import Dict, List, Tuple
 
@@ -26,6 +27,7 @@ from paddle.static import InputSpec
 from .. import metrics as metric_fns
 from ..engine.task import ServingNotSupported, Task, build_scheduler
 from ..registry import build_model, model_entry, register_task
+from ..safecsv import SafeCsvWriter
 from . import serving
 from .data import RecData
 from .optim import FTRL, PlateauScale
@@ -94,6 +96,13 @@ class RecTask(Task):
     # ---- setup -----------------------------------------------------------------------------------
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
         self.data.prepare(output_dir, is_main, checkpoint=self.cfg["Global"].get("checkpoint"))
+
+    def preprocessing_fingerprint(self):
+        """The feature map's fingerprint: sha256 of its canonical JSON (vocabularies, statistics, layout)."""
+        fmap = self.data.prepare(checkpoint=self.cfg["Global"].get("checkpoint"))
+        text = json.dumps(fmap.to_dict(), sort_keys=True, default=str).encode("utf-8")
+        return {"kind": "feature map", "path": os.path.join(os.path.abspath(self.output_dir), "feature_map.json"),
+                "sha256": hashlib.sha256(text).hexdigest()}
 
     def build_model(self) -> paddle.nn.Layer:
         """The model over the fitted feature layout (loaded beside ``Global.checkpoint``, or fitted)."""
@@ -189,7 +198,7 @@ class RecTask(Task):
     def write_eval_artifacts(self, outputs, metrics, out_dir: str, split: str) -> dict:
         path = os.path.join(out_dir, "predictions.csv")
         with open(path + ".tmp", "w", newline="") as fh:
-            w = csv.writer(fh)
+            w = SafeCsvWriter(fh)
             if self.kind == "ctr":
                 w.writerow(["row", "label", "prob"])
                 for i, (y, p) in enumerate(zip(outputs["label"], outputs["prob"])):

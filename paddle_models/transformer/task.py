@@ -124,6 +124,13 @@ class TransformerTask(Task):
         if found is None:
             if not is_main:
                 raise FileNotFoundError(f"{dest}: SentencePiece model not written by rank 0")
+            g = self.cfg["Global"]
+            if g.get("checkpoint") or g.get("resume"):
+                why = f"Global.checkpoint={g['checkpoint']}" if g.get("checkpoint") else "Global.resume=true"
+                raise FileNotFoundError(
+                    f"{why}: no {SPM_NAME} found beside the checkpoint's run or in {output_dir}; a model must be "
+                    f"used with the vocabulary it was trained with: set Data.spm_model to it (a new one is "
+                    f"trained only when training from scratch)")
             d = self.cfg["Data"]
             found = train_sentencepiece(
                 [self._data_path("train_src"), self._data_path("train_tgt")], dest[: -len(".model")],
@@ -136,6 +143,17 @@ class TransformerTask(Task):
             raise ValueError(f"{found}: vocabulary has {tok.vocab_size} pieces but Arch.vocab_size is "
                              f"{arch['vocab_size']}; set Arch.vocab_size to match (or retrain the vocabulary)")
         self.tokenizer = tok
+
+    def preprocessing_fingerprint(self):
+        """The SentencePiece model's fingerprint (sha256 of the file); None for the toy task."""
+        if self.kind == "toy":
+            return None
+        path = getattr(self.tokenizer, "path", None) or self._find_spm(self.output_dir)
+        if not path or not os.path.isfile(path):
+            return None
+        from ..engine.checkpoint import file_sha256
+
+        return {"kind": "SentencePiece model", "path": os.path.abspath(path), "sha256": file_sha256(path)}
 
     def _tok(self):
         if self.tokenizer is None:
