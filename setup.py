@@ -26,6 +26,8 @@ INSTALL_REQUIRES = [
     "onnxruntime==1.32.0",
     "fastapi==0.165.0",
     "uvicorn==0.54.0",
+    "httptools==0.9.0",   # uvicorn's C HTTP parser (h11, pure Python, is slower per request)
+    "uvloop==0.23.0",     # uvicorn's libuv event loop
     "prometheus_client==0.26.0",
 ]
 

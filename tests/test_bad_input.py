@@ -283,7 +283,8 @@ def test_config_ranges_name_the_key(override, key):
 
 def test_config_file_values_are_range_checked_too(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text((ROOT / "configs" / "multimodal" / "jsonl_small.yaml").read_text().replace("epochs: 2", "epochs: -3"))
+    text = (ROOT / "configs" / "multimodal" / "jsonl_small.yaml").read_text()
+    p.write_text(re.sub(r"\bepochs: \d+", "epochs: -3", text, count=1))
     with pytest.raises(ConfigError, match=re.escape(f"{p}: Global.epochs: must be >= 1, got -3")):
         load_config(str(p))
 

@@ -61,13 +61,13 @@ def test_predictor_matches_dygraph(fm_export, onednn):
     pred = Predictor(fm_export["dir"], threads=1, onednn=onednn)
     batch = _batch(fm_export, 7)
     out = pred.run(batch)
-    assert list(out) == ["output_0"]
+    assert list(out) == ["prob"]
     ref = _dygraph(fm_export, batch)
-    np.testing.assert_allclose(out["output_0"], ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["prob"], ref, rtol=1e-5, atol=1e-6)
     assert pred.onednn is (onednn == "on")
     # a batch of one (the batch axis is dynamic)
     one = {k: v[:1] for k, v in batch.items()}
-    np.testing.assert_allclose(pred.run(one)["output_0"], ref[:1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pred.run(one)["prob"], ref[:1], rtol=1e-5, atol=1e-6)
 
 
 def test_wrong_dtype_is_a_clear_error(fm_export):
@@ -133,7 +133,7 @@ def test_auto_falls_back_when_the_onednn_probe_crashes(fm_export, monkeypatch, c
     assert "killed by SIGABRT" in pred.onednn_note
     assert any("running without oneDNN" in r.getMessage() for r in caplog.records)
     batch = _batch(fm_export)
-    np.testing.assert_allclose(pred.run(batch)["output_0"], _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pred.run(batch)["prob"], _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
 
 
 def test_auto_probe_failing_with_an_error_names_it(fm_export, monkeypatch):
@@ -178,7 +178,7 @@ def test_error_at_creation_with_onednn_falls_back(fm_export, monkeypatch, caplog
     assert pred.onednn is False and "ConvertPirAttribute2RuntimeAttribute" in pred.onednn_note
     assert any("falling back to oneDNN off" in r.getMessage() for r in caplog.records)
     batch = _batch(fm_export)
-    np.testing.assert_allclose(pred.run(batch)["output_0"], _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pred.run(batch)["prob"], _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_onednn_mode():
@@ -197,7 +197,7 @@ def test_kept_buffers_give_the_same_outputs_and_stay_allocated(fm_export, onednn
     inputs = sum(a.nbytes for a in first.values())
     keep = Predictor(fm_export["dir"], threads=1, onednn=onednn, keep_buffers="on")
     before = P._host_allocated()
-    out = [keep.run(first)["output_0"]]
+    out = [keep.run(first)["prob"]]
     assert paddle.get_flags([key])[key] == flag
     assert keep.keep_buffers is True and keep.describe()["kept_bytes"] == keep.kept_bytes
     time.sleep(0.5)  # Paddle frees on a helper thread: give it time to show if it would
@@ -205,7 +205,7 @@ def test_kept_buffers_give_the_same_outputs_and_stay_allocated(fm_export, onednn
     assert held > 4 * inputs and keep.kept_bytes > 4 * inputs  # inputs + outputs + the intermediates
     free = Predictor(fm_export["dir"], threads=1, onednn=onednn, keep_buffers="off")
     before = P._host_allocated()
-    ref = [free.run(first)["output_0"]]
+    ref = [free.run(first)["prob"]]
     assert free.keep_buffers is False and free.kept_bytes is None
     deadline = time.time() + 20  # the freeing predictor gives its intermediates back (a few ms in practice)
     while P._host_allocated() - before >= held / 2 and time.time() < deadline:
@@ -213,8 +213,8 @@ def test_kept_buffers_give_the_same_outputs_and_stay_allocated(fm_export, onednn
     assert P._host_allocated() - before < held / 2
     for n in (90, 3, 64):
         b = _batch(fm_export, n)
-        ref.append(free.run(b)["output_0"])
-        out.append(keep.run(b)["output_0"])
+        ref.append(free.run(b)["prob"])
+        out.append(keep.run(b)["prob"])
     for o, r in zip(out, ref):
         np.testing.assert_array_equal(o, r)
     np.testing.assert_allclose(out[-1], _dygraph(fm_export, _batch(fm_export, 64)), rtol=1e-5, atol=1e-6)
@@ -247,7 +247,7 @@ def test_error_on_a_run_with_onednn_falls_back(fm_export, caplog):
     pred._predictor = Failing(pred._predictor)
     batch = _batch(fm_export)
     with caplog.at_level(logging.WARNING, logger="paddle_models"):
-        out = pred.run(batch)["output_0"]
+        out = pred.run(batch)["prob"]
     assert pred.onednn is False and "oneDNN primitive creation failed" in pred.onednn_note
     np.testing.assert_allclose(out, _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
     strict = Predictor(fm_export["dir"], threads=1, onednn="on", fallback=False)
@@ -263,8 +263,8 @@ def test_bf16_precision_is_an_opt_in_close_to_fp32(fm_export):
     ref = _dygraph(fm_export, batch)
     pred = Predictor(fm_export["dir"], threads=1, onednn="on", precision="bf16")
     assert pred.precision == "bf16" and pred.onednn is True and pred.describe()["precision"] == "bf16"
-    out = pred.run(batch)["output_0"]
-    assert not np.array_equal(out, Predictor(fm_export["dir"], threads=1, onednn="on").run(batch)["output_0"])  # bf16 ran ...
+    out = pred.run(batch)["prob"]
+    assert not np.array_equal(out, Predictor(fm_export["dir"], threads=1, onednn="on").run(batch)["prob"])  # bf16 ran ...
     np.testing.assert_allclose(out, ref, rtol=5e-2, atol=5e-2)  # ... and stays close to fp32
 
 
@@ -281,9 +281,9 @@ def test_bf16_needs_onednn(fm_export):
 def test_onnx_predictor_matches_paddle_inference_and_dygraph(fm_export):
     batch = _batch(fm_export, 7)
     onnx = OnnxPredictor(fm_export["dir"], threads=1)
-    out = onnx.run(batch)["output_0"]
+    out = onnx.run(batch)["prob"]
     np.testing.assert_allclose(out, _dygraph(fm_export, batch), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out, Predictor(fm_export["dir"], threads=1, onednn="off").run(batch)["output_0"],
+    np.testing.assert_allclose(out, Predictor(fm_export["dir"], threads=1, onednn="off").run(batch)["prob"],
                                rtol=1e-5, atol=1e-6)
     assert onnx.describe()["engine"] == "onnxruntime" and onnx.describe()["onnx_file"].endswith("model.onnx")
 
@@ -311,4 +311,4 @@ def test_onnx_predictor_needs_an_onnx_graph(fm_export, tmp_path):
     write_yaml(str(copy / "export.yaml"), meta)
     with pytest.raises(ValueError, match="variant 'model' has no ONNX graph; export it with tools/export.py --onnx"):
         OnnxPredictor(str(copy))
-    assert Predictor(str(copy), threads=1, onednn="off").run(_batch(fm_export, 2))["output_0"].shape[0] == 2
+    assert Predictor(str(copy), threads=1, onednn="off").run(_batch(fm_export, 2))["prob"].shape[0] == 2
