@@ -7,7 +7,7 @@ Without export folders it builds them in a temporary folder (the multimodal demo
 steps, a small DeepFM on synthetic rows). For each export, with dynamic batching (``--max-batch 32``) and
 without (``--max-batch 1``): one record per request at concurrency 1, 8, 32, 128 (closed loop, bounded by
 ``--requests`` per level). Then, on the batching multimodal server: an overload phase (open loop at about
-4x the measured capacity for ``--overload-s`` seconds, every request with a 10 s client timeout) and a soak
+4x the measured capacity for ``--overload-s`` seconds, every request with a 60 s client timeout) and a soak
 of ``--soak`` requests at concurrency 32 with the server's RSS sampled before and after. Checks: every
 request answered exactly once with its own id, no 5xx other than 503/504, ``/readyz`` 200 after the
 overload. Prints the CPU model (lscpu) with the table. Servers bind to 127.0.0.1 only.
@@ -301,7 +301,7 @@ async def open_loop(url, records, rate, seconds, tag):
     while time.perf_counter() - t0 < seconds:
         due = int((time.perf_counter() - t0) * rate)
         while i < due:
-            tasks.append(asyncio.create_task(one(pool, tails[i % len(tails)], f"{tag}-{i}", tally, timeout=15.0)))
+            tasks.append(asyncio.create_task(one(pool, tails[i % len(tails)], f"{tag}-{i}", tally, timeout=60.0)))
             i += 1
         await asyncio.sleep(0.005)
     await asyncio.gather(*tasks)

@@ -88,7 +88,8 @@ def rec(tmp_path_factory):
 class Served:
     def __init__(self, model_dir, *args):
         cmd = [sys.executable, str(ROOT / "tools" / "serve.py"), "--model-dir", str(model_dir), "--port", "0",
-               "--onednn", "off", "--threads", "1", *map(str, args)]
+               "--onednn", "off", "--threads", "1", *(() if "--processes" in args else ("--processes", "1")),
+               *map(str, args)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
         self.lines = []
         deadline = time.time() + 120
@@ -300,6 +301,22 @@ def test_sigterm_answers_requests_in_flight_then_exits_0(mm):
     t.join()
     assert res["r"].status_code == 200 and len(res["r"].json()["predictions"]) == 3
     assert s.proc.wait(30) == 0
+    s.client.close()
+
+
+def test_two_processes_share_the_socket_and_drain_on_sigterm(mm):
+    """The default on a multi-core machine: one server process per core on one socket."""
+    s = Served(mm["export"], "--processes", 2, "--max-wait-ms", 1500, "--max-batch", 64)
+    res = {}
+    threads = [threading.Thread(target=lambda k=k: res.setdefault(k, s.predict(mm["records"][k:k + 2])))
+               for k in range(4)]
+    [t.start() for t in threads]
+    time.sleep(0.6)  # the requests are queued, waiting for others to batch with
+    s.proc.send_signal(signal.SIGTERM)  # the parent passes it on; both children drain and exit 0
+    [t.join() for t in threads]
+    assert all(res[k].status_code == 200 and [p["id"] for p in res[k].json()["predictions"]] ==
+               [r["id"] for r in mm["records"][k:k + 2]] for k in range(4))
+    assert s.proc.wait(60) == 0
     s.client.close()
 
 

@@ -10,8 +10,9 @@ are answered, new ones refused, then the process exits 0. SIGHUP, or a change of
 ``--model-dir`` names (with ``--watch``: a symlink repointed, or export.yaml rewritten), loads the model
 again and swaps it in without failing a request.
 
-``--workers N`` runs N batcher threads in one process, each with its own predictors of ``--threads`` CPU
-threads; ``--processes N`` runs N such server processes on one listening socket instead.
+``--processes N`` (default: one per CPU core) runs N server processes on one listening socket, each with its
+own model, batcher and metrics; ``--workers N`` runs N batcher threads in one process, each with its own
+predictors of ``--threads`` CPU threads (default: the cores shared out among processes and workers).
 """
 import argparse
 import logging
@@ -39,7 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     p.add_argument("--workers", type=int, default=1, help="batcher threads, each with its own predictors")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per predictor (0: cores / workers)")
-    p.add_argument("--processes", type=int, default=1, help="server processes sharing the socket")
+    p.add_argument("--processes", type=int, default=0,
+                   help="server processes sharing the socket (0: one per CPU core; measured faster than one process "
+                        "with several predictor threads, see the README). Each has its own /metrics")
     p.add_argument("--preprocess-threads", type=int, default=2, help="threads validating and decoding records")
     p.add_argument("--engine", choices=["paddle", "onnxruntime"], default="paddle")
     p.add_argument("--onednn", choices=["auto", "on", "off"], default=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"))
@@ -57,6 +60,8 @@ def parse_args(argv=None):
                    help="run each batch at its own size (default: padded to the next power of two, so the predictor "
                         "meets a few shapes only)")
     args = p.parse_args(argv)
+    if args.processes == 0:
+        args.processes = os.cpu_count() or 1
     for k in ("max_batch", "workers", "processes", "max_records", "max_queue", "preprocess_threads"):
         if getattr(args, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(args, k)}")
