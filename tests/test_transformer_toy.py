@@ -147,3 +147,52 @@ def test_train_spm_tool(tmp_path):
                         str(tmp_path / "x"), "--vocab-size", "30"], cwd=str(ROOT), env=ENV, capture_output=True,
                        text=True)
     assert p.returncode == 2 and "nope.txt: file not found" in p.stderr
+
+
+def test_trained_toy_serves_translations_over_http(toy, tmp_path):
+    """tools/serve.py on the toy export: {"src"} records -> greedy translations equal to dygraph greedy
+    search on the same sources (the copies of the sources); bad records get a 422 naming the field."""
+    import httpx
+
+    from paddle_models.config import load_config
+    from paddle_models.engine.checkpoint import load_model_weights
+    from paddle_models.engine.export import export_model
+    from paddle_models.registry import get_task
+    from paddle_models.transformer.data import collate
+    from paddle_models.transformer.decoding import greedy_search, max_output_len, strip_special
+
+    cfg = load_config(str(ROOT / "configs" / "transformer" / "copy_toy.yaml"),
+                      [f"Global.checkpoint={toy['result']['best_checkpoint']}", f"Global.output_dir={tmp_path}"])
+    export_model(cfg, str(tmp_path / "export"), threads=1, check_onednn=False)
+    task = get_task("transformer")(cfg)
+    examples = [task.dataset("test")[i] for i in range(0, 60, 3)]
+    sources = [" ".join(map(str, s.tolist())) for s, _, _ in examples]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "serve.py"), "--model-dir", str(tmp_path / "export"),
+                             "--port", "0", "--processes", "1", "--onednn", "off", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    try:
+        url = None
+        for line in proc.stdout:
+            if line.startswith("serving on "):
+                url = line.split()[-1]
+                break
+        assert url, "the server did not start"
+        r = httpx.post(url + "/v1/predict", json={"records": [{"id": f"s{i}", "src": s} for i, s in
+                                                               enumerate(sources)]}, timeout=60)
+        assert r.status_code == 200, r.text
+        rows = r.json()["predictions"]
+        assert [row["id"] for row in rows] == [f"s{i}" for i in range(len(sources))]
+        model = task.build_model()
+        load_model_weights(model, cfg["Global"]["checkpoint"])
+        src = collate(examples)["src_ids"]
+        dec = cfg["Decode"]
+        want = greedy_search(model, src, max_output_len(model, src.shape[1], float(dec["max_len_a"]),
+                                                        int(dec["max_len_b"])))
+        assert [row["translation"] for row in rows] == [" ".join(map(str, strip_special(w))) for w in want]
+        assert sum(row["translation"] == s for row, s in zip(rows, sources)) >= len(sources) - 1
+        bad = httpx.post(url + "/v1/predict", json={"records": [{"id": "x", "src": 5}, {"id": "y"}]}, timeout=30)
+        assert bad.status_code == 422
+        assert [(e["index"], e["field"]) for e in bad.json()["errors"]] == [(0, "src"), (1, "src")]
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from functools import partial
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -20,6 +20,7 @@ import paddle.nn.functional as F
 from ..engine.loader import FixedBatches
 from ..engine.task import Task
 from ..registry import register_task
+from . import serving
 from .data import (Example, ExampleDataset, SpmTokenizer, ToyTokenizer, collate, make_examples, make_toy_examples,
                    read_parallel, token_batches, train_sentencepiece)
 from .decoding import DecoderStepGraph, EncoderGraph, decode_batch, max_output_len, strip_special
@@ -336,3 +337,34 @@ class TransformerTask(Task):
         tgt = rng.randint(EOS_ID + 1, V, size=[batch_size, tgt_len]).astype("int64")
         tgt[:, 0] = BOS_ID
         return {"src_ids": src, "tgt_ids": tgt}
+
+    # ---- serving (a task made by ``for_export``): {"src": ...} -> greedy translation ------------------------
+    def _serving_pre(self) -> dict:
+        return (self.export_meta or {}).get("preprocess") or {}
+
+    def _serving_tokenizer(self):
+        if getattr(self, "_serve_tok", None) is None:
+            self._serve_tok = serving.export_tokenizer(self.export_dir, self._serving_pre())
+        return self._serve_tok
+
+    def prepare_items(self, records: list, limits: Optional[dict] = None):
+        """Records ``{"id", "src"}``: the source text tokenized with the export's vocabulary (+ EOS)."""
+        lim = {"max_text_chars": 10_000, "truncate": True, **(limits or {})}
+        return serving.records_to_items(records, self._serving_tokenizer(), self._serving_pre(), lim)
+
+    def prepare_inputs(self, records: list):
+        items, errors = self.prepare_items(records)
+        good = [it for it in items if it is not None]
+        return (self.collate_items(good) if good else None), errors
+
+    def collate_items(self, items: list):
+        return serving.collate_items(items, self._serving_pre())
+
+    def serving_runner(self, make_predictor):
+        """Greedy decoding through the exported ``encoder`` and ``decoder_step`` graphs."""
+        return serving.greedy_runner(make_predictor, self._serving_pre())
+
+    def prediction_rows(self, outputs, batch):
+        """``{"id", "translation"}`` per source."""
+        return serving.translation_rows(outputs, batch, self._serving_tokenizer(), self._serving_pre())
+
