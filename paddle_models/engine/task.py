@@ -80,6 +80,34 @@ class RecordError(ValueError):
         super().__init__(f"{who}: {field}: {message}")
 
 
+def record_id(index: int, rec, fields) -> str:
+    """The id of request record ``index`` (its ``id``, else its index) after checking that it is a JSON object
+    with only the known ``fields``; a :class:`RecordError` otherwise."""
+    if not isinstance(rec, dict):
+        raise RecordError(index, None, "record", f"expected a JSON object, got {type(rec).__name__}")
+    rid = rec.get("id", index)
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise RecordError(index, None, "id", f"expected a string or integer, got {rid!r}")
+    rid = str(rid)
+    unknown = [k for k in rec if k not in fields]
+    if unknown:
+        raise RecordError(index, rid, unknown[0], f"unknown field (fields: {', '.join(fields)})")
+    return rid
+
+
+def prepare_each(records: list, prepare) -> Tuple[list, List[Optional[RecordError]]]:
+    """``(items, errors)``: ``prepare(index, record)`` of each record, or None and its RecordError."""
+    items, errors = [], []
+    for i, rec in enumerate(records):
+        try:
+            items.append(prepare(i, rec))
+            errors.append(None)
+        except RecordError as e:
+            items.append(None)
+            errors.append(e)
+    return items, errors
+
+
 class ServingNotSupported(ValueError):
     """This export cannot answer request records (e.g. a model exported as separate towers)."""
 

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..engine.artifact import EXPORT_META, to_builtin
-from ..engine.task import RecordError
+from ..engine.task import RecordError, prepare_each, record_id
 from .dataset import build_collate, build_dataset, image_transform_of
 from .images import IMAGENET_MEAN, IMAGENET_STD, DataError, load_rgb
 from .readers import _resolve_label
@@ -174,15 +174,7 @@ def decode_image_b64(value, field: str, transform, max_bytes: int, max_pixels: i
 def record_to_item(index: int, rec, data: dict, label_names, transform, use_text: bool, use_image: bool,
                    limits: dict, tokenizer=None) -> dict:
     """One request record -> a dataset item (as :class:`MultimodalDataset` yields it), or RecordError."""
-    if not isinstance(rec, dict):
-        raise RecordError(index, None, "record", f"expected a JSON object, got {type(rec).__name__}")
-    rid = rec.get("id", index)
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-        raise RecordError(index, None, "id", f"expected a string or integer, got {rid!r}")
-    rid = str(rid)
-    unknown = [k for k in rec if k not in RECORD_FIELDS]
-    if unknown:
-        raise RecordError(index, rid, unknown[0], f"unknown field (fields: {', '.join(RECORD_FIELDS)})")
+    rid = record_id(index, rec, RECORD_FIELDS)
     text = rec.get("text")
     if not isinstance(text, str):
         raise RecordError(index, rid, "text", "missing field" if text is None else
@@ -243,16 +235,8 @@ def records_to_items(records: list, data: dict, label_names, tokenizer, use_text
                      limits: dict) -> Tuple[list, List[Optional[RecordError]]]:
     """(dataset item of each good record or None, per-record errors): validation and image decoding."""
     transform = image_transform_of(data)
-    items, errors = [], []
-    for i, rec in enumerate(records):
-        try:
-            items.append(record_to_item(i, rec, data, label_names, transform, use_text, use_image, limits,
-                                        tokenizer))
-            errors.append(None)
-        except RecordError as e:
-            items.append(None)
-            errors.append(e)
-    return items, errors
+    return prepare_each(records, lambda i, rec: record_to_item(i, rec, data, label_names, transform, use_text,
+                                                               use_image, limits, tokenizer))
 
 
 def records_to_batch(records: list, data: dict, label_names, tokenizer, use_text: bool, use_image: bool,

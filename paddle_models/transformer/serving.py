@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..engine.task import RecordError
+from ..engine.task import RecordError, prepare_each, record_id
 from .data import SpmTokenizer, ToyTokenizer, pad_batch
 from .decoding import export_greedy, strip_special
 
@@ -28,15 +28,7 @@ def export_tokenizer(model_dir: str, pre: dict):
 
 def record_to_item(index: int, rec, tokenizer, pre: dict, limits: dict) -> dict:
     """One record -> ``{"id", "src_ids"}`` (source token ids followed by EOS), or a RecordError."""
-    if not isinstance(rec, dict):
-        raise RecordError(index, None, "record", f"expected a JSON object, got {type(rec).__name__}")
-    rid = rec.get("id", index)
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-        raise RecordError(index, None, "id", f"expected a string or integer, got {rid!r}")
-    rid = str(rid)
-    unknown = [k for k in rec if k not in RECORD_FIELDS]
-    if unknown:
-        raise RecordError(index, rid, unknown[0], f"unknown field (fields: {', '.join(RECORD_FIELDS)})")
+    rid = record_id(index, rec, RECORD_FIELDS)
     src = rec.get("src")
     if not isinstance(src, str):
         raise RecordError(index, rid, "src", "missing field" if src is None else
@@ -60,15 +52,7 @@ def record_to_item(index: int, rec, tokenizer, pre: dict, limits: dict) -> dict:
 
 
 def records_to_items(records: list, tokenizer, pre: dict, limits: dict) -> Tuple[list, List[Optional[RecordError]]]:
-    items, errors = [], []
-    for i, rec in enumerate(records):
-        try:
-            items.append(record_to_item(i, rec, tokenizer, pre, limits))
-            errors.append(None)
-        except RecordError as e:
-            items.append(None)
-            errors.append(e)
-    return items, errors
+    return prepare_each(records, lambda i, rec: record_to_item(i, rec, tokenizer, pre, limits))
 
 
 def collate_items(items: list, pre: dict) -> Dict[str, np.ndarray]:
