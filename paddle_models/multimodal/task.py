@@ -33,7 +33,7 @@ def tokenizer_candidates(cfg) -> list:
             d = os.path.dirname(d)
             cands.append(os.path.join(d, TOKENIZER_DIR))
     cands.append(os.path.join(cfg["Global"]["output_dir"], TOKENIZER_DIR))
-    return cands
+    return list(dict.fromkeys(cands))  # once each (near the file-system root the parents repeat)
 
 
 def find_tokenizer_dir(cfg) -> Optional[str]:
