@@ -196,3 +196,28 @@ def test_trained_toy_serves_translations_over_http(toy, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_translate_tool_from_checkpoint_and_from_export(toy, tmp_path):
+    """tools/translate.py on raw lines: the checkpoint (dygraph greedy) and the export (Paddle Inference
+    greedy) give the same translations, copies of the sources; empty lines stay empty."""
+    from paddle_models.config import load_config
+    from paddle_models.engine.export import export_model
+    from paddle_models.registry import get_task
+
+    ckpt = toy["result"]["best_checkpoint"]
+    cfg = load_config(str(ROOT / "configs" / "transformer" / "copy_toy.yaml"),
+                      [f"Global.checkpoint={ckpt}", f"Global.output_dir={tmp_path}"])
+    export_model(cfg, str(tmp_path / "export"), threads=1, check_onednn=False)
+    task = get_task("transformer")(cfg)
+    sources = [" ".join(map(str, s.tolist())) for s, _, _ in [task.dataset("test")[i] for i in range(0, 40, 4)]]
+    (tmp_path / "in.txt").write_text("\n".join(sources[:5] + [""] + sources[5:]) + "\n", encoding="utf-8")
+    _tool("tools/translate.py", "-c", "configs/transformer/copy_toy.yaml", "-o", f"Global.checkpoint={ckpt}", "-o",
+          f"Global.output_dir={tmp_path / 'run'}", "--input", str(tmp_path / "in.txt"), "--out",
+          str(tmp_path / "ckpt.txt"), "--beam", "1", "--json")
+    _tool("tools/translate.py", "--model-dir", str(tmp_path / "export"), "--input", str(tmp_path / "in.txt"), "--out",
+          str(tmp_path / "export.txt"), "--json")
+    a = (tmp_path / "ckpt.txt").read_text(encoding="utf-8").splitlines()
+    b = (tmp_path / "export.txt").read_text(encoding="utf-8").splitlines()
+    assert a == b and len(a) == len(sources) + 1 and a[5] == ""
+    assert sum(t == s for t, s in zip(a[:5] + a[6:], sources)) >= len(sources) - 1
