@@ -138,7 +138,7 @@ def serve_stage(export: str, data_root: str, items: str, infer_rows, out: str) -
         ready_s = time.time() - t0
         data = {"format": "mr2", "root": data_root, "files": {"val": os.path.basename(items)},
                 "on_bad_image": "skip", "allow_empty_text": True}
-        ds = build_dataset(data, "val", True, False)
+        ds = build_dataset(data, "val", True, True)  # images on: the items without their image are skipped
         records = []
         for k, r in enumerate(ds.records):
             # the evidence texts and image files exactly as the training dataset lists them for this item
