@@ -233,13 +233,14 @@ class Task:
         raise ValueError(f"the {self.family} family reads no raw input files; give a .npz of input arrays "
                          f"named as in export.yaml")
 
-    def prepare_inputs(self, records: list) -> Tuple[Optional[Dict[str, np.ndarray]], List[Optional[RecordError]]]:
+    def prepare_inputs(self, records: list, limits: Optional[dict] = None
+                       ) -> Tuple[Optional[Dict[str, np.ndarray]], List[Optional[RecordError]]]:
         """Request records -> (one batch of the graph's input arrays plus ``id`` for the good records, in
         order; ``errors[i]`` is None for a good record, else the :class:`RecordError` naming its field).
         Default: :meth:`prepare_items` then :meth:`collate_items` on the good items."""
         if type(self).prepare_items is Task.prepare_items:
             raise ServingNotSupported(f"the {self.family} family takes no request records")
-        items, errors = self.prepare_items(records)
+        items, errors = self.prepare_items(records, limits)
         good = [it for it, e in zip(items, errors) if e is None]
         return (self.collate_items(good) if good else None), errors
 

@@ -6,9 +6,10 @@
 * :func:`read_input_file`: a raw input file (JSONL, MR2 ``dataset_items_<split>.json``, MVSA) -> (dataset,
   collate) built by the training code with the export's settings; image paths resolve under the input
   file's folder.
-* :func:`records_to_batch`: request records (the JSONL fields, images as base64 in ``image_b64`` and
-  ``evidence_images_b64``, never server-side paths) -> one batch of the graph's inputs; each bad record
-  gets its own :class:`~paddle_models.engine.task.RecordError` and the others go on.
+* :func:`records_to_items`: request records (the JSONL fields, images as base64 in ``image_b64`` and
+  ``evidence_images_b64``, never server-side paths) -> dataset items, collated by the task's
+  ``collate_items``; each bad record gets its own :class:`~paddle_models.engine.task.RecordError` and the
+  others go on.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import binascii
 import io
 import os
 import shutil
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -237,14 +238,3 @@ def records_to_items(records: list, data: dict, label_names, tokenizer, use_text
     transform = image_transform_of(data)
     return prepare_each(records, lambda i, rec: record_to_item(i, rec, data, label_names, transform, use_text,
                                                                use_image, limits, tokenizer))
-
-
-def records_to_batch(records: list, data: dict, label_names, tokenizer, use_text: bool, use_image: bool,
-                     limits: dict) -> Tuple[Optional[Dict[str, np.ndarray]], List[Optional[RecordError]]]:
-    """(batch of the good records, per-record errors) with the training collate."""
-    items, errors = records_to_items(records, data, label_names, tokenizer, use_text, use_image, limits)
-    items = [it for it in items if it is not None]
-    if not items:
-        return None, errors
-    collate = build_collate(data, tokenizer, use_text, use_image)
-    return collate(items), errors

@@ -255,12 +255,6 @@ class MultimodalTask(Task):
         return serving.read_input_file(self.export_dir, self.export_meta, input_file, self._export_tokenizer(),
                                        on_bad_image=on_bad_image, data_overrides=data_overrides)
 
-    def prepare_inputs(self, records: list, limits: Optional[dict] = None):
-        """Records with the JSONL fields and base64 images (``image_b64``, ``evidence_images_b64``)."""
-        items, errors = self.prepare_items(records, limits)
-        good = [it for it in items if it is not None]
-        return (self.collate_items(good) if good else None), errors
-
     def prepare_items(self, records: list, limits: Optional[dict] = None):
         """Each record validated, its images decoded and transformed: dataset items (tokenized at collate)."""
         data = serving.data_settings(self.export_dir, self.export_meta)

@@ -352,11 +352,6 @@ class TransformerTask(Task):
         lim = {"max_text_chars": 10_000, "truncate": True, **(limits or {})}
         return serving.records_to_items(records, self._serving_tokenizer(), self._serving_pre(), lim)
 
-    def prepare_inputs(self, records: list):
-        items, errors = self.prepare_items(records)
-        good = [it for it in items if it is not None]
-        return (self.collate_items(good) if good else None), errors
-
     def collate_items(self, items: list):
         return serving.collate_items(items, self._serving_pre())
 
