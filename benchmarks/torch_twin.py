@@ -7,6 +7,7 @@ Twin: an XLM-R-sized encoder (transformers' XLMRobertaModel with ERNIE-M base's 
 768 hidden, 12 layers, 12 heads, 3072 FFN) for the text, torchvision's resnet101 children up to layer4
 + AdaptiveAvgPool2d for the images, ``nn.MultiheadAttention(768, 16)`` / ``(2048, 16)`` and
 ``Linear(5632, 1024) -> Linear(1024, 3)``, random weights, AdamW; BN kept in eval mode as the baseline does.
+``--bf16``: the forward passes (eval and train) under ``torch.autocast("cpu", torch.bfloat16)``.
 Prints one JSON line: eval_forward_s, train_step_s and the samples/s of both.
 """
 import argparse
@@ -22,6 +23,8 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--evidence", type=int, default=2, help="captions and evidence images per post")
+    ap.add_argument("--bf16", action="store_true",
+                    help='forward passes under torch.autocast("cpu", torch.bfloat16) (weights and AdamW stay fp32)')
     args = ap.parse_args()
 
     import torch
@@ -74,8 +77,13 @@ def main():
     ev = torch.randn(B, N, 3, 224, 224, generator=g)
     label = torch.tensor([i % 3 for i in range(B)])
 
+    import contextlib
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for _ in range(args.warmup):
             model(ids, cap_ids, image, ev)
         t0 = time.perf_counter()
@@ -87,7 +95,9 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
 
     def step():
-        loss = nn.functional.cross_entropy(model(ids, cap_ids, image, ev), label)
+        with autocast():
+            logits = model(ids, cap_ids, image, ev)
+        loss = nn.functional.cross_entropy(logits.float(), label)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -100,7 +110,8 @@ def main():
     train_s = (time.perf_counter() - t0) / args.steps
     print(json.dumps({"eval_forward_s": eval_s, "train_step_s": train_s, "eval_samples_per_s": B / eval_s,
                       "train_samples_per_s": B / train_s, "torch": torch.__version__,
-                      "params": sum(p.numel() for p in model.parameters())}))
+                      "params": sum(p.numel() for p in model.parameters()),
+                      "precision": "autocast bf16" if args.bf16 else "fp32"}))
 
 
 if __name__ == "__main__":

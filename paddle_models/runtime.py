@@ -15,7 +15,23 @@ The tunings keep what is computed and change how fast it runs:
   imported, so importing ``paddle_models`` only sets the variable (unless paddle is already loaded, in
   which case the flag is set directly).
 
-The README's speed section gives the measured effect of each, with the CPU and the command.
+What is applied depends on the CPU: :func:`cpu_info` reads the vendor and the instruction sets that
+decide it (AVX2, AVX-512, AVX512-BF16, AVX512-VNNI, AMX) from ``/proc/cpuinfo`` and :func:`cpu_plan` turns
+them into settings, each one measured (the README's speed section names the CPU of every figure):
+
+==========================  ===========================  ==========================================
+setting                     AMD (measured: EPYC Zen 4)   Intel (measured: Xeon with AMX, issue 14)
+==========================  ===========================  ==========================================
+MKL_DEBUG_CPU_TYPE=5        yes (MKL's AVX2 GEMM)         no (MKL already takes AVX-512 / AMX there)
+oneDNN kernels in dygraph   no (eval 1.92 s vs 1.52 s)    no (eval 2.01 s vs 1.75 s)
+eval on the exported graph  yes (1.14 s vs 1.52 s)        yes (1.27 s vs 1.75 s)
+Paddle Inference + oneDNN
+bf16 allowed                with AVX512-BF16              with AVX512-BF16 or AMX-BF16 (oneDNN picks AMX)
+mallopt, no stride kernels  yes                           yes
+==========================  ===========================  ==========================================
+
+``Global.eval_engine: auto`` (the default) reads ``eval_engine`` from the plan. ``PADDLE_MODELS_CPUINFO``
+points :func:`cpu_info` at another cpuinfo file (what the tests use to run the other vendor's plan).
 Set ``PADDLE_MODELS_CPU_TUNING=0`` to leave the process as it is.
 """
 import importlib.metadata
@@ -25,17 +41,69 @@ import sys
 _APPLIED = {}
 
 
-def _is_amd() -> bool:
+_VENDORS = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}
+_ISA = {"avx2": "avx2", "avx512": "avx512f", "avx512_bf16": "avx512_bf16", "avx512_vnni": "avx512_vnni",
+        "amx_tile": "amx_tile", "amx_bf16": "amx_bf16", "amx_int8": "amx_int8"}
+
+
+def cpu_info(text: str = None) -> dict:
+    """The CPU this process runs on, from the first processor block of ``/proc/cpuinfo`` (or ``text``; or
+    the file named by ``PADDLE_MODELS_CPUINFO``): ``vendor`` ('AMD', 'Intel', or the raw vendor id,
+    'unknown' when unreadable), ``model_name``, ``cores`` (logical CPUs this process may use), and one bool
+    per instruction set that decides the tuning: ``avx2``, ``avx512``, ``avx512_bf16``, ``avx512_vnni``,
+    ``amx_tile``, ``amx_bf16``, ``amx_int8``; ``bf16`` is native bfloat16 (AVX512-BF16 or AMX-BF16)."""
+    if text is None:
+        path = os.environ.get("PADDLE_MODELS_CPUINFO") or "/proc/cpuinfo"
+        try:
+            with open(path) as fh:
+                text = fh.read(1 << 16)
+        except OSError:
+            text = ""
+    fields = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor block is enough: all cores of a machine here are alike
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    vendor_id = fields.get("vendor_id", "")
     try:
-        with open("/proc/cpuinfo") as fh:
-            return "AuthenticAMD" in fh.read(4096)
-    except OSError:
-        return False
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    info = {"vendor": _VENDORS.get(vendor_id, vendor_id or "unknown"), "model_name": fields.get("model name", ""),
+            "cores": cores}
+    info.update({k: flag in flags for k, flag in _ISA.items()})
+    info["bf16"] = info["avx512_bf16"] or info["amx_bf16"]
+    return info
 
 
-def use_avx2_mkl_on_amd() -> bool:
-    """Set ``MKL_DEBUG_CPU_TYPE=5`` on AMD CPUs when the user has not set it. True if this call set it."""
-    if os.environ.get("MKL_DEBUG_CPU_TYPE") is not None or not _is_amd():
+def cpu_name(info: dict) -> str:
+    """'AMD EPYC 9B14', 'Intel(R) Xeon(R) ...': the model name, with the vendor in front when it lacks it."""
+    name = info.get("model_name", "")
+    return name if name.lower().startswith(info["vendor"].lower()) else f"{info['vendor']} {name}".strip()
+
+
+def cpu_plan(info: dict) -> dict:
+    """The settings :func:`tune_cpu` and the tools apply on a CPU described by :func:`cpu_info` (the table
+    of the module docstring): ``mkl_avx2`` (set ``MKL_DEBUG_CPU_TYPE=5``), ``onednn_dygraph`` (oneDNN
+    kernels in dygraph), ``eval_engine`` (what ``Global.eval_engine: auto`` means on CPU), ``bf16`` (the
+    CPU runs oneDNN's bfloat16 natively, so ``Global.precision: bf16`` is allowed) and ``amx`` (oneDNN
+    will use AMX tiles for bf16 / int8; nothing to set, reported)."""
+    return {"mkl_avx2": info.get("vendor") == "AMD", "onednn_dygraph": False, "eval_engine": "inference",
+            "bf16": bool(info.get("bf16")), "amx": bool(info.get("amx_bf16") or info.get("amx_int8"))}
+
+
+def _is_amd() -> bool:
+    return cpu_info()["vendor"] == "AMD"
+
+
+def use_avx2_mkl() -> bool:
+    """Set ``MKL_DEBUG_CPU_TYPE=5`` (the plan asks for it on AMD CPUs) when the user has not set it. True if
+    this call set it."""
+    if os.environ.get("MKL_DEBUG_CPU_TYPE") is not None:
         return False
     os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
     return True
@@ -78,16 +146,29 @@ def no_stride_kernels_on_cpu() -> bool:
     return True
 
 
+def tuning_disabled() -> bool:
+    return os.environ.get("PADDLE_MODELS_CPU_TUNING", "1").strip().lower() in ("0", "false", "off", "no")
+
+
 def tune_cpu() -> dict:
-    """Apply the three tunings once per process (unless ``PADDLE_MODELS_CPU_TUNING=0``); returns what was done."""
+    """Apply this CPU's plan once per process (unless ``PADDLE_MODELS_CPU_TUNING=0``); returns what was done
+    (``cpu``: the vendor and model name it was planned for)."""
     if not _APPLIED:
-        if os.environ.get("PADDLE_MODELS_CPU_TUNING", "1").strip().lower() in ("0", "false", "off", "no"):
+        info = cpu_info()
+        if tuning_disabled():
             _APPLIED.update(mkl_avx2=False, mallopt=False, no_stride_kernels=False, disabled=True)
         else:
-            _APPLIED.update(mkl_avx2=use_avx2_mkl_on_amd(), mallopt=keep_freed_memory(),
+            plan = cpu_plan(info)
+            _APPLIED.update(mkl_avx2=plan["mkl_avx2"] and use_avx2_mkl(), mallopt=keep_freed_memory(),
                             no_stride_kernels=no_stride_kernels_on_cpu(), disabled=False)
         _APPLIED["MKL_DEBUG_CPU_TYPE"] = os.environ.get("MKL_DEBUG_CPU_TYPE")
+        _APPLIED["cpu"] = cpu_name(info)
     return dict(_APPLIED)
+
+
+def default_eval_engine() -> str:
+    """What ``Global.eval_engine: auto`` means on CPU: the plan's engine ('dygraph' when tuning is off)."""
+    return "dygraph" if tuning_disabled() else cpu_plan(cpu_info())["eval_engine"]
 
 
 # ---- per-run setup (device, threads, seeds, ranks); paddle is imported only when these are called --------
@@ -132,3 +213,25 @@ def setup_runtime(cfg) -> None:
     if ws > 1 and not paddle.distributed.is_initialized():
         paddle.distributed.init_parallel_env()
     seed_everything(int(g["seed"]))
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(cfg) -> str:
+    """``Global.precision`` checked against this machine: 'fp32' or 'bf16' (bf16 needs a CPU run with native
+    bfloat16, AVX512-BF16 or AMX-BF16; the error names the CPU)."""
+    p = str(cfg["Global"].get("precision", "fp32")).strip().lower()
+    if p not in PRECISIONS:
+        raise ValueError(f"Global.precision: {p!r} is not one of {', '.join(PRECISIONS)}")
+    if p == "bf16":
+        import paddle
+
+        if paddle.get_device() != "cpu":
+            raise ValueError(f"Global.precision: bf16 is implemented for CPU (oneDNN) in this project; the run is "
+                             f"on {paddle.get_device()}: use fp32")
+        info = cpu_info()
+        if not info["bf16"]:
+            raise ValueError(f"Global.precision: bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX-BF16); "
+                             f"this one ({cpu_name(info)}) has neither: use fp32")
+    return p

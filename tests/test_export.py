@@ -177,6 +177,34 @@ def test_multimodal_export_folder(exported, run):
         exported["cfg"]["Arch"]["ernie"]["hidden_size"]
 
 
+def test_bf16_export_runs_bf16_by_default_and_reports_agreement(run, tmp_path, monkeypatch):
+    """Global.precision=bf16 at export: the fp32 graph, parity-checked as always, plus export.yaml
+    ``precision: bf16`` that predictors take by default, and the bf16 outputs' distance to dygraph reported.
+    On a CPU without native bfloat16 such an export runs fp32 with a note; asking for bf16 there raises."""
+    import paddle_models.engine.predictor as predictor_mod
+
+    if not predictor_mod.bf16_supported():
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 / AMX)")
+    cfg = load_config(CONFIG, run["overrides"] + ["Global.precision=bf16"])
+    out = tmp_path / "export_bf16"
+    res = export_model(cfg, str(out), threads=1, check_onednn=True)
+    v = res["variants"]["model"]
+    assert res["parity_max_rel_err"] <= 1e-5  # the graph itself is the fp32 function
+    assert 0 < v["bf16_max_rel_err"] < 5e-2 and v["bf16_argmax_agrees"] == 1.0
+    assert read_export_meta(str(out))["precision"] == "bf16"
+    ex = load_npz(str(out / "example_model.npz"))
+    pred = Predictor(str(out), threads=1)
+    assert pred.precision == "bf16" and pred.onednn is True
+    fp32 = Predictor(str(out), threads=1, precision="fp32", onednn="off")
+    a, b = pred.run(ex)["logits"], fp32.run(ex)["logits"]
+    assert 0 < max_rel_err([a], [b]) < 5e-2
+    monkeypatch.setattr(predictor_mod, "bf16_supported", lambda: False)
+    old = Predictor(str(out), threads=1)
+    assert old.precision == "fp32" and "exported for bf16, but this CPU has no native bfloat16" in old.onednn_note
+    with pytest.raises(ValueError, match="this CPU has no native bfloat16"):
+        Predictor(str(out), threads=1, precision="bf16")
+
+
 def test_exported_graph_matches_dygraph_on_real_batches(exported):
     """An independent loader (paddle.jit.load) and Paddle Inference on collated test batches whose batch
     size, text length and evidence count differ from the trace-time example."""

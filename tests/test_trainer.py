@@ -165,7 +165,7 @@ def test_eval_on_the_exported_graph_matches_dygraph(demo, tmp_path, monkeypatch)
     with Paddle Inference: same probabilities and metrics as dygraph, with oneDNN off and on."""
     res = run(cfg_for(demo, tmp_path / "r", "Global.epochs=1"))
     ck = f"Global.checkpoint={res['best_checkpoint']}"
-    dy_cfg = cfg_for(demo, tmp_path / "dy", ck)
+    dy_cfg = cfg_for(demo, tmp_path / "dy", ck, "Global.eval_engine=dygraph")
     dy = Trainer(dy_cfg, get_task("multimodal")(dy_cfg))
     want = dy.predict(_loaded(dy_cfg), "test")
     ref = dy.evaluate("test")
@@ -196,5 +196,59 @@ def _loaded(cfg):
 
 def test_eval_engine_is_checked(demo, tmp_path):
     cfg = cfg_for(demo, tmp_path / "x", "Global.eval_engine=onnx", "Global.checkpoint=none")
-    with pytest.raises(ValueError, match="Global.eval_engine: 'onnx' is not one of dygraph, inference"):
+    with pytest.raises(ValueError, match="Global.eval_engine: 'onnx' is not one of auto, dygraph, inference"):
         Trainer(cfg, get_task("multimodal")(cfg)).evaluate("test")
+
+
+def test_eval_engine_auto_follows_the_cpu_plan(demo, tmp_path, monkeypatch):
+    """auto (the default) evaluates a multimodal checkpoint on the exported graph on CPU, with the metrics of
+    dygraph; with the CPU tuning off it stays dygraph; validation while training is always dygraph."""
+    res = run(cfg_for(demo, tmp_path / "r", "Global.epochs=1"))
+    assert "eval_engine" not in res  # fit's validation ran on the model itself
+    ck = f"Global.checkpoint={res['best_checkpoint']}"
+    cfg = cfg_for(demo, tmp_path / "auto", ck)
+    assert cfg["Global"]["eval_engine"] == "auto"
+    ev = Trainer(cfg, get_task("multimodal")(cfg)).evaluate("test")
+    assert ev["eval_engine"] == "inference" and ev["numeric_precision"] == "fp32"
+    dy_cfg = cfg_for(demo, tmp_path / "dy", ck, "Global.eval_engine=dygraph")
+    dy = Trainer(dy_cfg, get_task("multimodal")(dy_cfg)).evaluate("test")
+    assert "eval_engine" not in dy
+    for k in ("accuracy", "macro_f1"):
+        assert ev[k] == pytest.approx(dy[k], abs=1e-9)
+    monkeypatch.setenv("PADDLE_MODELS_CPU_TUNING", "0")
+    assert Trainer(cfg, get_task("multimodal")(cfg)).eval_engine() == "dygraph"
+
+
+def test_bf16_precision_trains_fp32_and_evaluates_bf16(demo, tmp_path):
+    from paddle_models.engine.predictor import bf16_supported
+    from paddle_models.engine.trainer import BF16_TRAINING_NOTE
+
+    if not bf16_supported():
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 / AMX); Global.precision=bf16 is refused here "
+                    "(tests/test_cpu_plan.py::test_precision_checks covers the message)")
+    bad = cfg_for(demo, tmp_path / "bad", "Global.precision=bf16", "Global.eval_engine=dygraph")
+    with pytest.raises(ValueError, match="Paddle 3.3.1 has no bfloat16 dygraph kernels on CPU"):
+        Trainer(bad, get_task("multimodal")(bad)).evaluate("test")
+    res = run(cfg_for(demo, tmp_path / "r", "Global.epochs=1", "Global.precision=bf16"))
+    assert res["numeric_precision"] == {"train": "fp32", "eval": "bf16"} and "TRAINS IN FP32" in BF16_TRAINING_NOTE
+    # the same run in fp32 gives the same weights: training is not touched by the precision setting
+    ref = run(cfg_for(demo, tmp_path / "f", "Global.epochs=1"))
+    a, b = weights(os.path.dirname(res["best_checkpoint"])), weights(os.path.dirname(ref["best_checkpoint"]))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    ck = f"Global.checkpoint={res['best_checkpoint']}"
+    cfg = cfg_for(demo, tmp_path / "bf", ck, "Global.precision=bf16")
+    tr = Trainer(cfg, get_task("multimodal")(cfg))
+    ev = tr.evaluate("test")
+    assert ev["eval_engine"] == "inference" and ev["numeric_precision"] == "bf16" and ev["onednn"] is True
+    module, _ = tr._exported(_loaded(cfg))
+    got = tr.predict(module, "test")
+    dy_cfg = cfg_for(demo, tmp_path / "dy", ck, "Global.eval_engine=dygraph")
+    want = Trainer(dy_cfg, get_task("multimodal")(dy_cfg)).predict(_loaded(dy_cfg), "test")
+    # bf16 keeps 8 bits of mantissa: probabilities within 2e-2 of fp32, and the class wherever fp32's margin
+    # between its top two classes is above that
+    assert list(got["id"]) == list(want["id"])
+    np.testing.assert_allclose(got["prob"], want["prob"], atol=2e-2)
+    top2 = np.sort(want["prob"], axis=1)[:, -2:]
+    sure = (top2[:, 1] - top2[:, 0]) > 4e-2
+    assert np.array_equal(got["prob"][sure].argmax(1), want["prob"][sure].argmax(1))
+    assert np.abs(got["prob"] - want["prob"]).max() > 0  # it did run in bf16, not the fp32 graph

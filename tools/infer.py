@@ -174,9 +174,10 @@ def main():
                         "are Paddle Inference settings")
     p.add_argument("--onednn", choices=["auto", "on", "off"], default=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"),
                    help="oneDNN kernels: auto probes them in a subprocess first and falls back when they fail")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="bf16: oneDNN bfloat16 matmuls/convolutions on CPUs with native support; faster, not the "
-                        "exported function exactly (logits within about 1e-2 relative)")
+                        "exported function exactly (logits within about 1e-2 relative). Default: the export's "
+                        "precision (Global.precision at export; fp32 when it names none)")
     p.add_argument("--keep-buffers", choices=["auto", "on", "off"], default="auto",
                    help="keep intermediate tensors allocated between batches instead of freeing each one after "
                         "its last use: faster for small models, costs their total size in memory; auto: on for "
@@ -198,7 +199,7 @@ def main():
 
     t = time.time()
     if args.engine == "onnxruntime":
-        if args.precision != "fp32":
+        if args.precision not in (None, "fp32"):
             raise ValueError(f"--precision {args.precision} is a Paddle Inference setting; onnxruntime runs the "
                              f"exported fp32 graph")
         pred = OnnxPredictor(args.model_dir, variant=args.variant, threads=args.threads)

@@ -248,6 +248,27 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
     return result
 
 
+def _bf16_agreement(out_dir, name, threads, batches, onednn_ok) -> dict:
+    """An export for ``Global.precision: bf16`` is not the fp32 function: instead of parity, report how far the
+    bf16 predictor's outputs are from dygraph fp32 on the check batches (max relative error; and the share of
+    rows whose argmax agrees, for 2-D outputs). The quality gate on real held-out data is the README's."""
+    if not onednn_ok:
+        raise ExportError(f"variant {name!r}: Global.precision: bf16 runs on oneDNN, and the oneDNN probe failed "
+                          f"on this graph here; export with Global.precision: fp32")
+    pred = Predictor(out_dir, variant=name, threads=threads, onednn="on", precision="bf16", fallback=False)
+    err, agree, rows = 0.0, 0, 0
+    for _, inputs, ref in batches:
+        outs = pred.run_list(inputs)
+        err = max(err, max_rel_err(outs, ref))
+        if outs[0].ndim == 2 and outs[0].shape[1] > 1:
+            agree += int((outs[0].argmax(1) == ref[0].argmax(1)).sum())
+            rows += outs[0].shape[0]
+    res = {"bf16_max_rel_err": err}
+    if rows:
+        res["bf16_argmax_agrees"] = agree / rows
+    return res
+
+
 def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_tol, onnx_parity_tol,
                  dump_config) -> dict:
     variants = export_variants_of(task, model)
@@ -260,6 +281,9 @@ def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_
         wpath = resolve_weights(ckpt)
         meta["checkpoint"] = {"path": os.path.abspath(wpath), "sha256": file_sha256(wpath)}
     meta.update(task.export_metadata(out_dir) or {})
+    precision = str(cfg["Global"].get("precision", "fp32"))
+    if precision != "fp32":
+        meta["precision"] = precision  # what predictors of this folder run by default (Predictor precision=None)
     dump_config(cfg, os.path.join(out_dir, CONFIG_FILE))
 
     result = {"family": cfg["_family"], "model": cfg["Arch"]["name"], "variants": {}}
@@ -306,7 +330,7 @@ def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_
                 next(iter(example.values())).shape[0] > 1:
             batches.append(("first sample", one, dygraph_outputs(layer, spec, one)))
         # Paddle Inference, oneDNN off (in this process)
-        pred = Predictor(out_dir, variant=name, threads=threads, onednn="off")
+        pred = Predictor(out_dir, variant=name, threads=threads, onednn="off", precision="fp32")
         err = 0.0
         for what, inputs, ref in batches:
             e = max_rel_err(pred.run_list(inputs), ref)
@@ -328,6 +352,8 @@ def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_
                 vres["onednn_error"] = probe["error"]
                 log.warning("variant %s: oneDNN is unusable for this graph on this machine (%s); predictors "
                             "will run without it", name, probe["error"])
+            if precision == "bf16":
+                vres.update(_bf16_agreement(out_dir, name, threads, batches, probe["ok"]))
         if onnx:
             mf = os.path.join(out_dir, entry["model_file"])
             pf = os.path.join(out_dir, entry["params_file"]) if entry["params_file"] else ""

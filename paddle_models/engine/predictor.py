@@ -18,8 +18,10 @@ family's ``Task.read_inputs`` / ``prepare_inputs``.
   raises instead).
 * Precision: ``"fp32"`` (the exported function, parity-checked at export) or ``"bf16"``: oneDNN runs the
   matmuls and convolutions in bfloat16 on CPUs with native support (AVX512-BF16 / AMX). Not the same
-  function (logits within about 1e-2 relative): an opt-in, never a default. Needs oneDNN; when oneDNN
-  falls back, so does the precision (``pred.precision`` says what runs).
+  function (logits within about 1e-2 relative): an opt-in. ``None`` (default) takes the export's
+  ``precision`` (``Global.precision`` at export; fp32 when absent; an export made for bf16 runs fp32 with a
+  warning on a CPU without native bfloat16 or with oneDNN off, while an explicit ``"bf16"`` raises there).
+  Needs oneDNN; when oneDNN falls back, so does the precision (``pred.precision`` says what runs).
 * Buffers: Paddle's executor frees every intermediate tensor after its last reader ran and allocates it
   again on the next call. ``keep_buffers="on"`` turns that off for this predictor
   (``FLAGS_eager_delete_tensor_gb=-1`` while its executor is built, on the first run; the process's flag
@@ -211,19 +213,26 @@ class Predictor(_ExportedGraph):
     engine = "paddle_inference"
 
     def __init__(self, model_dir: str, variant: Optional[str] = None, threads: int = 0, onednn="auto",
-                 onednn_cache_capacity: int = 16, fallback: bool = True, precision: str = "fp32",
+                 onednn_cache_capacity: int = 16, fallback: bool = True, precision: Optional[str] = None,
                  keep_buffers="auto"):
-        if precision not in PRECISIONS:
+        if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
         super().__init__(model_dir, variant, threads)
         variant = self.variant
+        self.onednn_note = ""
+        if precision is None:  # the export's own (Global.precision at export), fp32 when it names none
+            precision = str(self.meta.get("precision", "fp32"))
+            if precision == "bf16" and (_mode("onednn", onednn) == "off" or not bf16_supported()):
+                why = "oneDNN is off" if _mode("onednn", onednn) == "off" else "this CPU has no native bfloat16"
+                log.warning("%s: exported for bf16, but %s: running fp32", self.model_dir, why)
+                self.onednn_note = f"exported for bf16, but {why}: fp32"
+                precision = "fp32"
         self.model_file = self._file("model_file")
         self.params_file = self._file("params_file") if self.entry.get("params_file") else ""
         self.keep_buffers = _keep_buffers(keep_buffers, self.params_file)
         self.kept_bytes: Optional[int] = None  # intermediates held between calls, measured on the first run
         self.onednn_cache_capacity = int(onednn_cache_capacity)
         self.requested_onednn = _mode("onednn", onednn)
-        self.onednn_note = ""
         self.fallback = bool(fallback)  # False: a oneDNN failure raises instead of falling back
         use = self.requested_onednn != "off"
         self.precision = precision
@@ -401,8 +410,9 @@ def _probe_main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--inputs", nargs="+", required=True)
     a = ap.parse_args(argv)
-    off = Predictor(a.probe, a.variant, threads=a.threads, onednn="off")
-    on = Predictor(a.probe, a.variant, threads=a.threads, onednn="on", fallback=False)  # a failure is the answer
+    off = Predictor(a.probe, a.variant, threads=a.threads, onednn="off", precision="fp32")
+    # fallback off: a failure is the answer
+    on = Predictor(a.probe, a.variant, threads=a.threads, onednn="on", fallback=False, precision="fp32")
     worst = 0.0
     for i, f in enumerate(a.inputs):
         x = load_npz(f)

@@ -24,7 +24,7 @@ import numpy as np
 import paddle
 
 from ..config import dump_config
-from ..runtime import setup_runtime, world
+from ..runtime import check_precision, default_eval_engine, setup_runtime, world
 from .checkpoint import (check_preprocessing, load_checkpoint, load_model_weights, resume_path,
                          save_checkpoint)
 from .fast_linear import use_fast_linear_grad
@@ -35,6 +35,13 @@ from .runlock import OutputLock
 from .runlog import MetricsLog
 
 log = logging.getLogger("paddle_models")
+
+
+BF16_TRAINING_NOTE = (
+    "Global.precision: bf16: this run TRAINS IN FP32 and evaluates, exports and serves in bfloat16. Paddle 3.3.1 "
+    "has no bfloat16 training on CPU: paddle.amp.auto_cast is a no-op there ('amp_guard can only be enabled on "
+    "CUDAPlace, XPUPlace, and CustomPlace'), and its dygraph CPU kernels for matmul, conv2d and their gradients "
+    "are registered for fp32 only (bfloat16 ones exist for oneDNN-layout tensors, which dygraph does not make)")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -58,6 +65,7 @@ class Trainer:
         self.g = cfg["Global"]
         setup_runtime(cfg)
         self.rank, self.world_size = world()
+        self.precision = check_precision(cfg)
         self.is_main = self.rank == 0
         self.output_dir = self.g["output_dir"]
         self.ckpt_dir = os.path.join(self.output_dir, "checkpoints")
@@ -130,11 +138,9 @@ class Trainer:
 
     def _evaluate(self, split: str, model, write_artifacts: bool) -> dict:
         t0 = time.time()
-        engine = str(self.g.get("eval_engine", "dygraph"))
-        if engine not in ("dygraph", "inference"):
-            raise ValueError(f"Global.eval_engine: {engine!r} is not one of dygraph, inference")
         extra = {}
-        if model is None:
+        if model is None:  # a given model (the validation while training) runs as it is: dygraph, fp32
+            engine = self.eval_engine()
             self._prepare()
             model = self._model or self.task.build_model()
             if self.g.get("checkpoint"):
@@ -155,6 +161,26 @@ class Trainer:
             artifacts = {**artifacts, "data": summary}
         return {**metrics, "split": split, "samples": n, "seconds": round(time.time() - t0, 3), **extra, **artifacts}
 
+    def eval_engine(self) -> str:
+        """``Global.eval_engine`` resolved: ``auto`` is the CPU plan's engine (``runtime.cpu_plan``: the
+        exported graph on Paddle Inference, measured faster on AMD and Intel) for a task that evaluates with
+        one call of its model in one process on CPU, else dygraph. ``Global.precision: bf16`` evaluates on
+        the exported graph (Paddle Inference + oneDNN bf16)."""
+        engine = str(self.g.get("eval_engine", "auto"))
+        if engine not in ("auto", "dygraph", "inference"):
+            raise ValueError(f"Global.eval_engine: {engine!r} is not one of auto, dygraph, inference")
+        if engine == "auto":
+            usable = self.task.eval_on_export and self.world_size == 1 and paddle.get_device() == "cpu"
+            engine = default_eval_engine() if usable else "dygraph"
+            if self.precision == "bf16" and usable:
+                engine = "inference"
+        if self.precision == "bf16" and engine != "inference":
+            raise ValueError(f"Global.precision: bf16 evaluates on the exported graph (Paddle Inference + oneDNN "
+                             f"bfloat16), but this run evaluates in {engine}: Paddle 3.3.1 has no bfloat16 dygraph "
+                             f"kernels on CPU. Use Global.eval_engine: auto or inference, one process, a task that "
+                             f"evaluates with one call of its model, or Global.precision: fp32")
+        return engine
+
     def _exported(self, model):
         """``model`` exported (parity-checked) to <output_dir>/export_eval and wrapped for predict_step."""
         from .export import export_model
@@ -170,10 +196,17 @@ class Trainer:
         out = os.path.join(self.output_dir, "export_eval")
         t = time.time()
         res = export_model(self.cfg, out, task=self.task, model=model, threads=threads, check_onednn=False)
-        pred = Predictor(out, threads=threads, onednn=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"))
-        log.info("eval on the exported graph %s (parity %.1e, oneDNN %s%s)", out, res["parity_max_rel_err"],
-                 pred.onednn, f": {pred.onednn_note}" if pred.onednn_note else "")
+        onednn = os.environ.get("PADDLE_MODELS_ONEDNN", "auto")
+        if self.precision == "bf16" and onednn == "off":
+            raise ValueError("Global.precision: bf16 runs on oneDNN, but PADDLE_MODELS_ONEDNN=off")
+        pred = Predictor(out, threads=threads, onednn=onednn, precision=self.precision)
+        if pred.precision != self.precision:
+            raise RuntimeError(f"Global.precision: {self.precision}: the exported graph runs in {pred.precision} "
+                               f"({pred.onednn_note}); not evaluating in another precision than asked")
+        log.info("eval on the exported graph %s (parity %.1e, oneDNN %s, %s%s)", out, res["parity_max_rel_err"],
+                 pred.onednn, pred.precision, f": {pred.onednn_note}" if pred.onednn_note else "")
         return PredictorModule(pred), {"eval_engine": "inference", "export_dir": out, "onednn": pred.onednn,
+                                       "numeric_precision": pred.precision,
                                        "export_seconds": round(time.time() - t, 3),
                                        "parity_max_rel_err": res["parity_max_rel_err"]}
 
@@ -182,6 +215,8 @@ class Trainer:
         """Train ``Global.epochs`` epochs (or ``Global.max_steps`` steps), evaluating and checkpointing as
         configured; return the run's summary (also written to ``<output_dir>/result.json``)."""
         t_start = time.time()
+        if self.precision == "bf16":
+            log.warning(BF16_TRAINING_NOTE)
         lock = OutputLock(self.output_dir, what="training").acquire() if self.is_main else None
         try:
             self._prepare()
@@ -423,6 +458,8 @@ class Trainer:
         result.update({k: v for k, v in best.items() if k not in ("type", "step", "epoch")})
         result["best_step"] = best.get("step")
         result["stop_reason"] = f.stop_reason
+        # what ran in which precision (bf16: eval / export / serving; Paddle 3.3.1 trains in fp32 on CPU)
+        result["numeric_precision"] = {"train": "fp32", "eval": self.precision}
         # the budget ended the run while the last evaluation was still the best one so far
         result["still_improving"] = bool(f.stop_reason != "early_stopping" and state["history"]
                                          and state["bad_evals"] == 0)
