@@ -27,6 +27,7 @@ heads, AdamW) runs in a child of ``--torch-python`` (default: this Python when i
 and transformers; otherwise the twin is skipped and says so), in fp32 (``twin``) and under
 ``torch.autocast("cpu", torch.bfloat16)`` (``twin_bf16``, when the CPU has native bfloat16). ``x twin`` =
 twin seconds / paddle seconds (above 1: paddle is faster); the bf16 row is compared with ``twin_bf16``.
+"""
 import argparse
 import importlib.util
 import json
