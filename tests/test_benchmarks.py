@@ -37,3 +37,35 @@ def test_conv_linear_flops_counts_two_per_multiply_add(inference_bench):
     # the hooks are gone afterwards: a second count starts from zero and the layers run unhooked
     assert inference_bench.conv_linear_flops(net, [image, tokens]) == conv + grouped + fc
     assert all(not getattr(m, "_forward_post_hooks", {}) for m in net.sublayers())
+
+
+def test_multimodal_step_json_contract(tmp_path):
+    """benchmarks/multimodal_step.py --json ends with {"rows", "twin", "twin_bf16", "cpu"}; rows carry key,
+    eval_forward_s and train_step_s, the project defaults row has key 'defaults' and evaluates the way
+    Global.eval_engine: auto does, and the bf16 row (CPUs with native bfloat16) runs a bf16 predictor. The small
+    network keeps it quick; no twin here (torch is not a test dependency)."""
+    import json
+    import subprocess
+    import sys
+
+    from paddle_models.runtime import cpu_info, cpu_plan
+
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "multimodal_step.py"), "--config",
+           os.path.join(ROOT, "configs", "multimodal", "jsonl_small.yaml"), "--warmup", "0", "--steps", "1",
+           "--only", "defaults,bf16", "--torch-python", "", "--json"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "GLOG_minloglevel": "2"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.startswith("CPU: ")
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert set(out) == {"rows", "twin", "twin_bf16", "cpu"} and out["twin"] is None and out["twin_bf16"] is None
+    assert out["cpu"]["vendor"] == cpu_info()["vendor"] and out["cpu"]["plan"] == cpu_plan(cpu_info())
+    rows = {r["key"]: r for r in out["rows"]}
+    want = {"defaults", "bf16"} if cpu_info()["bf16"] else {"defaults"}
+    assert set(rows) == want, out["rows"]
+    for r in rows.values():
+        assert "error" not in r, r
+        assert r["eval_forward_s"] > 0 and r["train_step_s"] > 0 and r["dygraph_eval_forward_s"] > 0
+    assert rows["defaults"]["eval_engine"] == "inference (fp32)"
+    if "bf16" in rows:
+        assert rows["bf16"]["eval_engine"] == "inference (bf16)"
