@@ -13,7 +13,8 @@ Paddle settings (eval forward, then the AdamW train step, in the same process):
                 Global.fast_linear_grad=false), dygraph eval
   threads       all cores, still untuned
   defaults      all cores + what the project does by default on this CPU: runtime.tune_cpu() (the CPU's plan),
-                engine/fast_linear.py (Linear backward as GEMMs), and eval the way Global.eval_engine: auto
+                engine/fast_linear.py (Linear backward as GEMMs), engine/fast_embedding.py (the word
+                table's gradient in a kept table), and eval the way Global.eval_engine: auto
                 evaluates (the plan's engine: the exported graph on Paddle Inference + oneDNN). The row also
                 gives the dygraph eval forward (``dygraph_eval_forward_s``)
   onednn        defaults + Global.onednn=true (oneDNN kernels in dygraph), dygraph eval
@@ -47,6 +48,7 @@ def child(args):
 
     import paddle_models  # noqa: F401  (applies runtime.tune_cpu() unless PADDLE_MODELS_CPU_TUNING=0)
     from paddle_models import get_task, load_config
+    from paddle_models.engine.fast_embedding import use_fast_embedding_grad
     from paddle_models.engine.fast_linear import use_fast_linear_grad
     from paddle_models.multimodal.network import network_from_config
 
@@ -58,6 +60,7 @@ def child(args):
     model = network_from_config(cfg["Arch"])
     if args.fast_linear:
         use_fast_linear_grad(model)
+        use_fast_embedding_grad(model)
     task = get_task("multimodal")(cfg)
     rng = np.random.RandomState(0)
     B, NC, NI = 2, 2, 2

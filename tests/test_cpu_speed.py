@@ -151,3 +151,64 @@ def test_tune_cpu_does_not_import_paddle_and_sets_the_flag_both_ways():
     if paddle.is_compiled_with_cuda():
         pytest.skip("stride kernels stay on in CUDA builds")
     assert out[0] == ["0", "0"] and out[1] == ["0"]
+
+
+# ---- engine/fast_embedding.py: the same gradient as paddle's own backward, exactly ------------------------
+def _emb_pair(rows, dim, padding_idx, min_numel):
+    from paddle_models.engine.fast_embedding import use_fast_embedding_grad
+
+    paddle.seed(3)
+    ref = paddle.nn.Embedding(rows, dim, padding_idx=padding_idx)
+    fast = paddle.nn.Embedding(rows, dim, padding_idx=padding_idx)
+    fast.weight.set_value(ref.weight)
+    printed = repr(fast)
+    assert use_fast_embedding_grad(fast, min_numel=min_numel) == 1
+    assert repr(fast) == printed and type(fast) is paddle.nn.Embedding
+    return ref, fast
+
+
+@pytest.mark.parametrize("padding_idx", [None, 1, -1])
+def test_fast_embedding_grad_equals_paddles_through_steps_and_clears(padding_idx):
+    """Repeated ids, the padding row, gradient accumulation over two backward passes, then the optimizer's
+    clear_grad (set_to_zero, the Trainer's) and a plain clear (grad gone): the gradient equals paddle's own
+    bit for bit at every step, and the weights after SGD steps too."""
+    rows, dim = 50, 8
+    ref, fast = _emb_pair(rows, dim, padding_idx, min_numel=1)
+    opts = [paddle.optimizer.SGD(0.1, parameters=m.parameters()) for m in (ref, fast)]
+    rng = np.random.RandomState(0)
+    for step in range(7):
+        ids = rng.randint(0, rows, (4, 6)).astype("int64")
+        ids[0, :3] = 1
+        ids[1, :2] = rows - 1
+        ids[2, :] = 7  # one id many times
+        dy = rng.randn(4, 6, dim).astype("float32")
+        for m in (ref, fast):
+            out = m(paddle.to_tensor(ids))
+            (out * paddle.to_tensor(dy)).sum().backward()
+        np.testing.assert_array_equal(fast.weight.grad.numpy(), ref.weight.grad.numpy())
+        if step % 3 == 0:
+            continue  # accumulate into the next step's backward
+        for o in opts:
+            o.step()
+            if step == 4:
+                o.clear_grad(set_to_zero=False)
+            else:
+                o.clear_grad()
+        np.testing.assert_array_equal(fast.weight.numpy(), ref.weight.numpy())
+    assert 1 <= len(fast._fast_grad_tables.items) <= 2
+
+
+def test_fast_embedding_grad_only_where_it_applies():
+    from paddle_models.engine.fast_embedding import use_fast_embedding_grad
+
+    small = paddle.nn.Embedding(10, 4)
+    sparse = paddle.nn.Embedding(10, 4, sparse=True)
+    big = paddle.nn.Embedding(1 << 12, 1 << 10)  # 4M weights: the default threshold
+    model = paddle.nn.LayerList([small, sparse, big])
+    assert use_fast_embedding_grad(model) == 1 and "forward" in big.__dict__ and "forward" not in small.__dict__
+    ids = paddle.to_tensor([[1, 2, 3]])
+    big.eval()  # eval and no_grad take the layer's own forward: no tables made
+    with paddle.no_grad():
+        big(ids)
+    assert big._fast_grad_tables.items == []
+    assert use_fast_embedding_grad(model, enable=False) == 1 and "forward" not in big.__dict__

@@ -27,6 +27,7 @@ from ..config import dump_config
 from ..runtime import check_precision, default_eval_engine, setup_runtime, world
 from .checkpoint import (check_preprocessing, load_checkpoint, load_model_weights, resume_path,
                          save_checkpoint)
+from .fast_embedding import use_fast_embedding_grad
 from .fast_linear import use_fast_linear_grad
 from .fitstate import FitState, progress_bar, weights_digest
 from .loader import Loader, to_tensors
@@ -252,6 +253,8 @@ class Trainer:
         model = self._model or self.task.build_model()
         if self.g.get("fast_linear_grad", True) and paddle.get_device() == "cpu":
             use_fast_linear_grad(model)
+        if self.g.get("fast_embedding_grad", True) and paddle.get_device() == "cpu":
+            use_fast_embedding_grad(model)
         return model
 
     def _plan_data(self):
