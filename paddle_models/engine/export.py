@@ -411,11 +411,10 @@ def _quantize_into(task, out_dir: str, q: dict, threads: int) -> dict:
     facts = {"precision": "int8", "method": method, "engine": "onnxruntime", "file": int8_file,
              "calibration": {"split": cal_split if q.get("calibration") is None else "given",
                              "items": res["calibration_items"]},
-             "agreement": {"split": held_split if q.get("heldout") is None else "given", **res["agreement"]},
-             "seconds": res["seconds"]}
+             "agreement": {"split": held_split if q.get("heldout") is None else "given", **res["agreement"]}}
     entry["int8_file"] = int8_file
-    meta["quantization"] = facts
+    meta["quantization"] = facts  # no timings in export.yaml: two exports of the same weights stay identical
     write_yaml(os.path.join(out_dir, EXPORT_META), meta)
     log.info("int8 (%s): same class as fp32 on %.2f%% of %d held-out items, max |prob diff| %.3g", method,
              100 * res["agreement"]["same_class_rate"], res["agreement"]["items"], res["agreement"]["max_prob_diff"])
-    return facts
+    return {**facts, "seconds": res["seconds"]}
