@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "paddle2onnx==2.1.0",
     "onnx==1.17.0",
     "onnxruntime==1.32.0",
+    "ml-dtypes==0.5.4",   # onnxruntime.quantization imports it (tools/export.py --quantize int8)
     "fastapi==0.165.0",
     "uvicorn==0.54.0",
     "httptools==0.9.0",   # uvicorn's C HTTP parser (h11, pure Python, is slower per request)

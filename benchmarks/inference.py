@@ -24,6 +24,13 @@ Timing runs in two phases per model: dygraph, Paddle Inference without oneDNN an
 alternating blocks of back-to-back calls; then the oneDNN predictor is created and timed beside dygraph
 again (the "dygraph (beside oneDNN)" row). Once a oneDNN predictor exists in a process, paddle's plain CPU
 kernels run slower there, so mixing both in one serving process is not advised.
+
+int8 (``--int8-methods``, default all of paddle_models.engine.quantize.METHODS): the export's ONNX graph is
+quantized by onnxruntime (calibrated on ``--int8-calibration`` synthetic items, other seeds than the timed
+batches) and timed in phase 1 beside the fp32 backends; each int8 row also gives its p50 ratio to fp32 Paddle
+Inference (without oneDNN) and its agreement with the fp32 ONNX graph on ``--int8-heldout`` further synthetic
+items (same class rate, max |prob diff|). With random weights that agreement says little about a trained
+model; the export's gate measures it on real held-out items.
 """
 import argparse
 import gc
@@ -43,9 +50,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "multimodal", "jsonl_small.yaml")
 FAITHFUL_CONFIG = os.path.join(ROOT, "configs", "multimodal", "ernie_m_resnet101.yaml")
 # result rows in table order (the "dygraph_with_onednn_predictor" row is dygraph timed in the oneDNN phase)
-ROWS = ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers", "onnxruntime",
+INT8_ROWS = {"onnx-static": "onnxruntime_int8", "onnx-static-qdq": "onnxruntime_int8_qdq",
+             "onnx-dynamic": "onnxruntime_int8_dynamic"}
+ROWS = ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers", "onnxruntime", *INT8_ROWS.values(),
         "dygraph_with_onednn_predictor", "paddle_inference_onednn",
         "paddle_inference_onednn_bf16")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
 
 
 def synthetic_batch(cfg, vocab: int, batch: int, captions: int, evidence: int, seed: int = 0) -> dict:
@@ -201,7 +224,7 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
         build_s = time.time() - t
         print(f"[{label}] {n_params:,} parameters, built in {build_s:.1f} s; exporting...", flush=True)
         exp = export_model(cfg, os.path.join(work, "export"), task=task, model=model, onnx=not args.skip_onnx,
-                           threads=args.threads, check_onednn=True)
+                           threads=args.threads, check_onednn=not args.skip_onednn)
         print(f"[{label}] exported in {exp['seconds']:.1f} s, parity {exp['parity_max_rel_err']:.2e}"
               + ("" if args.skip_onnx else f", onnx parity {exp['onnx_parity_max_rel_err']:.2e}"), flush=True)
         out = {"config": os.path.relpath(config, ROOT), "parameters": n_params,
@@ -233,6 +256,8 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
         if not args.skip_onnx:  # the project's onnxruntime engine: the same input checks as the Predictor
             pi_ort = OnnxPredictor(edir, threads=args.threads)
             runners["onnxruntime"] = lambda b: pi_ort.run_list(b)[0]
+        if not args.skip_onnx and args.int8_methods:
+            add_int8_runners(runners, out, edir, cfg, vocab, captions, evidence, args, label)
         batches = {bs: synthetic_batch(cfg, vocab, bs, captions, evidence, seed=bs) for bs in args.batch_sizes}
         reference = {bs: runners["dygraph"](batches[bs]) for bs in args.batch_sizes}
         one = synthetic_batch(cfg, vocab, 1, captions, evidence)
@@ -247,8 +272,11 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
                                    block=args.block)
                 summaries = {n: summarize(lat[n], bs) for n in names}
                 base = summaries["dygraph"]
+                pi = summaries.get("paddle_inference")
                 for name in names:
                     r = summaries[name]
+                    if pi is not None and name != "dygraph":
+                        r["p50_ratio_vs_paddle_inference"] = round(r["p50_ms"] / pi["p50_ms"], 3)
                     r["max_rel_err_vs_dygraph"] = max_rel_err([outs[name]], [reference[bs]])
                     r["argmax_agrees"] = float(np.mean(outs[name].argmax(-1) == reference[bs].argmax(-1)))
                     if name == "dygraph":
@@ -264,10 +292,16 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
 
         # Phase 1 without any oneDNN predictor in the process: once one exists, paddle's plain CPU kernels
         # ran slower in the same process (demo model, Paddle Inference without oneDNN: 1.6 -> 2.2 ms).
-        time_phase([n for n in ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers", "onnxruntime")
-                    if n in runners], 1)
-        pi_on = Predictor(edir, threads=args.threads, onednn="on", keep_buffers=args.keep_buffers)
-        if pi_on.onednn:
+        time_phase([n for n in ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers", "onnxruntime",
+                                *INT8_ROWS.values()) if n in runners], 1)
+        for n in INT8_ROWS.values():  # free the int8 sessions before the oneDNN phase
+            runners.pop(n, None)
+        gc.collect()
+        pi_on = pi_off if args.skip_onednn else Predictor(edir, threads=args.threads, onednn="on",
+                                                          keep_buffers=args.keep_buffers)
+        if args.skip_onednn:
+            out["onednn_note"] = "skipped (--skip-onednn)"
+        elif pi_on.onednn:
             runners["paddle_inference_onednn"] = lambda b: pi_on.run_list(b)[0]
             phase2 = ["dygraph", "paddle_inference_onednn"]
             if bf16_supported() and not args.skip_bf16:  # opt-in precision: not the exported function exactly
@@ -290,19 +324,53 @@ def bench_model(label: str, config: str, args, overrides: list, captions: int, e
         shutil.rmtree(work, ignore_errors=True)
 
 
+def add_int8_runners(runners: dict, out: dict, edir: str, cfg, vocab: int, captions: int, evidence: int, args,
+                     label: str) -> None:
+    """Quantize the export's ONNX graph with each of ``args.int8_methods`` (calibrated on synthetic items) and
+    add an onnxruntime runner per int8 graph; record each method's quantization time and its agreement with
+    the fp32 ONNX graph on further synthetic items in ``out["int8"]``."""
+    from paddle_models.engine.onnx import onnx_session
+    from paddle_models.engine.quantize import quantize_and_check
+
+    cal = [synthetic_batch(cfg, vocab, 1, captions, evidence, seed=1000 + i) for i in range(args.int8_calibration)]
+    held = [synthetic_batch(cfg, vocab, 1, captions, evidence, seed=5000 + i) for i in range(args.int8_heldout)]
+    out["int8"] = {"calibration_items": len(cal), "heldout_items": len(held), "methods": {}}
+    for method in args.int8_methods:
+        f = os.path.join(edir, f"model.{method}.int8.onnx")
+        t = time.time()
+        res = quantize_and_check(os.path.join(edir, "model.onnx"), f, cal, held, method=method, min_agreement=0.0,
+                                 threads=args.threads)
+        a = res["agreement"]
+        out["int8"]["methods"][method] = {"seconds": round(time.time() - t, 1), "bytes": res["bytes"],
+                                          "same_class_rate": a["same_class_rate"], "max_prob_diff": a["max_prob_diff"]}
+        print(f"[{label}] int8 {method}: quantized in {time.time() - t:.1f} s ({res['bytes'] / 2**20:.0f} MiB); "
+              f"same class as fp32 on {a['same_class_rate']:.2%} of {a['items']} synthetic items, max |prob diff| "
+              f"{a['max_prob_diff']:.2e}", flush=True)
+        sess = onnx_session(f, args.threads)
+        names = [i.name for i in sess.get_inputs()]
+        runners[INT8_ROWS[method]] = lambda b, s=sess, n=names: s.run(None, {k: b[k] for k in n})[0]
+
+
 def print_table(label: str, res: dict, batch_sizes):
     print(f"\n### {label}: {res['config']} ({res['parameters']:,} parameters; inputs {res['inputs']})")
     kept = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in res.get("kept_bytes", {}).items())
     print(f"(Paddle Inference keep_buffers: {res.get('keep_buffers')}{'; kept ' + kept if kept else ''})")
-    print("| backend | batch | p50 ms | p95 ms | min ms | items/s | p50 vs dygraph |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| backend | batch | p50 ms | p95 ms | min ms | items/s | p50 vs dygraph | p50 vs Paddle Inference fp32 "
+          "| argmax agrees | max rel err |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for bs in batch_sizes:
         for name in ROWS:
             r = res["results"].get(f"{name}@{bs}")
             if r:
                 ratio = f"{r['p50_ratio_vs_dygraph']:.2f}x" if "p50_ratio_vs_dygraph" in r else "1.00x"
+                vs_pi = f"{r['p50_ratio_vs_paddle_inference']:.2f}x" if "p50_ratio_vs_paddle_inference" in r else "-"
                 print(f"| {name} | {bs} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['min_ms']:.2f} | "
-                      f"{r['items_per_s']:.2f} | {ratio} |")
+                      f"{r['items_per_s']:.2f} | {ratio} | {vs_pi} | {r['argmax_agrees']:.2f} | "
+                      f"{r['max_rel_err_vs_dygraph']:.1e} |")
+    for method, m in (res.get("int8") or {}).get("methods", {}).items():
+        print(f"(int8 {method}: same class as fp32 ONNX on {m['same_class_rate']:.2%} of "
+              f"{res['int8']['heldout_items']} synthetic items, max |prob diff| {m['max_prob_diff']:.2e}; "
+              f"quantized in {m['seconds']} s, {m['bytes'] / 2**20:.0f} MiB)")
     if res.get("onednn_note"):
         print(f"(oneDNN: {res['onednn_note']})")
 
@@ -327,6 +395,12 @@ def main(argv=None):
                     help="the Paddle Inference predictors' keep_buffers (auto: on for weights under 64 MiB)")
     ap.add_argument("--skip-floor", action="store_true", help="no GEMM-rate measurement / fp32 floor")
     ap.add_argument("--skip-bf16", action="store_true", help="no bfloat16 Paddle Inference row (opt-in precision)")
+    ap.add_argument("--skip-onednn", action="store_true", help="no oneDNN phase (fp32 / bf16 oneDNN rows)")
+    ap.add_argument("--int8-methods", nargs="*", default=list(INT8_ROWS),
+                    choices=list(INT8_ROWS), help="int8 onnxruntime rows (none: no int8 rows)")
+    ap.add_argument("--int8-calibration", type=int, default=16, help="synthetic items to calibrate int8 on")
+    ap.add_argument("--int8-heldout", type=int, default=16,
+                    help="further synthetic items on which int8 is compared with fp32")
     ap.add_argument("--faithful-captions", type=int, default=1,
                     help="caption slots per item for the faithful model (its config keeps 5)")
     ap.add_argument("--faithful-evidence", type=int, default=1,
@@ -346,7 +420,9 @@ def main(argv=None):
     import paddle
 
     paddle.set_device("cpu")
-    results = {"threads": args.threads, "paddle": paddle.__version__, "cpu_count": os.cpu_count(), "models": {}}
+    results = {"threads": args.threads, "paddle": paddle.__version__, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+               "models": {}}
+    print(f"CPU: {results['cpu']} ({os.cpu_count()} cores), {args.threads} thread(s) per backend", flush=True)
     if not args.skip_demo:
         from paddle_models.config import load_config
 
@@ -360,6 +436,7 @@ def main(argv=None):
             args.faithful_captions, args.faithful_evidence, args.faithful_warmup, args.faithful_iters)
     if not args.skip_floor:
         results["gemm_peak_gflops"] = gemm_peak_gflops(args.threads)
+    print(f"\nCPU: {results['cpu']} ({os.cpu_count()} cores); {args.threads} thread(s) per backend")
     for label, res in results["models"].items():
         print_table(label, res, args.batch_sizes)
     goal = []
@@ -375,6 +452,10 @@ def main(argv=None):
                 goal.append(f"{label}: Paddle Inference bf16 (opt-in precision) p50 at batch 1 = "
                             f"{b16['p50_ratio_vs_dygraph']:.2f}x dygraph, max rel err {b16['max_rel_err_vs_dygraph']:.1e}")
             res["goal_met"] = best <= 0.6
+        i8 = r.get("onnxruntime_int8@1")
+        if i8:
+            goal.append(f"{label}: int8 (onnxruntime, onnx-static) p50 at batch 1 = {i8['p50_ratio_vs_dygraph']:.2f}x "
+                        f"dygraph, {i8.get('p50_ratio_vs_paddle_inference', float('nan')):.2f}x fp32 Paddle Inference")
         peak = results.get("gemm_peak_gflops", {}).get("best")
         if peak and "dygraph@1" in r:
             floor_ms = res["conv_linear_gflop_per_item"] / peak * 1e3

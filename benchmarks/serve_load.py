@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Load test of tools/serve.py on loopback: requests/s and latency percentiles, overload and soak.
 
-    python benchmarks/serve_load.py [--quick] [--mm-export DIR] [--rec-export DIR] [--json]
+    python benchmarks/serve_load.py [--quick] [--mm-export DIR [--mm-int8-export DIR]] [--rec-export DIR] [--json]
 
 Without export folders it builds them in a temporary folder (the multimodal demo preset trained a few
-steps, a small DeepFM on synthetic rows). For each export, with dynamic batching (``--max-batch 32``) and
+steps and its int8 export, a small DeepFM on synthetic rows). For each export (``demo_int8``: the int8 graph
+served as tools/serve.py picks it, on onnxruntime; ``demo_onnx``, opt-in: the same folder's fp32 ONNX graph), with dynamic batching (``--max-batch 32``) and
 without (``--max-batch 1``): one record per request at concurrency 1, 8, 32, 128 (closed loop, bounded by
 ``--requests`` per level). Then, on the batching multimodal server: an overload phase (open loop at about
 4x the measured capacity for ``--overload-s`` seconds, every request with a 60 s client timeout) and a soak
@@ -23,6 +24,7 @@ import tempfile
 import time
 
 import numpy as np
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -41,7 +43,10 @@ def cpu_model() -> str:
 
 
 # ---- exports ----------------------------------------------------------------------------------------------
-def build_mm_export(root: str) -> str:
+def build_mm_export(root: str, int8: bool = True) -> tuple:
+    """(fp32 export, int8 export or None) of the demo preset trained a few steps. The int8 export (onnx-static,
+    calibrated on the training split) is served to measure int8; its agreement gate is recorded, not enforced
+    (``min_agreement`` 0): a model trained 4 steps has many items near its decision boundary."""
     from paddle_models.config import load_config
     from paddle_models.engine.export import export_model
     from paddle_models.engine.trainer import Trainer
@@ -56,7 +61,12 @@ def build_mm_export(root: str) -> str:
     res = Trainer(cfg, get_task("multimodal")(cfg)).fit()
     cfg = load_config(cfg_path, over + [f"Global.checkpoint={res['best_checkpoint']}"])
     export_model(cfg, os.path.join(root, "export"), onnx=False, threads=1, check_onednn=False)
-    return os.path.join(root, "export")
+    q = None
+    if int8:
+        q = os.path.join(root, "export_int8")
+        export_model(cfg, q, threads=1, check_onednn=False,
+                     quantize={"calibration_items": 64, "agreement_items": 1000, "min_agreement": 0.0})
+    return os.path.join(root, "export"), q
 
 
 def build_rec_export(root: str) -> str:
@@ -314,6 +324,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short run: fewer requests, 5 s overload, 1,000-request soak")
     p.add_argument("--mm-export", default=None)
+    p.add_argument("--mm-int8-export", default=None,
+                   help="an int8 export of the same model (tools/export.py --quantize int8) for the demo_int8 rows "
+                        "(built with the demo export when --mm-export is not given)")
     p.add_argument("--rec-export", default=None)
     p.add_argument("--requests", type=int, default=None, help="requests per concurrency level (default 600; quick 150)")
     p.add_argument("--overload-s", type=float, default=None, help="overload phase length (default 30; quick 5)")
@@ -323,7 +336,10 @@ def main():
     p.add_argument("--server-args", default="", help="extra tools/serve.py flags for every server")
     p.add_argument("--warmup", type=int, default=300, help="unmeasured requests before each server's table")
     p.add_argument("--load-only", action="store_true", help="only the concurrency table (no overload, no soak)")
-    p.add_argument("--models", default="demo,rec", help="which exports to load-test")
+    p.add_argument("--models", default="demo,demo_int8,rec",
+                   help="which exports to load-test: demo (fp32, Paddle Inference), demo_int8 (its int8 graph on "
+                        "onnxruntime, served without flags), demo_onnx (the int8 export's fp32 ONNX graph on "
+                        "onnxruntime: the engine's share of the int8 gain), rec")
     p.add_argument("--batches", default="32,1", help="--max-batch values to compare")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
@@ -336,17 +352,36 @@ def main():
     levels = [int(x) for x in a.levels.split(",")]
     extra = a.server_args.split()
     tmp = tempfile.mkdtemp(prefix="serve_load_")
-    mm = a.mm_export or build_mm_export(tmp)
-    rec = a.rec_export or build_rec_export(tmp)
-    data = {"demo": (mm, mm_records(mm)), "rec": (rec, rec_records(rec))}
-    data = {k: v for k, v in data.items() if k in a.models.split(",")}
+    models = a.models.split(",")
+    if a.mm_export:
+        mm, mm8 = a.mm_export, a.mm_int8_export
+    else:
+        mm, mm8 = build_mm_export(tmp, int8=bool({"demo_int8", "demo_onnx"} & set(models)))
+    rec = a.rec_export or (build_rec_export(tmp) if "rec" in models else None)
+    recs = mm_records(mm)
+    data = {"demo": (mm, recs, ())}
+    if mm8:
+        data["demo_int8"] = (mm8, recs, ())
+        data["demo_onnx"] = (mm8, recs, ("--engine", "onnxruntime", "--precision", "fp32"))
+        with open(os.path.join(mm8, "export.yaml")) as f:
+            q = (yaml.safe_load(f) or {}).get("quantization") or {}
+        if q:
+            a8 = q["agreement"]
+            print(f"demo_int8: {q['method']}, {q['calibration']['items']} calibration items; same class as fp32 on "
+                  f"{a8['same_class_rate']:.2%} of {a8['items']} {a8['split']} items, max |prob diff| "
+                  f"{a8['max_prob_diff']:.3g}", flush=True)
+    elif {"demo_int8", "demo_onnx"} & set(models):
+        print("demo_int8 / demo_onnx skipped: give --mm-int8-export with --mm-export", flush=True)
+    if rec:
+        data["rec"] = (rec, rec_records(rec), ())
+    data = {k: v for k, v in data.items() if k in models}
     result = {"cpu": cpu_model(), "cores": os.cpu_count(), "load": [], "problems": []}
     print(f"CPU: {result['cpu']} ({os.cpu_count()} cores)", flush=True)
-    hdr = f"{'model':6} {'max_batch':>9} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  statuses"
+    hdr = f"{'model':10} {'max_batch':>9} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  statuses"
     print(hdr, flush=True)
-    for name, (export, records) in data.items():
+    for name, (export, records, srv_args) in data.items():
         for mb in [int(x) for x in a.batches.split(",")]:
-            srv = Server(export, "--max-batch", mb, *extra)
+            srv = Server(export, "--max-batch", mb, *srv_args, *extra)
             try:
                 # unmeasured warm-up: the predictor's first run of each new input shape is slow
                 asyncio.run(closed_loop(srv.url, records, 32, a.warmup, "warmup", 60))
@@ -355,7 +390,7 @@ def main():
                     s = {"model": name, "max_batch": mb, "concurrency": c, **tally.summary(secs)}
                     result["load"].append(s)
                     result["problems"] += [f"{name} mb={mb} c={c}: {x}" for x in tally.check()]
-                    print(f"{name:6} {mb:>9} {c:>5} {s['rps']:>8} {s['p50_ms']:>8} {s['p95_ms']:>8} {s['p99_ms']:>8}  "
+                    print(f"{name:10} {mb:>9} {c:>5} {s['rps']:>8} {s['p50_ms']:>8} {s['p95_ms']:>8} {s['p99_ms']:>8}  "
                           f"{s['status']}", flush=True)
             finally:
                 srv.stop()
@@ -369,7 +404,7 @@ def main():
         return 1 if result["problems"] else 0
     # ---- overload and soak on the batching demo server
     capacity = max(s["rps"] for s in result["load"] if s["model"] == "demo" and s["max_batch"] == 32)
-    export, records = data["demo"]
+    export, records, _ = data["demo"]
     srv = Server(export, "--max-batch", 32, *extra)
     try:
         asyncio.run(closed_loop(srv.url, records, 32, a.warmup, "warmup", 60))

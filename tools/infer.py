@@ -2,7 +2,10 @@
 """Predict with an exported model (Paddle Inference, or onnxruntime on its ONNX graph) on raw data.
 
     python tools/infer.py --model-dir OUT/export --input data/test.jsonl --out OUT/pred.csv [--json]
-                          [--engine paddle|onnxruntime]
+                          [--engine auto|paddle|onnxruntime] [--precision auto|fp32|bf16|int8]
+
+An export with an int8 graph (tools/export.py --quantize int8) runs it on onnxruntime by default; any
+other export runs on Paddle Inference in fp32 (--engine / --precision choose otherwise).
 
 Multimodal exports read a JSONL file of the user layout (id, text, image, label optional,
 evidence_texts, evidence_images; image paths relative to the input file's folder) or an MR2
@@ -168,16 +171,18 @@ def main():
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-workers", type=int, default=0, help="preprocessing worker processes")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
-    p.add_argument("--engine", choices=["paddle", "onnxruntime"], default="paddle",
+    p.add_argument("--engine", choices=["auto", "paddle", "onnxruntime"], default="auto",
                    help="paddle: Paddle Inference on model.json; onnxruntime: the export's ONNX graph (tools/export.py "
-                        "--onnx), often faster for small models on CPU. --onednn, --precision and --keep-buffers "
-                        "are Paddle Inference settings")
+                        "--onnx), often faster for small models on CPU. auto: onnxruntime for an export with an int8 "
+                        "graph, else paddle. --onednn, --keep-buffers and --precision bf16 are Paddle Inference "
+                        "settings")
     p.add_argument("--onednn", choices=["auto", "on", "off"], default=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"),
                    help="oneDNN kernels: auto probes them in a subprocess first and falls back when they fail")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
                    help="bf16: oneDNN bfloat16 matmuls/convolutions on CPUs with native support; faster, not the "
-                        "exported function exactly (logits within about 1e-2 relative). Default: the export's "
-                        "precision (Global.precision at export; fp32 when it names none)")
+                        "exported function exactly (logits within about 1e-2 relative). int8: the export's int8 graph "
+                        "(tools/export.py --quantize int8) on onnxruntime. auto: int8 when the export has it, else "
+                        "the export's own precision (Global.precision at export: bf16 or fp32)")
     p.add_argument("--keep-buffers", choices=["auto", "on", "off"], default="auto",
                    help="keep intermediate tensors allocated between batches instead of freeing each one after "
                         "its last use: faster for small models, costs their total size in memory; auto: on for "
@@ -195,17 +200,14 @@ def main():
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     check_outputs(args.out, args.input)
     setup_logging()
-    from paddle_models.engine.predictor import OnnxPredictor, Predictor
+    from paddle_models.engine.predictor import open_predictor
 
     t = time.time()
-    if args.engine == "onnxruntime":
-        if args.precision not in (None, "fp32"):
-            raise ValueError(f"--precision {args.precision} is a Paddle Inference setting; onnxruntime runs the "
-                             f"exported fp32 graph")
-        pred = OnnxPredictor(args.model_dir, variant=args.variant, threads=args.threads)
-    else:
-        pred = Predictor(args.model_dir, variant=args.variant, threads=args.threads, onednn=args.onednn,
-                         precision=args.precision, keep_buffers=args.keep_buffers)
+    if args.engine == "onnxruntime" and args.precision == "bf16":
+        raise ValueError(f"--precision {args.precision} is a Paddle Inference setting; onnxruntime runs the "
+                         f"exported fp32 graph or its int8 graph")
+    pred = open_predictor(args.model_dir, variant=args.variant, threads=args.threads, engine=args.engine,
+                          precision=args.precision, onednn=args.onednn, keep_buffers=args.keep_buffers)
     load_s = time.time() - t
     if args.input.lower().endswith(".npz"):
         result = infer_arrays(pred, args)

@@ -44,7 +44,11 @@ def parse_args(argv=None):
                    help="server processes sharing the socket (0: one per CPU core; measured faster than one process "
                         "with several predictor threads, see the README). Each has its own /metrics")
     p.add_argument("--preprocess-threads", type=int, default=2, help="threads validating and decoding records")
-    p.add_argument("--engine", choices=["paddle", "onnxruntime"], default="paddle")
+    p.add_argument("--engine", choices=["auto", "paddle", "onnxruntime"], default="auto",
+                   help="auto: onnxruntime for an export with an int8 graph (tools/export.py --quantize int8), else "
+                        "Paddle Inference")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                   help="auto: the export's int8 graph when it has one, else fp32")
     p.add_argument("--onednn", choices=["auto", "on", "off"], default=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"))
     p.add_argument("--token-file", default=None, help="file holding a bearer token required on /v1/* and /metrics")
     p.add_argument("--watch", action="store_true", help="reload when the model folder changes (polled every second)")
@@ -81,16 +85,15 @@ def read_token(path):
 def build_server(args):
     """The engine's Server over the export, with this tool's task and predictor factories."""
     from paddle_models.cli import task_for_export
-    from paddle_models.engine.predictor import OnnxPredictor, Predictor
+    from paddle_models.engine.predictor import open_predictor
     from paddle_models.engine.server import Server, ServeOptions, load_model
 
     cores = os.cpu_count() or 1
     threads = args.threads or max(1, cores // (args.workers * args.processes))
 
     def make_predictor(model_dir, variant):
-        if args.engine == "onnxruntime":
-            return OnnxPredictor(model_dir, variant=variant, threads=threads)
-        return Predictor(model_dir, variant=variant, threads=threads, onednn=args.onednn)
+        return open_predictor(model_dir, variant=variant, threads=threads, engine=args.engine,
+                              precision=args.precision, onednn=args.onednn)
 
     def load():
         return load_model(args.model_dir, task_for_export, make_predictor, workers=args.workers)

@@ -9,6 +9,9 @@ An export folder holds, per *variant* (a named graph: ``model``, or the Transfor
     the example inputs of the export's parity check (the oneDNN probe replays them).
 ``<variant>.onnx``
     optional, from ``tools/export.py --onnx``.
+``<variant>.int8.onnx``
+    optional, from ``tools/export.py --quantize int8`` (the variant's ``int8_file``; export.yaml's
+    ``quantization`` says how it was made and how well it agrees with fp32).
 
 and once:
 
@@ -144,7 +147,7 @@ def version_hash(model_dir: str) -> str:
     names = [EXPORT_META]
     for v in sorted(meta["variants"]):
         e = meta["variants"][v]
-        names += [e[k] for k in ("model_file", "params_file", "onnx_file") if e.get(k)]
+        names += [e[k] for k in ("model_file", "params_file", "onnx_file", "int8_file") if e.get(k)]
     for n in names:
         h.update(n.encode())
         h.update(file_sha256(os.path.join(model_dir, n)).encode())

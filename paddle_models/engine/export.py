@@ -52,6 +52,9 @@ PARITY_TOL = 1e-5
 ONNX_PARITY_TOL = 1e-4
 
 
+QUANTIZED_VARIANT = "model"
+
+
 class ExportError(RuntimeError):
     """Export failed (parity, conversion, missing inputs); the message says which variant and why."""
 
@@ -204,9 +207,16 @@ def _check_parity(what: str, variant: str, err: float, tol: float):
 
 def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, threads: int = 0,
                  check_onednn: bool = True, parity_tol: float = PARITY_TOL,
-                 onnx_parity_tol: float = ONNX_PARITY_TOL) -> dict:
+                 onnx_parity_tol: float = ONNX_PARITY_TOL, quantize: Optional[dict] = None) -> dict:
     """Export every variant of the model of ``cfg`` into ``out_dir`` (see the module doc); return a result
     dict with ``parity_max_rel_err`` (and ``onnx_parity_max_rel_err``), the files and timings.
+
+    ``quantize`` (opt-in int8, :mod:`paddle_models.engine.quantize`): a dict with ``method``,
+    ``calibration_items`` (from the ``calibration_split``, default ``train``), ``agreement_items`` (from the
+    ``agreement_split``, default the task's evaluation split, never the calibration one), ``min_agreement``
+    and optionally ``calibration`` / ``heldout`` (lists of input batches given instead of split items). It
+    implies ``onnx``; the int8 graph is written beside the fp32 files and the export fails when it misses
+    the agreement gate.
 
     ``model``/``task`` may be given (already built, weights loaded); otherwise they are built from ``cfg``
     with ``Global.checkpoint``. The folder is written as ``<out_dir>.tmp`` and renamed into place only
@@ -231,8 +241,11 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
         shutil.rmtree(tmp)
     os.makedirs(tmp)
     try:
-        result = _export_into(cfg, task, model, tmp, onnx, threads, check_onednn, parity_tol, onnx_parity_tol,
-                              dump_config)
+        result = _export_into(cfg, task, model, tmp, onnx or bool(quantize), threads, check_onednn, parity_tol,
+                              onnx_parity_tol, dump_config)
+        if quantize:
+            result["quantization"] = _quantize_into(task, tmp, quantize, threads)
+            result["variants"][QUANTIZED_VARIANT]["int8_file"] = result["quantization"]["file"]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -240,7 +253,7 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     for v in result["variants"].values():
-        for k in ("model_file", "params_file", "onnx_file"):
+        for k in ("model_file", "params_file", "onnx_file", "int8_file"):
             if k in v:
                 v[k] = os.path.join(out_dir, v[k])
     result.update({"out_dir": out_dir, "export_yaml": os.path.join(out_dir, EXPORT_META),
@@ -388,3 +401,46 @@ def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_
     if "labels" in meta:
         result["labels"] = meta["labels"]
     return result
+
+
+# ---- int8 (opt-in) ----------------------------------------------------------------------------------------
+def _quantize_into(task, out_dir: str, q: dict, threads: int) -> dict:
+    """Quantize the ``model`` variant's ONNX graph in ``out_dir`` and record it in export.yaml (see
+    :mod:`paddle_models.engine.quantize`); raise :class:`ExportError` when it fails the agreement gate."""
+    from .artifact import read_export_meta
+    from .quantize import DEFAULT_METHOD, INT8_SUFFIX, MIN_AGREEMENT, QuantizeError, quantize_and_check, split_batches
+
+    meta = read_export_meta(out_dir)
+    if set(meta["variants"]) != {QUANTIZED_VARIANT}:
+        raise ExportError(f"--quantize int8 covers exports of one graph named {QUANTIZED_VARIANT!r}; this task "
+                          f"exports {sorted(meta['variants'])}")
+    entry = meta["variants"][QUANTIZED_VARIANT]
+    names = [s["name"] for s in entry["inputs"]]
+    method = q.get("method") or DEFAULT_METHOD
+    min_agreement = float(q.get("min_agreement", MIN_AGREEMENT))
+    cal_split = q.get("calibration_split", "train")
+    held_split = q.get("agreement_split") or task.default_eval_split()
+    if q.get("heldout") is None and held_split == cal_split:
+        raise ExportError(f"the agreement split must differ from the calibration split ({cal_split!r})")
+    try:
+        cal = q.get("calibration")
+        if cal is None:
+            cal = split_batches(task, cal_split, int(q.get("calibration_items", 64)), names)
+        held = q.get("heldout")
+        if held is None:
+            held = split_batches(task, held_split, int(q.get("agreement_items", 1000)), names)
+        int8_file = f"{QUANTIZED_VARIANT}{INT8_SUFFIX}"
+        res = quantize_and_check(os.path.join(out_dir, entry["onnx_file"]), os.path.join(out_dir, int8_file),
+                                 cal, held, method=method, min_agreement=min_agreement, threads=threads)
+    except QuantizeError as e:
+        raise ExportError(f"--quantize int8: {e}") from None
+    facts = {"precision": "int8", "method": method, "engine": "onnxruntime", "file": int8_file,
+             "calibration": {"split": cal_split if q.get("calibration") is None else "given",
+                             "items": res["calibration_items"]},
+             "agreement": {"split": held_split if q.get("heldout") is None else "given", **res["agreement"]}}
+    entry["int8_file"] = int8_file
+    meta["quantization"] = facts  # no timings in export.yaml: two exports of the same weights stay identical
+    write_yaml(os.path.join(out_dir, EXPORT_META), meta)
+    log.info("int8 (%s): same class as fp32 on %.2f%% of %d held-out items, max |prob diff| %.3g", method,
+             100 * res["agreement"]["same_class_rate"], res["agreement"]["items"], res["agreement"]["max_prob_diff"])
+    return {**facts, "seconds": res["seconds"]}

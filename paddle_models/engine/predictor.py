@@ -352,17 +352,23 @@ class Predictor(_ExportedGraph):
 class OnnxPredictor(_ExportedGraph):
     """onnxruntime (CPU) on a variant's ONNX graph (``tools/export.py --onnx``), with the same input checks
     and outputs as :class:`Predictor`. The ONNX graph was parity-checked against dygraph at export (1e-4);
-    the README's inference table compares the engines."""
+    the README's inference table compares the engines. ``precision="int8"`` runs the variant's int8 graph
+    (``tools/export.py --quantize int8``; checked at export by the agreement gate, not by parity)."""
 
     engine = "onnxruntime"
-    onednn, onednn_note, precision, keep_buffers, kept_bytes = False, "", "fp32", None, None
+    onednn, onednn_note, keep_buffers, kept_bytes = False, "", None, None
 
-    def __init__(self, model_dir: str, variant: Optional[str] = None, threads: int = 0):
+    def __init__(self, model_dir: str, variant: Optional[str] = None, threads: int = 0, precision: str = "fp32"):
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"onnxruntime precision: {precision!r} is not fp32 or int8")
         super().__init__(model_dir, variant, threads)
-        if not self.entry.get("onnx_file"):
-            raise ValueError(f"{os.path.join(self.model_dir, EXPORT_META)}: variant {self.variant!r} has no ONNX "
-                             f"graph; export it with tools/export.py --onnx")
-        self.onnx_file = self._file("onnx_file")
+        self.precision = precision
+        key = "int8_file" if precision == "int8" else "onnx_file"
+        if not self.entry.get(key):
+            how = "--quantize int8" if precision == "int8" else "--onnx"
+            raise ValueError(f"{os.path.join(self.model_dir, EXPORT_META)}: variant {self.variant!r} has no "
+                             f"{'int8' if precision == 'int8' else 'ONNX'} graph; export it with tools/export.py {how}")
+        self.onnx_file = self._file(key)
         self._session = onnx_session(self.onnx_file, self.threads)
         self._check_graph_inputs(self.onnx_file, [i.name for i in self._session.get_inputs()])
 
@@ -371,7 +377,41 @@ class OnnxPredictor(_ExportedGraph):
         return self._session.run(None, self._checked(inputs))
 
     def describe(self) -> dict:
-        return {**super().describe(), "onnx_file": self.onnx_file}
+        return {**super().describe(), "precision": self.precision, "onnx_file": self.onnx_file}
+
+
+ENGINES = ("auto", "paddle", "onnxruntime")
+
+
+def has_int8(model_dir: str, variant: Optional[str] = None) -> bool:
+    """The export folder holds an int8 graph for ``variant`` (``tools/export.py --quantize int8``)."""
+    meta = read_export_meta(model_dir)
+    return bool((meta["variants"].get(default_variant(meta, variant)) or {}).get("int8_file"))
+
+
+def open_predictor(model_dir: str, variant: Optional[str] = None, threads: int = 0, engine: str = "auto",
+                   precision: str = "auto", onednn="auto", keep_buffers="auto"):
+    """The predictor an export folder asks for: with ``engine`` and ``precision`` ``"auto"``, an export with
+    an int8 graph runs it on onnxruntime (:class:`OnnxPredictor` ``precision="int8"``), any other runs on
+    Paddle Inference in the export's own precision (:class:`Predictor` ``precision=None``: fp32, or bf16 for
+    an export made with ``Global.precision: bf16``). ``precision="fp32"`` runs an int8 export's fp32 graph;
+    ``bf16`` is Paddle Inference only, ``int8`` onnxruntime only."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    if precision not in ("auto",) + PRECISIONS + ("int8",):
+        raise ValueError(f"precision: {precision!r} is not one of auto, {', '.join(PRECISIONS)}, int8")
+    if precision == "auto":  # None: Predictor takes the export's own precision
+        precision = "int8" if has_int8(model_dir, variant) and engine != "paddle" else None
+    if engine == "auto":
+        engine = "onnxruntime" if precision == "int8" else "paddle"
+    if precision == "int8" and engine != "onnxruntime":
+        raise ValueError("precision int8 runs the export's int8 ONNX graph on onnxruntime; not with engine paddle")
+    if precision == "bf16" and engine != "paddle":
+        raise ValueError("precision bf16 is a Paddle Inference setting (oneDNN); onnxruntime runs fp32 or int8")
+    if engine == "onnxruntime":
+        return OnnxPredictor(model_dir, variant=variant, threads=threads, precision=precision or "fp32")
+    return Predictor(model_dir, variant=variant, threads=threads, onednn=onednn, precision=precision,
+                     keep_buffers=keep_buffers)
 
 
 class PredictorModule:

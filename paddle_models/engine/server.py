@@ -90,12 +90,14 @@ class LoadedModel:
     def facts(self) -> dict:
         variant = default_variant(self.meta)
         entry = self.meta["variants"].get(variant) or {}
+        pred = self.predictors[0] if self.predictors else None
         return to_builtin({
             "family": self.meta.get("family"), "model": self.meta.get("model"), "model_dir": self.model_dir,
             "version": self.version, "variant": variant, "variants": list(self.meta["variants"]),
             "inputs": entry.get("inputs") or [], "outputs": entry.get("outputs") or [],
             "labels": list(self.meta.get("labels") or []), "preprocess": self.meta.get("preprocess") or {},
-            "loaded_at": self.loaded_at})
+            "engine": getattr(pred, "engine", None), "precision": getattr(pred, "precision", None),
+            "quantization": self.meta.get("quantization"), "loaded_at": self.loaded_at})
 
 
 def load_model(model_dir: str, task_factory: Callable, predictor_factory: Callable, workers: int = 1) -> LoadedModel:
