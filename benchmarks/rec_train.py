@@ -12,7 +12,8 @@ bench-rec-peer`` builds a venv with both) and a FuxiCTR checkout (``--fuxictr PA
 same process, on the same batches (the same row indices, gathered into one tensor per feature as
 FuxiCTR's loaders do), with our configs' architecture hyperparameters, FuxiCTR's own ``train_step``
 (forward, loss with its regularizers, backward, gradient-norm clipping, optimizer step), the same number
-of threads and the same timing; the table adds the ratio ours / FuxiCTR (goal: >= 1.0).
+of threads and the same timing; the table adds the ratio ours / FuxiCTR (goal: >= 1.0). A model the
+zoo lacks gets a note; a FuxiCTR model that fails to build gets a note and makes the exit status 1.
 
     python benchmarks/rec_train.py [--models lr fm deepfm] [--steps 30] [--rounds 2] [--threads 0]
                                    [--fuxictr PATH] [--json]
@@ -277,7 +278,7 @@ def main():
         zoo = zoo_folder(args.fuxictr)
     cpu = cpu_name()
     tmp = tempfile.mkdtemp(prefix="rec_bench_")
-    runners, fuxi, notes = {}, {}, {}
+    runners, fuxi, notes, failed = {}, {}, {}, []
     for m in args.models:
         runners[m] = OursRunner(m, args, tmp)
         if have_fuxi:
@@ -285,8 +286,11 @@ def main():
                 fuxi[m] = FuxiRunner(m, runners[m], zoo, args, tmp)
                 if m in FuxiRunner.DIFFERS:
                     notes[m] = FuxiRunner.DIFFERS[m]
-            except LookupError as e:  # a model FuxiCTR doesn't have
+            except LookupError as e:  # a model FuxiCTR doesn't have: a note
                 notes[m] = str(e)
+            except Exception as e:  # a FuxiCTR version with other signatures: the table still prints, the exit status is 1
+                notes[m] = f"FuxiCTR side FAILED: {type(e).__name__}: {e}"
+                failed.append(m)
     best = {m: 0.0 for m in args.models}
     best_fx = {m: 0.0 for m in fuxi}
     for r in range(args.rounds):
@@ -327,8 +331,9 @@ def main():
     if args.json:
         print(json.dumps({"cpu": cpu, "threads": threads, "batch_size": args.batch_size, "load_average": load,
                           "versions": versions, "fuxictr": have_fuxi or why, "models": rows, "rows": rows,
-                          "notes": notes}))
+                          "notes": notes, "fuxictr_failed": failed}))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
