@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.paddle-models-installed
 
-.PHONY: setup demo test test-all clean-venv bench-twin faithful-e2e
+.PHONY: setup demo test test-all clean-venv bench-twin bench-rec-peer faithful-e2e
 
 $(STAMP): setup.py requirements-lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,23 @@ $(TWIN)/.installed:
 
 bench-twin: $(STAMP) $(TWIN)/.installed
 	$(PY) benchmarks/multimodal_step.py --torch-python $(TWIN)/bin/python
+
+# Optional: the FuxiCTR side-by-side of benchmarks/rec_train.py in its own venv: the project (pinned) plus
+# torch 2.14.1 (this machine's local CPU wheel) and fuxictr 2.3.10, whose own dependencies are pinned in
+# benchmarks/requirements-rec-peer.txt. FUXICTR is a FuxiCTR checkout (its root or its model_zoo folder):
+#   make bench-rec-peer FUXICTR=/path/to/FuxiCTR [REC_ARGS="--models widedeep --steps 50"]
+PEER := .venv-rec-peer
+FUXICTR ?=
+REC_ARGS ?=
+$(PEER)/.installed: setup.py requirements-lock.txt benchmarks/requirements-rec-peer.txt
+	@test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/pip install -q --disable-pip-version-check -c requirements-lock.txt \
+		-c benchmarks/requirements-rec-peer.txt -e . torch==2.14.1 fuxictr==2.3.10
+	@touch $@
+
+bench-rec-peer: $(PEER)/.installed
+	@test -n "$(FUXICTR)" || { echo "usage: make bench-rec-peer FUXICTR=/path/to/FuxiCTR"; exit 2; }
+	$(PEER)/bin/python benchmarks/rec_train.py --fuxictr "$(FUXICTR)" $(REC_ARGS)
 
 # The faithful network (ERNIE-M base + ResNet-101) end to end on the MR2 sample item: tokenizer, train
 # (baseline recipe, 2 steps), eval, export with parity, infer, and the server when tools/serve.py exists.

@@ -6,15 +6,24 @@ collate by one numpy take per array), ``to_tensors``, ``task.forward_loss``, bac
 step, batch 1024. ``--warmup`` steps are discarded, then ``--steps`` steps are timed; the models take turns
 over ``--rounds`` rounds (so load from other processes hits all of them alike) and the best round counts.
 
-If ``torch`` and ``fuxictr`` are importable (optional; never a dependency of this project), the same models
-from FuxiCTR's model zoo (``$FUXICTR_MODEL_ZOO``: a FuxiCTR checkout's ``model_zoo`` folder) run on the same
-batches in the same process and the table adds the ratio ours / FuxiCTR (goal: >= 1.0).
+With ``torch`` and ``fuxictr`` importable (optional; never a dependency of this project; ``make
+bench-rec-peer`` builds a venv with both) and a FuxiCTR checkout (``--fuxictr PATH``: its root or its
+``model_zoo`` folder; else ``$FUXICTR_MODEL_ZOO``), the same models from FuxiCTR's model zoo train in the
+same process, on the same batches (the same row indices, gathered into one tensor per feature as
+FuxiCTR's loaders do), with our configs' architecture hyperparameters, FuxiCTR's own ``train_step``
+(forward, loss with its regularizers, backward, gradient-norm clipping, optimizer step), the same number
+of threads and the same timing; the table adds the ratio ours / FuxiCTR (goal: >= 1.0). A model the
+zoo lacks gets a note; a FuxiCTR model that fails to build gets a note and makes the exit status 1.
 
-    python benchmarks/rec_train.py [--models lr fm deepfm] [--steps 30] [--rounds 2] [--threads 0] [--json]
+    python benchmarks/rec_train.py [--models lr fm deepfm] [--steps 30] [--rounds 2] [--threads 0]
+                                   [--fuxictr PATH] [--json]
 """
 import argparse
+import importlib.util
 import json
 import os
+import platform
+import subprocess
 import sys
 import time
 
@@ -24,6 +33,47 @@ import numpy as np  # noqa: E402
 
 MODELS = ["lr", "fm", "ffm", "deepfm", "deepffm", "widedeep", "xdeepfm", "dcn", "dcnv2"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_name() -> str:
+    """The CPU's vendor and model name (``/proc/cpuinfo``, else ``lscpu``, else ``platform``)."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                k, _, v = line.partition(":")
+                info[k.strip()] = v.strip()
+    except OSError:
+        pass
+    if info.get("model name"):  # a virtual machine may show a bare "AMD EPYC": family and model tell the generation
+        extra = [f"{k} {info[k]}" for k in ("cpu family", "model") if k in info]
+        return info["model name"] + (f" ({', '.join(extra)})" if extra else "")
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+class IndexStream:
+    """Batches of row indices: epochs of a seeded permutation. Two streams with one seed give the same batches."""
+
+    def __init__(self, n, batch_size, seed=0):
+        self.n, self.bs = n, batch_size
+        self.rng = np.random.RandomState(seed)
+        self.order, self.pos = self.rng.permutation(n), 0
+
+    def next(self):
+        if self.pos + self.bs > self.n:
+            self.order, self.pos = self.rng.permutation(self.n), 0
+        idx = self.order[self.pos:self.pos + self.bs]
+        self.pos += self.bs
+        return idx
 
 
 class OursRunner:
@@ -43,18 +93,12 @@ class OursRunner:
         self.opts, _ = self.task.build_optimizers(self.model, 10 ** 6)
         self.ds = self.task.dataset("train")
         self.collate = self.task.collate_fn("train")
-        self.rng = np.random.RandomState(0)
-        self.bs = args.batch_size
-        self.order, self.pos = self.rng.permutation(len(self.ds)), 0
+        self.stream = IndexStream(len(self.ds), args.batch_size)
 
     def step(self):
         from paddle_models.engine.loader import fetch, to_tensors
 
-        if self.pos + self.bs > len(self.order):
-            self.order, self.pos = self.rng.permutation(len(self.ds)), 0
-        idx = self.order[self.pos:self.pos + self.bs]
-        self.pos += self.bs
-        batch = self.collate(fetch(self.ds, idx))
+        batch = self.collate(fetch(self.ds, self.stream.next()))
         loss, _ = self.task.forward_loss(self.model, to_tensors(batch))
         loss.backward()
         for o in self.opts:
@@ -62,68 +106,127 @@ class OursRunner:
             o.clear_grad()
         return float(loss)
 
-    def batches(self, n):
-        """The raw numpy batches, for the FuxiCTR side."""
-        from paddle_models.engine.loader import fetch
 
-        out = []
-        for _ in range(n):
-            idx = self.rng.randint(0, len(self.ds), self.bs)
-            out.append(self.collate(fetch(self.ds, idx)))
-        return out
+def zoo_folder(path):
+    """A FuxiCTR checkout's ``model_zoo`` folder from its root or the folder itself."""
+    path = os.path.abspath(os.path.expanduser(path))
+    for cand in (path, os.path.join(path, "model_zoo")):
+        if os.path.isdir(os.path.join(cand, "DCNv2")) or os.path.isdir(os.path.join(cand, "DeepFM")):
+            return cand
+    raise FileNotFoundError(f"{path}: not a FuxiCTR checkout (no model_zoo/DeepFM or DCNv2 folder)")
+
+
+def load_zoo_class(zoo, cls_name):
+    """A model class of FuxiCTR's model zoo. Its folder is ``<Model>/src`` (one PyTorch version) or
+    ``<Model>/<Model>_torch/src`` (PyTorch and TensorFlow versions side by side); ``src`` is a package
+    (``from .DeepFM import *``), loaded under its own name so that models' ``src`` packages don't collide."""
+    for src in (os.path.join(zoo, cls_name, "src"), os.path.join(zoo, cls_name, f"{cls_name}_torch", "src")):
+        init = os.path.join(src, "__init__.py")
+        if os.path.isfile(init):
+            mod_name = f"_fuxictr_zoo_{cls_name}"
+            spec = importlib.util.spec_from_file_location(mod_name, init, submodule_search_locations=[src])
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = mod
+            spec.loader.exec_module(mod)
+            if not hasattr(mod, cls_name):
+                raise ImportError(f"{init}: no class {cls_name}")
+            return getattr(mod, cls_name)
+    return None
+
+
+def _reg(x):
+    """Our L2 coefficient -> FuxiCTR's regularizer argument (a float is L2 with (lambda/2)*||W||^2)."""
+    return float(x) if float(x) > 0 else None
+
+
+def fuxi_kwargs(name, arch):
+    """FuxiCTR constructor arguments with our config's architecture (their names differ per model)."""
+    hidden = [int(h) for h in (arch.get("hidden_units") or [])]
+    deep = dict(net_dropout=float(arch["net_dropout"]), batch_norm=bool(arch["batch_norm"]),
+                embedding_regularizer=_reg(arch["embedding_regularizer"]), net_regularizer=_reg(arch["net_regularizer"]))
+    act = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU", "leaky_relu": "LeakyReLU"}[
+        arch["hidden_activation"]]
+    if name in ("lr", "fm", "ffm"):  # these take one `regularizer` for both embeddings and weights
+        if float(arch["embedding_regularizer"]) != float(arch["net_regularizer"]):
+            raise ValueError(f"{name}: FuxiCTR has one regularizer for embeddings and weights")
+        kw = {"regularizer": _reg(arch["embedding_regularizer"])}
+        if name != "lr":
+            kw["embedding_dim"] = int(arch["embedding_dim"])
+        return kw
+    if name in ("deepfm", "widedeep", "deepffm"):
+        return dict(embedding_dim=int(arch["embedding_dim"]), hidden_units=hidden, hidden_activations=act, **deep)
+    if name == "xdeepfm":
+        return dict(embedding_dim=int(arch["embedding_dim"]), dnn_hidden_units=hidden, dnn_activations=act,
+                    cin_hidden_units=[int(u) for u in arch["cin_layer_units"]], **deep)
+    if name == "dcn":
+        return dict(embedding_dim=int(arch["embedding_dim"]), dnn_hidden_units=hidden, dnn_activations=act,
+                    num_cross_layers=int(arch["num_cross_layers"]), **deep)
+    if name == "dcnv2":
+        kw = dict(embedding_dim=int(arch["embedding_dim"]), dnn_activations=act,
+                  num_cross_layers=int(arch["num_cross_layers"]), model_structure=arch["model_structure"],
+                  use_low_rank_mixture=bool(arch["use_low_rank_mixture"]), **deep)
+        if arch["model_structure"] in ("stacked", "stacked_parallel"):
+            kw["stacked_dnn_hidden_units"] = hidden
+        if arch["model_structure"] in ("parallel", "stacked_parallel"):
+            kw["parallel_dnn_hidden_units"] = hidden
+        if arch["use_low_rank_mixture"]:
+            kw.update(low_rank=int(arch["low_rank"]), num_experts=int(arch["num_experts"]))
+        return kw
+    raise KeyError(name)
 
 
 class FuxiRunner:
-    """The same model in FuxiCTR (PyTorch), on the same id batches; built only when importable."""
+    """The same model in FuxiCTR (PyTorch) on the same batches; built only when torch and fuxictr import."""
 
     CLASSES = {"lr": "LR", "fm": "FM", "ffm": "FFM", "deepfm": "DeepFM", "deepffm": "ONN", "widedeep": "WideDeep",
                "xdeepfm": "xDeepFM", "dcn": "DCN", "dcnv2": "DCNv2"}
+    # where FuxiCTR's model is not the same architecture as our config's, the table says how
+    DIFFERS = {"deepffm": "FuxiCTR's ONN sums each field-aware product (DNN input F*D + F(F-1)/2) and has no "
+                          "linear part; ours (deepffm_interaction: hadamard) feeds the F(F-1)/2*D products",
+               "widedeep": "FuxiCTR's WideDeep: no cross-product features in the wide part, Adam on every weight; "
+                           "ours: 5 crosses, FTRL-Proximal (wide) + AdaGrad (deep)"}
 
-    def __init__(self, name, ours):
-        import importlib
-
+    def __init__(self, name, ours, zoo, args, tmp):
         import torch
         from fuxictr.features import FeatureMap
 
-        zoo = os.environ.get("FUXICTR_MODEL_ZOO")
-        if not zoo:
-            raise RuntimeError("set FUXICTR_MODEL_ZOO to a FuxiCTR checkout's model_zoo folder")
+        self.torch = torch
         cls_name = self.CLASSES[name]
-        src = os.path.join(zoo, cls_name, "src")
-        sys.path.insert(0, src)
-        model_cls = getattr(importlib.import_module(cls_name), cls_name)
-        arch = ours.cfg["Arch"]
-        fmap = FeatureMap("frappe_bench", "/tmp")
+        model_cls = load_zoo_class(zoo, cls_name)
+        if model_cls is None:
+            raise LookupError(f"FuxiCTR's model zoo has no {cls_name}")
+        arch, ocfg = ours.cfg["Arch"], ours.cfg["Optimizer"]
+        layout = ours.task.data.fmap
         names = list(ours.cfg["Data"]["field_names"])
+        dim = int(arch["embedding_dim"])
+        fmap = FeatureMap("frappe_bench", tmp)
+        fmap.default_emb_dim = dim
         for f in names:
-            feat = ours.task.data.fmap.by_name[f]
-            fmap.features[f] = {"type": "categorical", "source": "", "vocab_size": feat.size + 1,
+            fmap.features[f] = {"type": "categorical", "source": "", "vocab_size": layout.by_name[f].size + 1,
                                 "padding_idx": 0}
         fmap.labels = ["label"]
         fmap.num_fields = len(names)
         fmap.total_features = sum(v["vocab_size"] for v in fmap.features.values())
         fmap.set_column_index()
-        self.offsets = np.array([ours.task.data.fmap.by_name[f].offset for f in names])
-        self.names = names
-        self.model = model_cls(fmap, model_id="bench", gpu=-1, learning_rate=1e-3,
-                               embedding_dim=int(arch["embedding_dim"]), hidden_units=list(arch["hidden_units"]),
-                               dnn_hidden_units=list(arch["hidden_units"]), net_dropout=float(arch["net_dropout"]),
-                               batch_norm=bool(arch["batch_norm"]),
-                               embedding_regularizer=float(arch["embedding_regularizer"]))
-        self.model.compile("adam", "binary_crossentropy", lr=1e-3)
+        # FuxiCTR's ids per field: ours minus the field's offset in our shared table, + 1 (0 = padding)
+        arrays = ours.ds.arrays
+        self.cols = {f: np.ascontiguousarray(arrays["ids"][:, i] - layout.by_name[f].offset + 1)
+                     for i, f in enumerate(names)}
+        self.label = np.ascontiguousarray(arrays["label"], dtype=np.float32)
+        lr = float(ocfg["lr"]) if ocfg["name"].lower() == "adam" else 1e-3  # FuxiCTR's models all train with Adam
+        self.model = model_cls(fmap, model_id=f"bench_{cls_name}", gpu=-1, learning_rate=lr, optimizer="adam",
+                               loss="binary_crossentropy", task="binary_classification", verbose=0,
+                               model_root=os.path.join(tmp, "fuxictr"), metrics=["logloss", "AUC"],
+                               **fuxi_kwargs(name, arch))
+        self.model._max_gradient_norm = float(ocfg.get("grad_clip") or 0) or float("inf")
         self.model.train()
-        self.torch = torch
+        self.stream = IndexStream(len(ours.ds), args.batch_size)
 
-    def step_on(self, batch):
-        torch = self.torch
-        ids = batch["ids"][:, :len(self.names)] - self.offsets + 1
-        X = torch.from_numpy(np.concatenate([ids, batch["label"][:, None].astype(np.int64)], 1))
-        self.model.optimizer.zero_grad()
-        out = self.model.forward(X)
-        loss = self.model.compute_loss(out, self.model.get_labels(X))
-        loss.backward()
-        self.model.optimizer.step()
-        return float(loss)
+    def step(self):
+        idx = self.stream.next()
+        batch = {f: self.torch.from_numpy(c[idx]) for f, c in self.cols.items()}
+        batch["label"] = self.torch.from_numpy(self.label[idx])
+        return self.model.train_step(batch).item()
 
 
 def fuxictr_available():
@@ -153,6 +256,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores, as the Trainer)")
     ap.add_argument("--data", default="", help="the Frappe libfm file (default: the configs' Data.path)")
+    ap.add_argument("--fuxictr", default=os.environ.get("FUXICTR_MODEL_ZOO", ""),
+                    help="a FuxiCTR checkout (its root or model_zoo folder; default $FUXICTR_MODEL_ZOO)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -163,19 +268,29 @@ def main():
     threads = args.threads or (os.cpu_count() or 1)
     paddle.base.core.set_num_threads(threads)
     have_fuxi, why = fuxictr_available()
+    zoo = None
+    if have_fuxi and not args.fuxictr:
+        have_fuxi, why = False, "no FuxiCTR checkout (--fuxictr PATH or $FUXICTR_MODEL_ZOO)"
     if have_fuxi:
         import torch
 
         torch.set_num_threads(threads)
+        zoo = zoo_folder(args.fuxictr)
+    cpu = cpu_name()
     tmp = tempfile.mkdtemp(prefix="rec_bench_")
-    runners, fuxi, notes = {}, {}, {}
+    runners, fuxi, notes, failed = {}, {}, {}, []
     for m in args.models:
         runners[m] = OursRunner(m, args, tmp)
         if have_fuxi:
             try:
-                fuxi[m] = FuxiRunner(m, runners[m])
-            except Exception as e:  # a FuxiCTR version with other signatures: report, keep going
-                notes[m] = f"FuxiCTR side failed: {type(e).__name__}: {e}"
+                fuxi[m] = FuxiRunner(m, runners[m], zoo, args, tmp)
+                if m in FuxiRunner.DIFFERS:
+                    notes[m] = FuxiRunner.DIFFERS[m]
+            except LookupError as e:  # a model FuxiCTR doesn't have: a note
+                notes[m] = str(e)
+            except Exception as e:  # a FuxiCTR version with other signatures: the table still prints, the exit status is 1
+                notes[m] = f"FuxiCTR side FAILED: {type(e).__name__}: {e}"
+                failed.append(m)
     best = {m: 0.0 for m in args.models}
     best_fx = {m: 0.0 for m in fuxi}
     for r in range(args.rounds):
@@ -183,13 +298,18 @@ def main():
             dt = timed(runners[m].step, args.warmup if r == 0 else 1, args.steps)
             best[m] = max(best[m], args.steps * args.batch_size / dt)
             if m in fuxi:
-                batches = runners[m].batches(args.steps + args.warmup)
-                it = iter(batches)
-                dt = timed(lambda: fuxi[m].step_on(next(it)), args.warmup, args.steps)
+                dt = timed(fuxi[m].step, args.warmup if r == 0 else 1, args.steps)
                 best_fx[m] = max(best_fx[m], args.steps * args.batch_size / dt)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"rec training throughput on Frappe, batch {args.batch_size}, {threads} thread(s), "
-          f"best of {args.rounds} rounds x {args.steps} steps (1-min load average at the end: {load:.1f})")
+    versions = {"paddle": paddle.__version__}
+    if have_fuxi:
+        import fuxictr
+        import torch
+
+        versions.update(torch=torch.__version__, fuxictr=getattr(fuxictr, "__version__", "?"))
+    print(f"rec training throughput on Frappe, CPU: {cpu}, batch {args.batch_size}, {threads} thread(s), "
+          f"best of {args.rounds} rounds x {args.steps} steps (1-min load average at the end: {load:.1f}); "
+          + ", ".join(f"{k} {v}" for k, v in versions.items()))
     header = f"{'model':10s} {'ours samples/s':>15s}"
     if have_fuxi:
         header += f" {'FuxiCTR samples/s':>18s} {'ratio':>6s}"
@@ -200,17 +320,20 @@ def main():
         row = {"model": m, "samples_per_s": round(best[m], 1)}
         if m in best_fx:
             line += f" {best_fx[m]:18.0f} {best[m] / best_fx[m]:6.2f}"
-            row.update(fuxictr_samples_per_s=round(best_fx[m], 1), ratio=round(best[m] / best_fx[m], 3))
+            row.update(fuxictr_samples_per_s=round(best_fx[m], 1), ratio=round(best[m] / best_fx[m], 3),
+                       fuxictr_model=FuxiRunner.CLASSES[m])
         print(line)
         rows.append(row)
     if not have_fuxi:
-        print(f"FuxiCTR side skipped: fuxictr/torch {why}; no ratios.")
+        print(f"FuxiCTR side skipped: {why}; no ratios.")
     for m, n in notes.items():
         print(f"{m}: {n}")
     if args.json:
-        print(json.dumps({"threads": threads, "batch_size": args.batch_size, "load_average": load,
-                          "fuxictr": have_fuxi or why, "models": rows, "notes": notes}))
+        print(json.dumps({"cpu": cpu, "threads": threads, "batch_size": args.batch_size, "load_average": load,
+                          "versions": versions, "fuxictr": have_fuxi or why, "models": rows, "rows": rows,
+                          "notes": notes, "fuxictr_failed": failed}))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

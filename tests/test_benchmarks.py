@@ -69,3 +69,67 @@ def test_multimodal_step_json_contract(tmp_path):
     assert rows["defaults"]["eval_engine"] == "inference (fp32)"
     if "bf16" in rows:
         assert rows["bf16"]["eval_engine"] == "inference (bf16)"
+
+
+@pytest.fixture(scope="module")
+def rec_bench():
+    spec = importlib.util.spec_from_file_location("bench_rec_train", os.path.join(ROOT, "benchmarks", "rec_train.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _zoo_model(folder, cls_name, marker):
+    """A stand-in FuxiCTR zoo model: ``src`` is a package whose ``__init__`` re-exports by a relative import."""
+    os.makedirs(folder)
+    with open(os.path.join(folder, "__init__.py"), "w") as f:
+        f.write(f"from .{cls_name} import *\n")
+    with open(os.path.join(folder, f"{cls_name}.py"), "w") as f:
+        f.write(f"class {cls_name}:\n    marker = {marker!r}\n")
+
+
+def test_rec_bench_finds_zoo_models_in_both_folder_layouts(rec_bench, tmp_path):
+    zoo = tmp_path / "FuxiCTR" / "model_zoo"
+    _zoo_model(str(zoo / "DCNv2" / "src"), "DCNv2", "flat")                      # <Model>/src
+    _zoo_model(str(zoo / "DeepFM" / "DeepFM_torch" / "src"), "DeepFM", "torch")  # <Model>/<Model>_torch/src
+    (zoo / "DeepFM" / "DeepFM_tf").mkdir()
+    assert rec_bench.zoo_folder(str(tmp_path / "FuxiCTR")) == str(zoo)  # the checkout root ...
+    assert rec_bench.zoo_folder(str(zoo)) == str(zoo)                    # ... or its model_zoo
+    with pytest.raises(FileNotFoundError):
+        rec_bench.zoo_folder(str(tmp_path))
+    # both are packages named "src": each is loaded under its own name, so neither shadows the other
+    assert rec_bench.load_zoo_class(str(zoo), "DCNv2").marker == "flat"
+    assert rec_bench.load_zoo_class(str(zoo), "DeepFM").marker == "torch"
+    assert rec_bench.load_zoo_class(str(zoo), "ONN") is None  # not in this zoo: the table gets a note
+
+
+def test_rec_bench_gives_fuxictr_our_configs_architecture(rec_bench):
+    from paddle_models.config import load_config
+
+    for name in rec_bench.MODELS:
+        arch = load_config(os.path.join(ROOT, "configs", "rec", f"{name}_frappe.yaml"))["Arch"]
+        kw = rec_bench.fuxi_kwargs(name, arch)
+        if name == "lr":
+            assert kw == {"regularizer": None}
+            continue
+        assert kw["embedding_dim"] == int(arch["embedding_dim"])
+        if name in ("fm", "ffm"):
+            continue
+        hidden = [int(h) for h in arch["hidden_units"]]
+        key = {"xdeepfm": "dnn_hidden_units", "dcn": "dnn_hidden_units",
+               "dcnv2": "parallel_dnn_hidden_units"}.get(name, "hidden_units")
+        assert kw[key] == hidden, name
+        assert kw["net_dropout"] == float(arch["net_dropout"]) and kw["batch_norm"] == bool(arch["batch_norm"])
+        assert kw["embedding_regularizer"] == float(arch["embedding_regularizer"])  # L2 in both: (lambda/2)|E|^2
+        assert kw["net_regularizer"] is None
+    xd = load_config(os.path.join(ROOT, "configs", "rec", "xdeepfm_frappe.yaml"))["Arch"]
+    assert rec_bench.fuxi_kwargs("xdeepfm", xd)["cin_hidden_units"] == [int(u) for u in xd["cin_layer_units"]]
+
+
+def test_rec_bench_sides_see_the_same_batches_and_the_cpu_is_named(rec_bench):
+    a, b = rec_bench.IndexStream(100, 32), rec_bench.IndexStream(100, 32)
+    seen = [a.next() for _ in range(7)]  # crosses two epochs
+    for s in seen:
+        assert len(s) == 32 and len(set(s.tolist())) == 32
+        assert (s == b.next()).all()
+    assert rec_bench.cpu_name().strip()

@@ -297,6 +297,13 @@ class Layout:
     num_wide: int = 0               # linear-only id columns (embed: false, crosses)
     num_dense: int = 0              # columns of ``values``
     field_names: Tuple[str, ...] = ()
+    embed_vocab_size: int = 0       # rows the embedded columns can index (0: all of vocab_size)
+
+    @property
+    def embed_rows(self) -> int:
+        """Rows of an embedding table: the shared table up to the last row an embedded column can hold.
+        The rows of linear-only features (crosses, ``embed: false``) after it are read by no embedding."""
+        return self.embed_vocab_size or self.vocab_size
 
     @property
     def num_fields(self) -> int:
@@ -491,7 +498,8 @@ class FeatureMap:
         fs = self.selected(tower)
         sparse = [f for f in fs if f.is_categorical and f.embed]
         seqs = [f for f in fs if f.type == SEQUENCE]
-        return Layout(vocab_size=self.vocab_size, num_sparse=len(sparse),
+        embed_vocab = max([f.offset + f.size for f in sparse + seqs], default=1)
+        return Layout(vocab_size=self.vocab_size, embed_vocab_size=embed_vocab, num_sparse=len(sparse),
                       seq_lens=tuple(f.max_len for f in seqs), seq_pooling=tuple(f.pooling for f in seqs),
                       num_wide=sum(1 for f in fs if f.is_linear_only), num_dense=sum(1 for f in fs if f.is_dense),
                       field_names=tuple(f.name for f in sparse + seqs + [f for f in fs if f.is_dense]))

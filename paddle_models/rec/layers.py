@@ -35,13 +35,17 @@ class FeatureEmbedding(nn.Layer):
     """``[B, num_fields, dim]``: one vector per embedded categorical feature, per sequence feature
     (masked mean or sum of its ids) and per dense feature (value times a learned vector).
 
-    All ids index one table (``layout.vocab_size`` rows, row 0 = padding), so a batch is one lookup.
+    All ids index one table (row 0 = padding), so a batch is one lookup. The table has
+    ``layout.embed_rows`` rows: the shared id space without the rows of linear-only features (crosses,
+    ``embed: false``) that come after the embedded ones and that no embedding reads, so the dense gradient,
+    weight decay and optimizer update of every step skip them (outputs and the updates of the rows that
+    are read do not change).
     """
 
     def __init__(self, layout: Layout, dim: int, init_std: float = 1e-4):
         super().__init__()
         self.layout, self.dim = layout, int(dim)
-        self.weight = self.create_parameter([layout.vocab_size, self.dim], attr=normal_attr(init_std))
+        self.weight = self.create_parameter([layout.embed_rows, self.dim], attr=normal_attr(init_std))
         self.dense_weight = self.create_parameter([layout.num_dense, self.dim], attr=normal_attr(init_std)) \
             if layout.num_dense else None
 
