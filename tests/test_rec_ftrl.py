@@ -269,3 +269,17 @@ def test_widedeep_trimmed_embedding_trains_like_the_full_table(tmp_path):
     for k, v in fast.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), ref_state[k].numpy()[:v.shape[0]], err_msg=k)
     assert np.abs(fast.embedding.weight.numpy() - start["embedding.weight"]).max() > 1e-3  # it did train
+    # weights saved by the previous layout (the full table) load into the trimmed model: the unread rows are
+    # dropped and its predictions are the full model's
+    from safetensors.numpy import save_file
+
+    from paddle_models.engine.checkpoint import load_model_weights
+
+    saved = tmp_path / "old_widedeep.safetensors"
+    save_file({k: np.ascontiguousarray(v.numpy()) for k, v in ref.state_dict().items()}, str(saved))
+    fresh = build_model(task.cfg, layout=layout)
+    load_model_weights(fresh, str(saved))
+    fresh.eval()
+    with paddle.no_grad():
+        np.testing.assert_array_equal(fresh(*task._ctr_inputs(batches[1])).numpy(),
+                                      ref(*task._ctr_inputs(batches[1])).numpy())

@@ -405,6 +405,9 @@ def load_model_weights(model, path: str, strict: bool = True):
     unpickler: a file that references anything beyond arrays and containers raises ``UnsafeModelFile``)."""
     path = resolve_weights(path)
     state = read_weights(path)
+    upgrade = getattr(model, "upgrade_state_dict", None)  # a model may map weights saved by an older layout
+    if callable(upgrade):
+        state = upgrade(state)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -8,6 +8,7 @@ the value before the sigmoid (training uses it with a numerically stable loss).
 """
 from __future__ import annotations
 
+import logging
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -17,6 +18,8 @@ import paddle.nn.functional as F
 
 from ..registry import register_model
 from .features import Layout
+
+log = logging.getLogger("paddle_models")
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
 
@@ -225,6 +228,22 @@ class CTRModel(nn.Layer):
             if isinstance(layer, (FeatureEmbedding, LinearLogit)):
                 out += [p for p in (layer.weight, layer.dense_weight) if p is not None]
         return out
+
+    def upgrade_state_dict(self, state: dict) -> dict:
+        """Weights saved before the embedding tables left out the rows of linear-only features (crosses,
+        ``embed: false``): their tables have those trailing rows, which no embedding reads; drop them (the
+        model's outputs are the same). Called by ``engine.checkpoint.load_model_weights``."""
+        for prefix, layer in self.named_sublayers(include_self=True):
+            if not isinstance(layer, FeatureEmbedding):
+                continue
+            key = f"{prefix}.weight" if prefix else "weight"
+            have, rows = state.get(key), int(layer.weight.shape[0])
+            if have is not None and np.ndim(have) == 2 and np.shape(have)[0] > rows \
+                    and np.shape(have)[1] == int(layer.weight.shape[1]):
+                state = {**state, key: np.asarray(have)[:rows]}
+                log.info("%s: %d rows of linear-only features dropped from the saved table (no embedding reads "
+                         "them; weights saved before the table was trimmed)", key, np.shape(have)[0] - rows)
+        return state
 
     def mlp_input_dim(self) -> int:
         return self.layout.num_fields * self.embedding_dim
