@@ -58,17 +58,10 @@ ROWS = ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers", "onnx
 
 
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+    """The CPU this runs on (paddle_models.runtime.cpu_name: model name, family and model numbers)."""
+    from paddle_models.runtime import cpu_name
 
-    return platform.processor() or "unknown"
+    return cpu_name()
 
 
 def synthetic_batch(cfg, vocab: int, batch: int, captions: int, evidence: int, seed: int = 0) -> dict:

@@ -145,6 +145,14 @@ def _last_json(p):
 def run_setting(name, threads, tuned, onednn, freeze, args, engine="dygraph", precision="fp32"):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), GLOG_minloglevel="2",
                PADDLE_MODELS_CPU_TUNING="1" if tuned else "0")
+    if not tuned:  # what this process's own import of paddle_models put into the environment
+        import paddle_models
+
+        done = paddle_models.tune_cpu()
+        if done.get("mkl_avx2"):
+            env.pop("MKL_DEBUG_CPU_TYPE", None)
+        if done.get("no_stride_kernels"):
+            env.pop("FLAGS_use_stride_kernel", None)
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--threads", str(threads), "--warmup",
            str(args.warmup), "--steps", str(args.steps), "--config", args.config, "--eval-engine", engine,
            "--precision", precision]

@@ -11,7 +11,6 @@ logistic regression whose C is chosen on the dev split's macro-F1; the network: 
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -23,14 +22,10 @@ C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """The CPU this runs on (paddle_models.runtime.cpu_name: model name, family and model numbers)."""
+    from paddle_models.runtime import cpu_name
+
+    return cpu_name()
 
 
 def read_split(root: str, split: str):

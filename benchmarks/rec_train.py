@@ -22,8 +22,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -36,28 +34,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cpu_name() -> str:
-    """The CPU's vendor and model name (``/proc/cpuinfo``, else ``lscpu``, else ``platform``)."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor is enough
-                k, _, v = line.partition(":")
-                info[k.strip()] = v.strip()
-    except OSError:
-        pass
-    if info.get("model name"):  # a virtual machine may show a bare "AMD EPYC": family and model tell the generation
-        extra = [f"{k} {info[k]}" for k in ("cpu family", "model") if k in info]
-        return info["model name"] + (f" ({', '.join(extra)})" if extra else "")
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    """The CPU this runs on (paddle_models.runtime.cpu_name: model name, family and model numbers)."""
+    from paddle_models.runtime import cpu_name
+
+    return cpu_name()
 
 
 class IndexStream:

@@ -32,14 +32,10 @@ ENV = {**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH": ROOT}
 
 
 def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    """The CPU this runs on (paddle_models.runtime.cpu_name: model name, family and model numbers)."""
+    from paddle_models.runtime import cpu_name
+
+    return cpu_name()
 
 
 # ---- exports ----------------------------------------------------------------------------------------------

@@ -74,16 +74,21 @@ def cpu_info(text: str = None) -> dict:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     info = {"vendor": _VENDORS.get(vendor_id, vendor_id or "unknown"), "model_name": fields.get("model name", ""),
-            "cores": cores}
+            "family": fields.get("cpu family", ""), "model": fields.get("model", ""), "cores": cores}
     info.update({k: flag in flags for k, flag in _ISA.items()})
     info["bf16"] = info["avx512_bf16"] or info["amx_bf16"]
     return info
 
 
-def cpu_name(info: dict) -> str:
-    """'AMD EPYC 9B14', 'Intel(R) Xeon(R) ...': the model name, with the vendor in front when it lacks it."""
+def cpu_name(info: dict = None) -> str:
+    """'AMD EPYC (family 25, model 17)', 'Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz (family 6, model 143)':
+    the model name (with the vendor in front when it lacks it) and, since a virtual machine may show a bare
+    'AMD EPYC', the family and model numbers that tell the generation. Default: this machine."""
+    info = cpu_info() if info is None else info
     name = info.get("model_name", "")
-    return name if name.lower().startswith(info["vendor"].lower()) else f"{info['vendor']} {name}".strip()
+    name = name if name.lower().startswith(info["vendor"].lower()) else f"{info['vendor']} {name}".strip()
+    extra = [f"{k} {info[k]}" for k in ("family", "model") if info.get(k)]
+    return name + (f" ({', '.join(extra)})" if extra else "")
 
 
 def cpu_plan(info: dict) -> dict:
