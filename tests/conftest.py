@@ -35,3 +35,24 @@ def tiny_demo(tmp_path_factory):
     texts = [json.loads(line)["text"] for line in open(d / "data" / "train.jsonl")]
     train_tokenizer(texts, str(d / "tok"), vocab_size=120)
     return d
+
+
+def train_small_multimodal(root: Path, sizes, seed: int, max_steps: int, eval_batch_size: int) -> dict:
+    """The demo-size network (configs/multimodal/jsonl_small.yaml) trained ``max_steps`` steps on synthetic demo
+    data of ``sizes`` = (train, val, test) items, 40 px images, one thread: ``{"root", "data", "overrides"
+    (including Global.checkpoint), "checkpoint", "tokenizer"}``."""
+    from paddle_models import get_task, load_config
+    from paddle_models.engine.trainer import Trainer
+    from paddle_models.multimodal.demo_data import make_demo_data
+
+    data = root / "data"
+    make_demo_data(str(data), *sizes, seed=seed, image_size=40)
+    overrides = [f"Data.root={data}", f"Global.output_dir={root / 'run'}", f"Global.max_steps={max_steps}",
+                 "Global.progress=false", "Global.batch_size=16", f"Global.eval_batch_size={eval_batch_size}",
+                 "Global.num_threads=1"]
+    config = str(Path(ROOT) / "configs" / "multimodal" / "jsonl_small.yaml")
+    cfg = load_config(config, overrides)
+    res = Trainer(cfg, get_task("multimodal")(cfg)).fit()
+    overrides.append(f"Global.checkpoint={res['best_checkpoint']}")
+    return {"root": root, "data": data, "overrides": overrides, "checkpoint": res["best_checkpoint"],
+            "tokenizer": root / "run" / "tokenizer"}

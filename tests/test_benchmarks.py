@@ -8,12 +8,17 @@ import pytest
 from conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def inference_bench():
-    spec = importlib.util.spec_from_file_location("bench_inference", os.path.join(ROOT, "benchmarks", "inference.py"))
+def _benchmark_module(name):
+    """benchmarks/<name>.py imported as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(ROOT, "benchmarks", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def inference_bench():
+    return _benchmark_module("inference")
 
 
 class _Net(paddle.nn.Layer):
@@ -73,10 +78,7 @@ def test_multimodal_step_json_contract(tmp_path):
 
 @pytest.fixture(scope="module")
 def rec_bench():
-    spec = importlib.util.spec_from_file_location("bench_rec_train", os.path.join(ROOT, "benchmarks", "rec_train.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _benchmark_module("rec_train")
 
 
 def _zoo_model(folder, cls_name, marker):

@@ -26,6 +26,8 @@ from paddle_models.engine.trainer import Trainer
 from paddle_models.cli import task_for_export
 from paddle_models.registry import get_task, list_models, model_entry
 
+from conftest import train_small_multimodal
+
 
 def multimodal_input(model_dir, meta, path, **kw):
     """The family's raw-input reader of an export folder (what tools/infer.py uses)."""
@@ -57,18 +59,8 @@ def _files(d):
 # ---- a tiny trained multimodal run (demo data, 2 optimizer steps) --------------------------------
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from paddle_models.multimodal.demo_data import make_demo_data
-
-    root = tmp_path_factory.mktemp("mm_export")
-    data = root / "data"
-    make_demo_data(str(data), 48, 12, 12, seed=7, image_size=40)
-    overrides = [f"Data.root={data}", f"Global.output_dir={root / 'run'}", "Global.max_steps=2",
-                 "Global.progress=false", "Global.batch_size=16", "Global.eval_batch_size=16", "Global.num_threads=1"]
-    cfg = load_config(CONFIG, overrides)
-    res = Trainer(cfg, get_task("multimodal")(cfg)).fit()
-    overrides.append(f"Global.checkpoint={res['best_checkpoint']}")
-    return {"root": root, "data": data, "overrides": overrides, "checkpoint": res["best_checkpoint"],
-            "tokenizer": root / "run" / "tokenizer"}
+    return train_small_multimodal(tmp_path_factory.mktemp("mm_export"), (48, 12, 12), seed=7, max_steps=2,
+                                  eval_batch_size=16)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from paddle_models.engine.quantize import (QuantizeError, agreement, check_agree
 from paddle_models.engine.trainer import Trainer
 from paddle_models.registry import get_task
 
+from conftest import train_small_multimodal
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "multimodal" / "jsonl_small.yaml")
 ENV = {**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH": str(ROOT)}
@@ -47,17 +49,8 @@ def assert_within_tolerance(ref, got):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The demo-size network trained on synthetic demo data until its classes are well separated."""
-    from paddle_models.multimodal.demo_data import make_demo_data
-
-    root = tmp_path_factory.mktemp("mm_int8")
-    data = root / "data"
-    make_demo_data(str(data), 384, 64, 32, seed=11, image_size=40)
-    overrides = [f"Data.root={data}", f"Global.output_dir={root / 'run'}", "Global.max_steps=96",
-                 "Global.progress=false", "Global.batch_size=16", "Global.eval_batch_size=32", "Global.num_threads=1"]
-    cfg = load_config(CONFIG, overrides)
-    res = Trainer(cfg, get_task("multimodal")(cfg)).fit()
-    overrides.append(f"Global.checkpoint={res['best_checkpoint']}")
-    return {"root": root, "data": data, "overrides": overrides}
+    return train_small_multimodal(tmp_path_factory.mktemp("mm_int8"), (384, 64, 32), seed=11, max_steps=96,
+                                  eval_batch_size=32)
 
 
 @pytest.fixture(scope="module")
