@@ -202,12 +202,16 @@ def test_eval_engine_is_checked(demo, tmp_path):
 
 def test_eval_engine_auto_follows_the_cpu_plan(demo, tmp_path, monkeypatch):
     """auto (the default) evaluates a multimodal checkpoint on the exported graph on CPU, with the metrics of
-    dygraph; with the CPU tuning off it stays dygraph; validation while training is always dygraph."""
+    dygraph, when the split is large enough to repay the export; with the CPU tuning off it stays dygraph;
+    validation while training is always dygraph."""
     res = run(cfg_for(demo, tmp_path / "r", "Global.epochs=1"))
     assert "eval_engine" not in res  # fit's validation ran on the model itself
     ck = f"Global.checkpoint={res['best_checkpoint']}"
-    cfg = cfg_for(demo, tmp_path / "auto", ck)
-    assert cfg["Global"]["eval_engine"] == "auto"
+    small = cfg_for(demo, tmp_path / "small", ck)
+    assert small["Global"]["eval_engine"] == "auto" and small["Global"]["eval_engine_min_items"] > 16
+    tr = Trainer(small, get_task("multimodal")(small))
+    assert tr.eval_engine("test") == "dygraph" and tr.eval_engine() == "inference"  # 16 items: not worth it
+    cfg = cfg_for(demo, tmp_path / "auto", ck, "Global.eval_engine_min_items=16")
     ev = Trainer(cfg, get_task("multimodal")(cfg)).evaluate("test")
     assert ev["eval_engine"] == "inference" and ev["numeric_precision"] == "fp32"
     dy_cfg = cfg_for(demo, tmp_path / "dy", ck, "Global.eval_engine=dygraph")

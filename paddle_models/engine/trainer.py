@@ -141,8 +141,8 @@ class Trainer:
         t0 = time.time()
         extra = {}
         if model is None:  # a given model (the validation while training) runs as it is: dygraph, fp32
-            engine = self.eval_engine()
             self._prepare()
+            engine = self.eval_engine(split)
             model = self._model or self.task.build_model()
             if self.g.get("checkpoint"):
                 check_preprocessing(self.g["checkpoint"], self._preprocessing)
@@ -162,11 +162,12 @@ class Trainer:
             artifacts = {**artifacts, "data": summary}
         return {**metrics, "split": split, "samples": n, "seconds": round(time.time() - t0, 3), **extra, **artifacts}
 
-    def eval_engine(self) -> str:
+    def eval_engine(self, split: Optional[str] = None) -> str:
         """``Global.eval_engine`` resolved: ``auto`` is the CPU plan's engine (``runtime.cpu_plan``: the
         exported graph on Paddle Inference, measured faster on AMD and Intel) for a task that evaluates with
-        one call of its model in one process on CPU, else dygraph. ``Global.precision: bf16`` evaluates on
-        the exported graph (Paddle Inference + oneDNN bf16)."""
+        one call of its model in one process on CPU, on a ``split`` of at least
+        ``Global.eval_engine_min_items`` items (the export must pay for itself), else dygraph.
+        ``Global.precision: bf16`` evaluates on the exported graph (Paddle Inference + oneDNN bf16)."""
         engine = str(self.g.get("eval_engine", "auto"))
         if engine not in ("auto", "dygraph", "inference"):
             raise ValueError(f"Global.eval_engine: {engine!r} is not one of auto, dygraph, inference")
@@ -175,6 +176,10 @@ class Trainer:
             engine = default_eval_engine() if usable else "dygraph"
             if self.precision == "bf16" and usable:
                 engine = "inference"
+            elif engine == "inference" and split is not None:
+                ds = self.task.dataset(split)
+                small = hasattr(ds, "__len__") and len(ds) < int(self.g.get("eval_engine_min_items", 0))
+                engine = "dygraph" if small else engine
         if self.precision == "bf16" and engine != "inference":
             raise ValueError(f"Global.precision: bf16 evaluates on the exported graph (Paddle Inference + oneDNN "
                              f"bfloat16), but this run evaluates in {engine}: Paddle 3.3.1 has no bfloat16 dygraph "
