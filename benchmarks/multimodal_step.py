@@ -39,6 +39,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the environment before anything here imports paddle_models (whose import tunes the process and sets
+# variables): every child starts from it, so the untuned rows and the twin get no tuning of ours
+START_ENV = dict(os.environ)
 
 
 def child(args):
@@ -85,7 +88,8 @@ def child(args):
 
     model.eval()
     if args.part == "eval":
-        return print(json.dumps(exported_eval(args, cfg, task, model, time_eval, NC, NI)))
+        res = exported_eval(args, cfg, task, model, time_eval, NC, NI)
+        return print(json.dumps({**res, "eval_samples_per_s": B / res["eval_forward_s"]}))
     res = {"dygraph_eval_forward_s": time_eval(model)}
     model.train()
     opt = task.build_optimizers(model, 100)[0][0]
@@ -143,19 +147,10 @@ def _last_json(p):
 
 
 def run_setting(name, threads, tuned, onednn, freeze, args, engine="dygraph", precision="fp32"):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), GLOG_minloglevel="2",
+    env = dict(START_ENV, OMP_NUM_THREADS=str(threads), GLOG_minloglevel="2",
                PADDLE_MODELS_CPU_TUNING="1" if tuned else "0")
-    if not tuned:  # what this process's own import of paddle_models put into the environment
-        import paddle_models
-
-        done = paddle_models.tune_cpu()
-        if done.get("mkl_avx2"):
-            env.pop("MKL_DEBUG_CPU_TYPE", None)
-        if done.get("no_stride_kernels"):
-            env.pop("FLAGS_use_stride_kernel", None)
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--threads", str(threads), "--warmup",
-           str(args.warmup), "--steps", str(args.steps), "--config", args.config, "--eval-engine", engine,
-           "--precision", precision]
+           str(args.warmup), "--steps", str(args.steps), "--config", args.config, "--precision", precision]
     cmd += ["--fast-linear"] if tuned else []
     cmd += ["--onednn"] if onednn else []
     cmd += ["--freeze-emb"] if freeze else []
@@ -165,8 +160,6 @@ def run_setting(name, threads, tuned, onednn, freeze, args, engine="dygraph", pr
         if "error" in ev:
             ev = {"error": f"exported eval: {ev['error']}"}
         res.update(ev)
-        if "eval_forward_s" in res:
-            res["eval_samples_per_s"] = res["train_samples_per_s"] * res["train_step_s"] / res["eval_forward_s"]
     return {"setting": name, **res}
 
 
@@ -192,7 +185,7 @@ def run_twin(py, cores, args, bf16=False):
            str(args.warmup), "--steps", str(args.steps)] + (["--bf16"] if bf16 else [])
     name = f"PyTorch twin ({cores} threads{', autocast bf16' if bf16 else ''})"
     return {"setting": name, "key": "twin_bf16" if bf16 else "twin",
-            **_last_json(subprocess.run(cmd, capture_output=True, text=True))}
+            **_last_json(subprocess.run(cmd, env=START_ENV, capture_output=True, text=True))}
 
 
 def main():
@@ -202,7 +195,6 @@ def main():
     ap.add_argument("--onednn", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--freeze-emb", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--fast-linear", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--eval-engine", default="dygraph", help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--part", default="train", choices=["train", "eval"], help=argparse.SUPPRESS)
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
