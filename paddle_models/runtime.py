@@ -101,10 +101,6 @@ def cpu_plan(info: dict) -> dict:
             "bf16": bool(info.get("bf16")), "amx": bool(info.get("amx_bf16") or info.get("amx_int8"))}
 
 
-def _is_amd() -> bool:
-    return cpu_info()["vendor"] == "AMD"
-
-
 def use_avx2_mkl() -> bool:
     """Set ``MKL_DEBUG_CPU_TYPE=5`` (the plan asks for it on AMD CPUs) when the user has not set it. True if
     this call set it."""

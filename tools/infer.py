@@ -5,7 +5,8 @@
                           [--engine auto|paddle|onnxruntime] [--precision auto|fp32|bf16|int8]
 
 An export with an int8 graph (tools/export.py --quantize int8) runs it on onnxruntime by default; any
-other export runs on Paddle Inference in fp32 (--engine / --precision choose otherwise).
+other export runs on Paddle Inference in its own precision (fp32, or bf16 for an export made with
+Global.precision: bf16); --engine / --precision choose otherwise.
 
 Multimodal exports read a JSONL file of the user layout (id, text, image, label optional,
 evidence_texts, evidence_images; image paths relative to the input file's folder) or an MR2

@@ -48,7 +48,8 @@ def parse_args(argv=None):
                    help="auto: onnxruntime for an export with an int8 graph (tools/export.py --quantize int8), else "
                         "Paddle Inference")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
-                   help="auto: the export's int8 graph when it has one, else fp32")
+                   help="auto: the export's int8 graph when it has one, else the export's own precision (fp32, or "
+                        "bf16 for an export made with Global.precision: bf16)")
     p.add_argument("--onednn", choices=["auto", "on", "off"], default=os.environ.get("PADDLE_MODELS_ONEDNN", "auto"))
     p.add_argument("--token-file", default=None, help="file holding a bearer token required on /v1/* and /metrics")
     p.add_argument("--watch", action="store_true", help="reload when the model folder changes (polled every second)")

@@ -39,6 +39,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import paddle
 
+from ..runtime import check_precision
 from .artifact import (CONFIG_FILE, EXPORT_META, FORMAT_VERSION, file_sha256, graph_files, output_names, save_npz,
                        spec_entry, write_yaml)
 from .onednn_probe import probe_onednn
@@ -294,7 +295,7 @@ def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_
         wpath = resolve_weights(ckpt)
         meta["checkpoint"] = {"path": os.path.abspath(wpath), "sha256": file_sha256(wpath)}
     meta.update(task.export_metadata(out_dir) or {})
-    precision = str(cfg["Global"].get("precision", "fp32"))
+    precision = check_precision(cfg)  # the same check and spelling as training and eval
     if precision != "fp32":
         meta["precision"] = precision  # what predictors of this folder run by default (Predictor precision=None)
     dump_config(cfg, os.path.join(out_dir, CONFIG_FILE))

@@ -43,6 +43,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..runtime import PRECISIONS
 from .artifact import EXPORT_META, default_variant, load_npz, read_export_meta, save_npz
 from .onednn_probe import PROBE_TOL, default_threads, probe_onednn  # noqa: F401  (PROBE_TOL: re-exported)
 from .onnx import onnx_session
@@ -128,7 +129,6 @@ def _compiled_with_onednn() -> bool:
     return bool(fn and fn())
 
 
-PRECISIONS = ("fp32", "bf16")
 KEEP_BUFFERS_AUTO_MAX_PARAMS = 64 << 20  # bytes of weights; above it "auto" frees intermediates as Paddle does
 
 
