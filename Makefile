@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.paddle-models-installed
 
-.PHONY: setup demo test test-all clean-venv bench-twin bench-rec-peer faithful-e2e
+.PHONY: setup demo test lint test-all clean-venv bench-twin bench-rec-peer faithful-e2e
 
 $(STAMP): setup.py requirements-lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# ruff with the repo's ruff.toml (pinned in setup.py's test extra)
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 # Optional: the PyTorch twin of benchmarks/multimodal_step.py in its own venv (about 5.6 GB: pip takes
 # torch 2.14.1 / torchvision 0.29.1 from this machine's local wheels), then the benchmark with it.
