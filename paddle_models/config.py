@@ -22,6 +22,8 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from .fileio import atomic_write
+
 DEFAULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "defaults")
 
 
@@ -274,6 +276,5 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), data:
 
 def dump_config(cfg: dict, path: str):
     data = {k: v for k, v in _plain(cfg).items() if not k.startswith("_")}
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         yaml.safe_dump(data, f, sort_keys=False, allow_unicode=True)
-    os.replace(path + ".tmp", path)

@@ -10,6 +10,8 @@ import os
 import time
 from typing import Optional, Sequence
 
+from .fileio import write_json_atomic
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "multimodal", "jsonl_small.yaml")
 DEMO_EPOCHS = 2  # the demo's recipe: two epochs reach its thresholds (the preset itself stops early)
@@ -22,16 +24,14 @@ def make_data(out_dir: str, train: int, val: int, test: int, seed: int = 2026, i
     stamp = os.path.join(out_dir, "demo_data.json")
     want = {"train": train, "val": val, "test": test, "seed": seed, "image_size": image_size}
     if os.path.isfile(stamp):
-        with open(stamp) as f:
+        with open(stamp, encoding="utf-8") as f:
             have = json.load(f)
         if have.get("request") == want:
             return have
     summary = demo_data.make_demo_data(out_dir, n_train=train, n_val=val, n_test=test, seed=seed,
                                        image_size=image_size)
     summary = {"request": want, **summary}
-    with open(stamp + ".tmp", "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(stamp + ".tmp", stamp)
+    write_json_atomic(stamp, summary, indent=1)
     return summary
 
 

@@ -12,12 +12,18 @@ The temporary file is ``<path>.<pid>.<thread>.tmp`` in the target's folder (so t
 file system and two writers never share a temporary name); it is created with the process umask like any
 other file, removed when the block raises, and renamed over ``path`` with ``os.replace`` when it ends.
 ``fsync=True`` also flushes the data to disk before the rename (checkpoints, manifests).
+
+A folder written whole (a checkpoint, an export) is the same idea one level up: build it in
+:func:`new_temp_folder` (``<path>.tmp``), then :func:`replace_folder` renames it into place. An existing
+``path`` is first renamed to ``<path>.prev`` and removed only after the new folder took its name, so a crash
+leaves the old folder (under ``path`` or ``<path>.prev``) or the new one, never a half-written one.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from typing import IO, Any
@@ -66,3 +72,41 @@ def write_json_atomic(path: str, obj: Any, fsync: bool = False, **dump_kwargs) -
     dump_kwargs.setdefault("ensure_ascii", False)
     with atomic_write(path, fsync=fsync) as f:
         json.dump(obj, f, **dump_kwargs)
+
+
+# ---- whole folders --------------------------------------------------------------------------------------
+def new_temp_folder(path: str) -> str:
+    """An empty ``<path>.tmp`` folder beside ``path`` to build the new folder in (a leftover of an interrupted
+    write is removed first); returns its path."""
+    tmp = path + ".tmp"
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    return tmp
+
+
+def fsync_dir(path: str) -> None:
+    """Flush a folder's entries (names, renames) to disk; a file system that cannot is left as it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def replace_folder(tmp: str, path: str) -> None:
+    """Rename the complete folder ``tmp`` to ``path``. An existing ``path`` becomes ``<path>.prev`` until the
+    rename is done, then is removed (so does a ``<path>.prev`` left by an earlier interrupted swap)."""
+    prev = path + ".prev"
+    fsync_dir(tmp)
+    if os.path.exists(path):
+        if os.path.exists(prev):
+            shutil.rmtree(prev)
+        os.replace(path, prev)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    if os.path.exists(prev):
+        shutil.rmtree(prev)

@@ -18,6 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .fileio import atomic_write
+
 _X_KEYS = ("step", "global_step", "epoch")
 _SPLIT_KEYS = ("split", "type", "phase", "mode")
 _SKIP_KEYS = {"time", "seconds", "timestamp", "wall_time", "samples_per_s", "samples/s", "eta",
@@ -32,11 +34,10 @@ def _pyplot():
 
 
 def _atomic_savefig(fig, path: str, dpi: int = 110) -> str:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
+    """``fig`` as a PNG at ``path``, written atomically (the folder is created when missing)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
     return path
 
 

@@ -4,7 +4,15 @@ import os
 
 import pytest
 
-from paddle_models.fileio import atomic_write, temp_path, write_bytes_atomic, write_json_atomic, write_text_atomic
+from paddle_models.fileio import (
+    atomic_write,
+    new_temp_folder,
+    replace_folder,
+    temp_path,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_atomic_write_replaces_the_file_only_when_the_block_ends(tmp_path):
@@ -52,3 +60,32 @@ def test_bad_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mode must be"):
         with atomic_write(str(tmp_path / "x"), "a"):
             pass
+
+
+def test_a_folder_built_beside_its_target_replaces_it_whole(tmp_path):
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    (tmp_path / "ckpt.tmp").mkdir()
+    (tmp_path / "ckpt.tmp" / "stale.txt").write_text("from an interrupted write")
+    tmp = new_temp_folder(str(target))
+    assert tmp == str(target) + ".tmp" and os.listdir(tmp) == []  # the leftover is gone
+    (target.parent / "ckpt.tmp" / "new.txt").write_text("new")
+    assert (target / "old.txt").read_text() == "old"  # untouched until the swap
+    replace_folder(tmp, str(target))
+    assert os.listdir(target) == ["new.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no .tmp, no .prev
+
+
+def test_replace_folder_without_a_previous_one_and_with_a_stale_prev(tmp_path):
+    target = str(tmp_path / "out")
+    os.makedirs(target + ".prev")  # left by a swap killed between its two renames
+    tmp = new_temp_folder(target)
+    write_text_atomic(os.path.join(tmp, "a"), "1")
+    replace_folder(tmp, target)
+    assert os.listdir(target) == ["a"] and sorted(os.listdir(tmp_path)) == ["out"]
+    tmp = new_temp_folder(target)
+    write_text_atomic(os.path.join(tmp, "b"), "2")
+    os.makedirs(target + ".prev")
+    replace_folder(tmp, target)
+    assert os.listdir(target) == ["b"] and sorted(os.listdir(tmp_path)) == ["out"]

@@ -35,6 +35,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import yaml
 
+from ..fileio import atomic_write
+
 EXPORT_META = "export.yaml"
 CONFIG_FILE = "config.yaml"
 FORMAT_VERSION = 1
@@ -66,15 +68,13 @@ def file_sha256(path: str) -> str:
 # ---- npz without pickle, byte-stable ----------------------------------------------------------------
 def save_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
     """``np.savez`` with fixed zip timestamps (numpy stamps the current time: files would differ)."""
-    tmp = path + ".tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    with atomic_write(path, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
 
 
 def load_npz(path: str) -> Dict[str, np.ndarray]:
@@ -84,9 +84,8 @@ def load_npz(path: str) -> Dict[str, np.ndarray]:
 
 # ---- export.yaml ---------------------------------------------------------------------------------------
 def write_yaml(path: str, data: dict) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         yaml.safe_dump(to_builtin(data), f, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
-    os.replace(path + ".tmp", path)
 
 
 def read_export_meta(model_dir: str) -> dict:

@@ -28,14 +28,14 @@ import json
 import logging
 import os
 import random
-import shutil
 from typing import Optional
 
 import numpy as np
 import paddle
 
-from .artifact import file_sha256  # noqa: F401  (also part of this module's API)
+from ..fileio import new_temp_folder, replace_folder
 from ..safe_pickle import GeneratorStateRecord, is_safetensors, load_rng_pickle, safe_load
+from .artifact import file_sha256  # noqa: F401  (also part of this module's API)
 
 log = logging.getLogger("paddle_models")
 
@@ -166,17 +166,6 @@ def _load_arrays(path: str) -> dict:
         raise CheckpointError(f"{path}: cannot read arrays ({type(e).__name__}: {e})") from None
 
 
-def _fsync_dir(path: str):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def _param_names(model) -> dict:
     """Paddle's generated parameter name (``linear_3.w_0``) -> the structured name (``classifier1.weight``)."""
     return {p.name: n for n, p in model.named_parameters()}
@@ -203,12 +192,8 @@ def _rename_state(state: dict, mapping: dict) -> dict:
 def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_state: Optional[dict] = None,
                     rng: bool = True) -> str:
     """Write a checkpoint folder atomically at ``path``; returns ``path``."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp, prev = path + ".tmp", path + ".prev"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = new_temp_folder(path)
     _save_arrays({k: np.ascontiguousarray(v.numpy()) for k, v in model.state_dict().items()},
                  os.path.join(tmp, MODEL_FILE))
     for i, opt in enumerate(optimizers):
@@ -234,15 +219,7 @@ def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_stat
         json.dump(manifest, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(tmp)
-    if os.path.exists(path):
-        if os.path.exists(prev):
-            shutil.rmtree(prev)
-        os.replace(path, prev)
-    os.replace(tmp, path)
-    _fsync_dir(parent)
-    if os.path.exists(prev):
-        shutil.rmtree(prev)
+    replace_folder(tmp, path)
     return path
 
 

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from ..fileio import write_text_atomic
+
 log = logging.getLogger("paddle_models")
 
 METRICS_FILE = "metrics.jsonl"
@@ -55,9 +57,7 @@ class MetricsLog:
                     continue
                 kept.append(line if line.endswith("\n") else line + "\n")
         if dropped:
-            with open(self.path + ".tmp", "w", encoding="utf-8") as f:
-                f.writelines(kept)
-            os.replace(self.path + ".tmp", self.path)
+            write_text_atomic(self.path, "".join(kept))
             log.info("%s: dropped %d records logged after step %d (they are logged again from here)",
                      self.path, dropped, step)
         return dropped

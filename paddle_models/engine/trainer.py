@@ -13,7 +13,6 @@ across ranks, and only rank 0 writes files.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ import numpy as np
 import paddle
 
 from ..config import dump_config
+from ..fileio import write_json_atomic
 from ..runtime import check_precision, default_eval_engine, setup_runtime, world
 from .checkpoint import (check_preprocessing, load_checkpoint, load_model_weights, resume_path,
                          save_checkpoint)
@@ -493,7 +493,6 @@ class Trainer:
         if self.is_main:
             self._metrics.write_curves()
             result["metrics_log"] = os.path.abspath(os.path.join(self.output_dir, "metrics.jsonl"))
-            with open(os.path.join(self.output_dir, "result.json"), "w") as fh:
-                json.dump(result, fh, indent=1, default=float)
+            write_json_atomic(os.path.join(self.output_dir, "result.json"), result, indent=1, default=float)
         self.model = model
         return result

@@ -30,6 +30,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..fileio import write_bytes_atomic
+
 LABEL_NAMES = ["negative", "neutral", "positive"]
 
 TEXT_WORDS = {
@@ -115,13 +117,6 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def generate_split(split: str, n: int, seed: int, image_size: int = 64, rule: str = "sum",
                    split_index: int = 0, as_arrays: bool = False):
     """Records and images (``(relpath, png bytes)``, or uint8 ``[H, W, 3]`` arrays with
@@ -178,13 +173,13 @@ def make_demo_data(out_dir: str, n_train: int = 3000, n_val: int = 600, n_test: 
             with open(os.path.join(out_dir, rel), "wb") as f:
                 f.write(data)
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        _write_atomic(os.path.join(out_dir, f"{split}.jsonl"), lines.encode("utf-8"))
+        write_bytes_atomic(os.path.join(out_dir, f"{split}.jsonl"), lines.encode("utf-8"))
         counts = {name: 0 for name in LABEL_NAMES}
         for r in records:
             counts[r["label"]] += 1
         summary["splits"][split] = {"items": n, "images": len(images), "labels": counts,
                                     "file": f"{split}.jsonl"}
     info = {k: v for k, v in summary.items() if k != "out_dir"}
-    _write_atomic(os.path.join(out_dir, "demo_info.json"),
-                  (json.dumps(info, indent=2) + "\n").encode("utf-8"))
+    write_bytes_atomic(os.path.join(out_dir, "demo_info.json"),
+                       (json.dumps(info, indent=2) + "\n").encode("utf-8"))
     return summary

@@ -27,6 +27,8 @@ import os
 import re
 from typing import Iterable, List, Optional, Sequence
 
+from ..fileio import write_bytes_atomic
+
 SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 SP_MODEL_FILE = "sentencepiece.bpe.model"
 VOCAB_FILE = "vocab.txt"
@@ -109,7 +111,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 8000,
             f"resulting vocab.txt size, about twice that), or pass a ready tokenizer with Data.tokenizer") from None
     model_bytes = buf.getvalue()
     sp_path = os.path.join(out_dir, SP_MODEL_FILE)
-    _atomic_write_bytes(sp_path, model_bytes)
+    write_bytes_atomic(sp_path, model_bytes)
 
     sp = spm.SentencePieceProcessor()
     sp.LoadFromSerializedProto(model_bytes)
@@ -133,7 +135,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 8000,
                 seen.add(tok)
                 extra += 1
     vocab_path = os.path.join(out_dir, VOCAB_FILE)
-    _atomic_write_bytes(vocab_path, ("\n".join(vocab) + "\n").encode("utf-8"))
+    write_bytes_atomic(vocab_path, ("\n".join(vocab) + "\n").encode("utf-8"))
 
     config = {
         "tokenizer_class": "ErnieMTokenizer",
@@ -141,8 +143,8 @@ def train_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 8000,
         "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
         "cls_token": "[CLS]", "mask_token": "[MASK]",
     }
-    _atomic_write_bytes(os.path.join(out_dir, "tokenizer_config.json"),
-                        json.dumps(config, indent=2).encode("utf-8"))
+    write_bytes_atomic(os.path.join(out_dir, "tokenizer_config.json"),
+                       json.dumps(config, indent=2).encode("utf-8"))
     info = {
         "vocab_size": len(vocab),
         "sp_vocab_size": int(sp.GetPieceSize()),
@@ -152,7 +154,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 8000,
         "lowercase": bool(lowercase),
         "files": {"sentencepiece_model_file": sp_path, "vocab_file": vocab_path},
     }
-    _atomic_write_bytes(os.path.join(out_dir, INFO_FILE), json.dumps(info, indent=2).encode("utf-8"))
+    write_bytes_atomic(os.path.join(out_dir, INFO_FILE), json.dumps(info, indent=2).encode("utf-8"))
     return info
 
 
@@ -186,13 +188,6 @@ def tokenizer_fingerprint(path: str) -> dict:
         with open(os.path.join(path, name), "rb") as f:
             h.update(f.read())
     return {"kind": "tokenizer", "path": os.path.abspath(path), "sha256": h.hexdigest()}
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def load_tokenizer(path: str):

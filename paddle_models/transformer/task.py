@@ -19,6 +19,7 @@ import paddle.nn.functional as F
 
 from ..engine.loader import FixedBatches
 from ..engine.task import Task
+from ..fileio import atomic_write
 from ..registry import register_task
 from . import serving
 from .data import (Example, ExampleDataset, SpmTokenizer, ToyTokenizer, collate, make_examples, make_toy_examples,
@@ -265,11 +266,10 @@ class TransformerTask(Task):
     def write_eval_artifacts(self, outputs, metrics, out_dir: str, split: str) -> dict:
         os.makedirs(out_dir, exist_ok=True)
         path = os.path.join(out_dir, f"{split}_hypotheses.tsv")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             f.write("hypothesis\treference\n")
             for h, r in zip(outputs["hyp"], outputs["ref"]):
                 f.write(f"{str(h).replace(chr(9), ' ')}\t{str(r).replace(chr(9), ' ')}\n")
-        os.replace(path + ".tmp", path)
         return {"hypotheses": path}
 
     # ---- export ------------------------------------------------------------------------------
