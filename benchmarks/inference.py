@@ -46,6 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from paddle_models.runtime import cpu_name  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "multimodal", "jsonl_small.yaml")
 FAITHFUL_CONFIG = os.path.join(ROOT, "configs", "multimodal", "ernie_m_resnet101.yaml")
@@ -55,13 +57,6 @@ INT8_ROWS = {"onnx-static": "onnxruntime_int8", "onnx-static-qdq": "onnxruntime_
 ROWS = ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers", "onnxruntime", *INT8_ROWS.values(),
         "dygraph_with_onednn_predictor", "paddle_inference_onednn",
         "paddle_inference_onednn_bf16")
-
-
-def cpu_model() -> str:
-    """The CPU this runs on (paddle_models.runtime.cpu_name: model name, family and model numbers)."""
-    from paddle_models.runtime import cpu_name
-
-    return cpu_name()
 
 
 def synthetic_batch(cfg, vocab: int, batch: int, captions: int, evidence: int, seed: int = 0) -> dict:
@@ -165,7 +160,7 @@ def gemm_peak_gflops(threads: int, reps: int = 5) -> dict:
     for m, k, n in shapes:
         a = paddle.to_tensor(rng.randn(m, k).astype("float32"))
         b = paddle.to_tensor(rng.randn(k, n).astype("float32"))
-        rates[f"paddle_mkl_{m}x{k}x{n}"] = best(lambda: paddle.matmul(a, b).numpy(), 2 * m * k * n)
+        rates[f"paddle_mkl_{m}x{k}x{n}"] = best(lambda a=a, b=b: paddle.matmul(a, b).numpy(), 2 * m * k * n)
     try:
         import onnxruntime  # noqa: F401
         from onnx import TensorProto, helper
@@ -183,7 +178,7 @@ def gemm_peak_gflops(threads: int, reps: int = 5) -> dict:
             sess = onnx_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
                                 .SerializeToString(), threads)
             a = rng.randn(m, k).astype("float32")
-            rates[f"onnxruntime_{m}x{k}x{n}"] = best(lambda: sess.run(None, {"a": a}), 2 * m * k * n)
+            rates[f"onnxruntime_{m}x{k}x{n}"] = best(lambda s=sess, a=a: s.run(None, {"a": a}), 2 * m * k * n)
     return {"best": max(rates.values()), "by_engine_and_shape": rates}
 
 
@@ -195,126 +190,174 @@ def _timed(fn) -> float:
 
 def bench_model(label: str, config: str, args, overrides: list, captions: int, evidence: int,
                 warmup: int, iters: int) -> dict:
-    import paddle
-
-    from paddle_models.config import load_config
-    from paddle_models.engine.export import export_model
-    from paddle_models.engine.parity import max_rel_err
-    from paddle_models.engine.predictor import OnnxPredictor, Predictor, bf16_supported
-    from paddle_models.registry import get_task
-
+    """Export the model of ``config`` (random weights) into a temporary folder and time every backend on it;
+    return the model's results (parameters, parity, per-backend rows)."""
     work = tempfile.mkdtemp(prefix=f"bench_{label}_")
     try:
+        bench = ModelBench(label, args, captions, evidence, warmup, iters)
+        bench.build_and_export(config, overrides, work)
+        bench.add_fp32_runners()
+        bench.prepare_batches()
+        # Phase 1 without any oneDNN predictor in the process: once one exists, paddle's plain CPU kernels
+        # ran slower in the same process (demo model, Paddle Inference without oneDNN: 1.6 -> 2.2 ms).
+        bench.time_phase([n for n in ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers",
+                                      "onnxruntime", *INT8_ROWS.values()) if n in bench.runners], 1)
+        for n in INT8_ROWS.values():  # free the int8 sessions before the oneDNN phase
+            bench.runners.pop(n, None)
+        gc.collect()
+        bench.onednn_phase()
+        return bench.out
+    finally:
+        gc.collect()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class ModelBench:
+    """One model's run of the benchmark: its export, a runner per backend (batch dict -> first output), the
+    timed batches with their dygraph reference outputs, and the results in ``out``."""
+
+    def __init__(self, label: str, args, captions: int, evidence: int, warmup: int, iters: int):
+        self.label, self.args, self.captions, self.evidence = label, args, captions, evidence
+        self.warmup, self.iters = warmup, iters
+        self.runners, self.predictors, self.out = {}, {}, {}
+
+    def build_and_export(self, config: str, overrides: list, work: str) -> None:
+        """The model of ``config`` with random weights, exported with the parity checks into ``work/export``."""
+        import paddle
+
+        from paddle_models.config import load_config
+        from paddle_models.engine.export import export_model
+        from paddle_models.registry import get_task
+
+        args, label = self.args, self.label
         tok = make_tokenizer(os.path.join(work, "tokenizer"))
-        cfg = load_config(config, overrides + [f"Data.tokenizer={tok}", f"Global.output_dir={work}/run"])
+        self.cfg = load_config(config, overrides + [f"Data.tokenizer={tok}", f"Global.output_dir={work}/run"])
         paddle.base.core.set_num_threads(args.threads)
         paddle.seed(0)
-        task = get_task("multimodal")(cfg)
+        self.task = get_task("multimodal")(self.cfg)
         t = time.time()
-        model = task.build_model()
-        model.eval()
-        n_params = int(sum(int(np.prod(p.shape)) for p in model.parameters()))
-        build_s = time.time() - t
-        print(f"[{label}] {n_params:,} parameters, built in {build_s:.1f} s; exporting...", flush=True)
-        exp = export_model(cfg, os.path.join(work, "export"), task=task, model=model, onnx=not args.skip_onnx,
+        self.model = self.task.build_model()
+        self.model.eval()
+        n_params = int(sum(int(np.prod(p.shape)) for p in self.model.parameters()))
+        print(f"[{label}] {n_params:,} parameters, built in {time.time() - t:.1f} s; exporting...", flush=True)
+        self.export_dir = os.path.join(work, "export")
+        exp = export_model(self.cfg, self.export_dir, task=self.task, model=self.model, onnx=not args.skip_onnx,
                            threads=args.threads, check_onednn=not args.skip_onednn)
         print(f"[{label}] exported in {exp['seconds']:.1f} s, parity {exp['parity_max_rel_err']:.2e}"
               + ("" if args.skip_onnx else f", onnx parity {exp['onnx_parity_max_rel_err']:.2e}"), flush=True)
-        out = {"config": os.path.relpath(config, ROOT), "parameters": n_params,
-               "parity_max_rel_err": exp["parity_max_rel_err"],
-               "onednn_probe": exp["variants"]["model"].get("onednn"),
-               "inputs": {"max_len": int(cfg["Data"]["max_len"]), "captions": captions, "evidence_images": evidence,
-                          "image": int(cfg["Data"]["image_crop"])},
-               "results": {}}
+        data = self.cfg["Data"]
+        self.out = {"config": os.path.relpath(config, ROOT), "parameters": n_params,
+                    "parity_max_rel_err": exp["parity_max_rel_err"],
+                    "onednn_probe": exp["variants"]["model"].get("onednn"),
+                    "inputs": {"max_len": int(data["max_len"]), "captions": self.captions,
+                               "evidence_images": self.evidence, "image": int(data["image_crop"])},
+                    "results": {}}
         if not args.skip_onnx:
-            out["onnx_parity_max_rel_err"] = exp["onnx_parity_max_rel_err"]
-        edir = os.path.join(work, "export")
-        vocab = int(cfg["Arch"]["ernie"]["vocab_size"])
-        runners = {}
+            self.out["onnx_parity_max_rel_err"] = exp["onnx_parity_max_rel_err"]
+        self.vocab = int(self.cfg["Arch"]["ernie"]["vocab_size"])
 
-        def dygraph_runner():
-            names = task.export_input_spec(model)
+    def add_fp32_runners(self) -> None:
+        """dygraph, Paddle Inference without oneDNN (keeping and freeing buffers), onnxruntime and the int8
+        graphs."""
+        import paddle
 
-            def run(b):
-                with paddle.no_grad():
-                    return model(*[paddle.to_tensor(b[s.name]) for s in names]).numpy()
-            return run
+        from paddle_models.engine.predictor import OnnxPredictor, Predictor
 
-        runners["dygraph"] = dygraph_runner()
-        pi_off = Predictor(edir, threads=args.threads, onednn="off", keep_buffers=args.keep_buffers)
-        runners["paddle_inference"] = lambda b: pi_off.run_list(b)[0]
-        if pi_off.keep_buffers:  # the same graph with Paddle's default freeing, timed beside it
-            pi_free = Predictor(edir, threads=args.threads, onednn="off", keep_buffers="off")
-            runners["paddle_inference_freeing_buffers"] = lambda b: pi_free.run_list(b)[0]
+        args, edir, model = self.args, self.export_dir, self.model
+        spec = self.task.export_input_spec(model)
+
+        def dygraph(batch):
+            with paddle.no_grad():
+                return model(*[paddle.to_tensor(batch[s.name]) for s in spec]).numpy()
+
+        self.runners["dygraph"] = dygraph
+        self.add_predictor("paddle_inference", Predictor(edir, threads=args.threads, onednn="off",
+                                                         keep_buffers=args.keep_buffers))
+        if self.predictors["paddle_inference"].keep_buffers:  # Paddle's default freeing, timed beside it
+            self.add_predictor("paddle_inference_freeing_buffers",
+                               Predictor(edir, threads=args.threads, onednn="off", keep_buffers="off"), report=False)
         if not args.skip_onnx:  # the project's onnxruntime engine: the same input checks as the Predictor
-            pi_ort = OnnxPredictor(edir, threads=args.threads)
-            runners["onnxruntime"] = lambda b: pi_ort.run_list(b)[0]
+            self.add_predictor("onnxruntime", OnnxPredictor(edir, threads=args.threads), report=False)
         if not args.skip_onnx and args.int8_methods:
-            add_int8_runners(runners, out, edir, cfg, vocab, captions, evidence, args, label)
-        batches = {bs: synthetic_batch(cfg, vocab, bs, captions, evidence, seed=bs) for bs in args.batch_sizes}
-        reference = {bs: runners["dygraph"](batches[bs]) for bs in args.batch_sizes}
-        one = synthetic_batch(cfg, vocab, 1, captions, evidence)
-        out["conv_linear_gflop_per_item"] = round(conv_linear_flops(
-            model, [paddle.to_tensor(one[s.name]) for s in task.export_input_spec(model)]) / 1e9, 3)
+            add_int8_runners(self.runners, self.out, edir, self.cfg, self.vocab, self.captions, self.evidence, args,
+                             self.label)
 
-        def time_phase(names, phase):
-            for bs in args.batch_sizes:
-                batch = batches[bs]
-                outs = {n: runners[n](batch) for n in names}
-                lat = timed_blocks({n: (lambda f=runners[n]: f(batch)) for n in names}, warmup, iters, args.budget,
-                                   block=args.block)
-                summaries = {n: summarize(lat[n], bs) for n in names}
-                base = summaries["dygraph"]
-                pi = summaries.get("paddle_inference")
-                for name in names:
-                    r = summaries[name]
-                    if pi is not None and name != "dygraph":
-                        r["p50_ratio_vs_paddle_inference"] = round(r["p50_ms"] / pi["p50_ms"], 3)
-                    r["max_rel_err_vs_dygraph"] = max_rel_err([outs[name]], [reference[bs]])
-                    r["argmax_agrees"] = float(np.mean(outs[name].argmax(-1) == reference[bs].argmax(-1)))
-                    if name == "dygraph":
-                        r["phase"] = phase
-                        key = f"dygraph@{bs}" if phase == 1 else f"dygraph_with_onednn_predictor@{bs}"
-                    else:
-                        r["p50_ratio_vs_dygraph"] = round(r["p50_ms"] / base["p50_ms"], 3)
-                        key = f"{name}@{bs}"
-                    out["results"][key] = r
-                    print(f"[{label}] batch {bs:2d} {name:24s} p50 {r['p50_ms']:10.2f} ms  p95 {r['p95_ms']:10.2f} ms  "
-                          f"{r['items_per_s']:9.2f} items/s  ({r['runs']} runs, rel err "
-                          f"{r['max_rel_err_vs_dygraph']:.1e})", flush=True)
+    def add_predictor(self, name: str, predictor, report: bool = True) -> None:
+        """A runner for ``predictor``; ``report``: its keep_buffers and kept bytes go into the results."""
+        self.runners[name] = lambda batch: predictor.run_list(batch)[0]
+        if report:
+            self.predictors[name] = predictor
 
-        # Phase 1 without any oneDNN predictor in the process: once one exists, paddle's plain CPU kernels
-        # ran slower in the same process (demo model, Paddle Inference without oneDNN: 1.6 -> 2.2 ms).
-        time_phase([n for n in ("dygraph", "paddle_inference", "paddle_inference_freeing_buffers", "onnxruntime",
-                                *INT8_ROWS.values()) if n in runners], 1)
-        for n in INT8_ROWS.values():  # free the int8 sessions before the oneDNN phase
-            runners.pop(n, None)
-        gc.collect()
-        pi_on = pi_off if args.skip_onednn else Predictor(edir, threads=args.threads, onednn="on",
-                                                          keep_buffers=args.keep_buffers)
-        if args.skip_onednn:
-            out["onednn_note"] = "skipped (--skip-onednn)"
-        elif pi_on.onednn:
-            runners["paddle_inference_onednn"] = lambda b: pi_on.run_list(b)[0]
-            phase2 = ["dygraph", "paddle_inference_onednn"]
-            if bf16_supported() and not args.skip_bf16:  # opt-in precision: not the exported function exactly
-                pi_bf16 = Predictor(edir, threads=args.threads, onednn="on", precision="bf16",
-                                    keep_buffers=args.keep_buffers)
-                runners["paddle_inference_onednn_bf16"] = lambda b: pi_bf16.run_list(b)[0]
-                phase2.append("paddle_inference_onednn_bf16")
-            time_phase(phase2, 2)  # ratios to the dygraph timed beside them
+    def prepare_batches(self) -> None:
+        """The timed batches (one per batch size), their dygraph outputs, and the conv/linear GFLOP per item."""
+        import paddle
+
+        args = self.args
+        self.batches = {bs: synthetic_batch(self.cfg, self.vocab, bs, self.captions, self.evidence, seed=bs)
+                        for bs in args.batch_sizes}
+        self.reference = {bs: self.runners["dygraph"](self.batches[bs]) for bs in args.batch_sizes}
+        one = synthetic_batch(self.cfg, self.vocab, 1, self.captions, self.evidence)
+        spec = self.task.export_input_spec(self.model)
+        self.out["conv_linear_gflop_per_item"] = round(conv_linear_flops(
+            self.model, [paddle.to_tensor(one[s.name]) for s in spec]) / 1e9, 3)
+
+    def time_phase(self, names: list, phase: int) -> None:
+        """Time the runners ``names`` side by side at every batch size; record and print a row for each."""
+        args = self.args
+        for bs in args.batch_sizes:
+            batch = self.batches[bs]
+            outs = {n: self.runners[n](batch) for n in names}
+            lat = timed_blocks({n: (lambda f=self.runners[n], b=batch: f(b)) for n in names}, self.warmup,
+                               self.iters, args.budget, block=args.block)
+            summaries = {n: summarize(lat[n], bs) for n in names}
+            for name in names:
+                row = self.result_row(name, summaries, outs[name], bs, phase)
+                print(f"[{self.label}] batch {bs:2d} {name:24s} p50 {row['p50_ms']:10.2f} ms  p95 "
+                      f"{row['p95_ms']:10.2f} ms  {row['items_per_s']:9.2f} items/s  ({row['runs']} runs, rel err "
+                      f"{row['max_rel_err_vs_dygraph']:.1e})", flush=True)
+
+    def result_row(self, name: str, summaries: dict, output, bs: int, phase: int) -> dict:
+        """``summaries[name]`` with its ratios to dygraph and Paddle Inference and its agreement with the
+        dygraph reference, stored under ``<name>@<batch size>`` (dygraph in phase 2: its own row name)."""
+        from paddle_models.engine.parity import max_rel_err
+
+        row, base, pi = summaries[name], summaries["dygraph"], summaries.get("paddle_inference")
+        if pi is not None and name != "dygraph":
+            row["p50_ratio_vs_paddle_inference"] = round(row["p50_ms"] / pi["p50_ms"], 3)
+        row["max_rel_err_vs_dygraph"] = max_rel_err([output], [self.reference[bs]])
+        row["argmax_agrees"] = float(np.mean(output.argmax(-1) == self.reference[bs].argmax(-1)))
+        if name == "dygraph":
+            row["phase"] = phase
+            key = f"dygraph@{bs}" if phase == 1 else f"dygraph_with_onednn_predictor@{bs}"
         else:
-            out["onednn_note"] = pi_on.onednn_note
-        preds = {"paddle_inference": pi_off, "paddle_inference_onednn": pi_on}
-        if "paddle_inference_onednn_bf16" in runners:
-            preds["paddle_inference_onednn_bf16"] = pi_bf16
-        out["keep_buffers"] = {k: p.keep_buffers for k, p in preds.items()}
-        out["kept_bytes"] = {k: p.kept_bytes for k, p in preds.items() if p.kept_bytes is not None}
-        del runners, preds, pi_on, pi_off, model
-        gc.collect()
-        return out
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            row["p50_ratio_vs_dygraph"] = round(row["p50_ms"] / base["p50_ms"], 3)
+            key = f"{name}@{bs}"
+        self.out["results"][key] = row
+        return row
+
+    def onednn_phase(self) -> None:
+        """Phase 2: the oneDNN predictor (and bf16 where the CPU has it) timed beside dygraph; then the
+        predictors' keep_buffers and kept bytes."""
+        from paddle_models.engine.predictor import Predictor, bf16_supported
+
+        args, edir = self.args, self.export_dir
+        if args.skip_onednn:
+            self.out["onednn_note"] = "skipped (--skip-onednn)"
+        else:
+            pi_on = Predictor(edir, threads=args.threads, onednn="on", keep_buffers=args.keep_buffers)
+            if pi_on.onednn:
+                self.add_predictor("paddle_inference_onednn", pi_on)
+                phase2 = ["dygraph", "paddle_inference_onednn"]
+                if bf16_supported() and not args.skip_bf16:  # opt-in precision: not the exported function exactly
+                    self.add_predictor("paddle_inference_onednn_bf16",
+                                       Predictor(edir, threads=args.threads, onednn="on", precision="bf16",
+                                                 keep_buffers=args.keep_buffers))
+                    phase2.append("paddle_inference_onednn_bf16")
+                self.time_phase(phase2, 2)  # ratios to the dygraph timed beside them
+            else:
+                self.out["onednn_note"] = pi_on.onednn_note
+        self.out["keep_buffers"] = {k: p.keep_buffers for k, p in self.predictors.items()}
+        self.out["kept_bytes"] = {k: p.kept_bytes for k, p in self.predictors.items() if p.kept_bytes is not None}
 
 
 def add_int8_runners(runners: dict, out: dict, edir: str, cfg, vocab: int, captions: int, evidence: int, args,
@@ -413,7 +456,7 @@ def main(argv=None):
     import paddle
 
     paddle.set_device("cpu")
-    results = {"threads": args.threads, "paddle": paddle.__version__, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+    results = {"threads": args.threads, "paddle": paddle.__version__, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
                "models": {}}
     print(f"CPU: {results['cpu']} ({os.cpu_count()} cores), {args.threads} thread(s) per backend", flush=True)
     if not args.skip_demo:

@@ -17,20 +17,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from paddle_models.runtime import cpu_name  # noqa: E402
+
 CONFIG = os.path.join(ROOT, "configs", "multimodal", "mvsa_text.yaml")
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 
 
-def cpu_name() -> str:
-    """The CPU this runs on (paddle_models.runtime.cpu_name: model name, family and model numbers)."""
-    from paddle_models.runtime import cpu_name
-
-    return cpu_name()
-
-
 def read_split(root: str, split: str):
-    from paddle_models.multimodal.readers import DEFAULT_LABEL_NAMES, read_mvsa
     from paddle_models.multimodal.dataset import split_file
+    from paddle_models.multimodal.readers import DEFAULT_LABEL_NAMES, read_mvsa
 
     names = DEFAULT_LABEL_NAMES["mvsa"]
     recs = read_mvsa(split_file("mvsa", root, split), root, names, require_label=True, allow_empty_text=True)

@@ -29,15 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from paddle_models.runtime import cpu_name  # noqa: E402
+
 MODELS = ["lr", "fm", "ffm", "deepfm", "deepffm", "widedeep", "xdeepfm", "dcn", "dcnv2"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_name() -> str:
-    """The CPU this runs on (paddle_models.runtime.cpu_name: model name, family and model numbers)."""
-    from paddle_models.runtime import cpu_name
-
-    return cpu_name()
 
 
 class IndexStream:

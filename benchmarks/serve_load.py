@@ -28,14 +28,9 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-ENV = {**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH": ROOT}
+ENV = {**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH": ROOT}  # taken before paddle_models tunes the CPU
 
-
-def cpu_model() -> str:
-    """The CPU this runs on (paddle_models.runtime.cpu_name: model name, family and model numbers)."""
-    from paddle_models.runtime import cpu_name
-
-    return cpu_name()
+from paddle_models.runtime import cpu_name  # noqa: E402
 
 
 # ---- exports ----------------------------------------------------------------------------------------------
@@ -371,7 +366,7 @@ def main():
     if rec:
         data["rec"] = (rec, rec_records(rec), ())
     data = {k: v for k, v in data.items() if k in models}
-    result = {"cpu": cpu_model(), "cores": os.cpu_count(), "load": [], "problems": []}
+    result = {"cpu": cpu_name(), "cores": os.cpu_count(), "load": [], "problems": []}
     print(f"CPU: {result['cpu']} ({os.cpu_count()} cores)", flush=True)
     hdr = f"{'model':10} {'max_batch':>9} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  statuses"
     print(hdr, flush=True)
