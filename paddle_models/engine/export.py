@@ -34,14 +34,26 @@ import logging
 import os
 import shutil
 import time
-from typing import Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import paddle
 
+from ..config import dump_config
+from ..fileio import new_temp_folder, replace_folder
 from ..runtime import check_precision
-from .artifact import (CONFIG_FILE, EXPORT_META, FORMAT_VERSION, file_sha256, graph_files, output_names, save_npz,
-                       spec_entry, write_yaml)
+from .artifact import (
+    CONFIG_FILE,
+    EXPORT_META,
+    FORMAT_VERSION,
+    file_sha256,
+    graph_files,
+    output_names,
+    save_npz,
+    spec_entry,
+    write_yaml,
+)
 from .onednn_probe import probe_onednn
 from .onnx import OnnxConversionError, convert_onnx, onnx_session
 from .parity import first_sample, flatten_outputs, max_rel_err
@@ -115,7 +127,7 @@ def save_static(layer, path_prefix: str, spec: list) -> None:
             paddle.jit.save(layer, path_prefix, input_spec=spec, skip_prune_program=True)
 
 
-def graph_output_shapes(model_file: str) -> Optional[List[List[int]]]:
+def graph_output_shapes(model_file: str) -> list[list[int]] | None:
     """Static output shapes of a saved PIR graph (``-1`` = dynamic), read from the program alone (no
     parameters loaded); None when the file cannot be read this way (an old ``.pdmodel``)."""
     if not model_file.endswith(".json"):
@@ -133,7 +145,7 @@ def graph_output_shapes(model_file: str) -> Optional[List[List[int]]]:
         return None
 
 
-def _check_example(variant: str, spec: list, example: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def _check_example(variant: str, spec: list, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     names = [s.name for s in spec]
     if any(not n for n in names):
         raise ExportError(f"variant {variant!r}: every InputSpec needs a name (got {names})")
@@ -150,7 +162,7 @@ def _check_example(variant: str, spec: list, example: Dict[str, np.ndarray]) -> 
         if str(a.dtype) != e["dtype"]:
             raise ExportError(f"variant {variant!r}: example input {s.name!r} is {a.dtype}, its InputSpec says "
                               f"{e['dtype']}")
-        if a.ndim != len(e["shape"]) or any(d != -1 and d != n for d, n in zip(e["shape"], a.shape)):
+        if a.ndim != len(e["shape"]) or any(d != -1 and d != n for d, n in zip(e["shape"], a.shape, strict=True)):
             raise ExportError(f"variant {variant!r}: example input {s.name!r} has shape {list(a.shape)}, its "
                               f"InputSpec says {e['shape']}")
         out[s.name] = np.ascontiguousarray(a)
@@ -158,7 +170,7 @@ def _check_example(variant: str, spec: list, example: Dict[str, np.ndarray]) -> 
 
 
 # ---- the dygraph reference ---------------------------------------------------------------------
-def dygraph_outputs(layer, spec: list, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+def dygraph_outputs(layer, spec: list, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Outputs of the dygraph ``layer`` in eval mode, inputs passed positionally in InputSpec order."""
     layer.eval()
     with paddle.no_grad():
@@ -186,7 +198,7 @@ def build_for_export(cfg, task=None, require_checkpoint: bool = True):
     return task, model
 
 
-def export_variants_of(task, model) -> Dict[str, tuple]:
+def export_variants_of(task, model) -> dict[str, tuple]:
     """``task.export_variants(model)`` checked: ``{name: (layer, input_spec, example_inputs)}``."""
     variants = task.export_variants(model)
     if not variants:
@@ -200,6 +212,31 @@ def export_variants_of(task, model) -> Dict[str, tuple]:
 
 
 # ---- the export -----------------------------------------------------------------------------------
+@dataclass
+class _Checks:
+    """What the export checks, and how closely: ``onnx`` also converts and checks ONNX graphs."""
+    onnx: bool
+    threads: int
+    check_onednn: bool
+    parity_tol: float
+    onnx_parity_tol: float
+    precision: str = "fp32"
+
+
+@dataclass
+class _Variant:
+    """One saved graph: its layer and inputs, its ``export.yaml`` entry, the dygraph outputs on the example
+    (``refs``), the batches its parity is checked on and its part of the result."""
+    name: str
+    layer: Any
+    spec: list
+    example: dict[str, np.ndarray]
+    entry: dict
+    result: dict
+    refs: list[np.ndarray] = field(default_factory=list)
+    batches: list[tuple] = field(default_factory=list)
+
+
 def _check_parity(what: str, variant: str, err: float, tol: float):
     if not err <= tol:  # also catches NaN
         raise ExportError(f"variant {variant!r}: {what} differs from the dygraph model by {err:.3g} relative "
@@ -208,7 +245,7 @@ def _check_parity(what: str, variant: str, err: float, tol: float):
 
 def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, threads: int = 0,
                  check_onednn: bool = True, parity_tol: float = PARITY_TOL,
-                 onnx_parity_tol: float = ONNX_PARITY_TOL, quantize: Optional[dict] = None) -> dict:
+                 onnx_parity_tol: float = ONNX_PARITY_TOL, quantize: dict | None = None) -> dict:
     """Export every variant of the model of ``cfg`` into ``out_dir`` (see the module doc); return a result
     dict with ``parity_max_rel_err`` (and ``onnx_parity_max_rel_err``), the files and timings.
 
@@ -222,14 +259,40 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
     ``model``/``task`` may be given (already built, weights loaded); otherwise they are built from ``cfg``
     with ``Global.checkpoint``. The folder is written as ``<out_dir>.tmp`` and renamed into place only
     after every parity check passed."""
-    from ..config import dump_config
-
     t0 = time.time()
     out_dir = os.path.abspath(out_dir)
+    _check_out_dir(out_dir)
+    task, model = _task_and_model(cfg, task, model)
+    checks = _Checks(onnx or bool(quantize), threads, check_onednn, parity_tol, onnx_parity_tol)
+    tmp = new_temp_folder(out_dir)
+    try:
+        result = _export_into(cfg, task, model, tmp, checks)
+        if quantize:
+            result["quantization"] = _quantize_into(task, tmp, quantize, threads)
+            result["variants"][QUANTIZED_VARIANT]["int8_file"] = result["quantization"]["file"]
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_folder(tmp, out_dir)
+    for v in result["variants"].values():
+        for k in ("model_file", "params_file", "onnx_file", "int8_file"):
+            if k in v:
+                v[k] = os.path.join(out_dir, v[k])
+    result.update({"out_dir": out_dir, "export_yaml": os.path.join(out_dir, EXPORT_META),
+                   "seconds": round(time.time() - t0, 3)})
+    return result
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """``out_dir`` may be absent, empty or an earlier export (which the new one replaces); nothing else."""
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, EXPORT_META)):
         raise ExportError(f"{out_dir}: exists, is not empty and is not an export folder; choose another --out")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"{out_dir}: exists and is not a folder; choose another --out")
+
+
+def _task_and_model(cfg, task, model):
+    """(task, model in eval mode): the given ones, or built from ``cfg`` with ``Global.checkpoint``."""
     if model is None:
         task, model = build_for_export(cfg, task)
     elif task is None:
@@ -237,28 +300,161 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
 
         task = get_task(cfg["_family"])(cfg)
     model.eval()
-    tmp = out_dir + ".tmp"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
+    return task, model
+
+
+def _export_into(cfg, task, model, out_dir: str, checks: _Checks) -> dict:
+    """Save every variant into ``out_dir`` with its config, example inputs and export.yaml, then check each
+    one's parity (and convert it to ONNX); return the result dict (file names relative to ``out_dir``)."""
+    meta = _base_metadata(cfg, task, out_dir)
+    checks.precision = check_precision(cfg)  # the same check and spelling as training and eval
+    if checks.precision != "fp32":
+        meta["precision"] = checks.precision  # what predictors of this folder run by default (precision=None)
+    dump_config(cfg, os.path.join(out_dir, CONFIG_FILE))
+    variants = [_save_variant(name, *v, out_dir) for name, v in export_variants_of(task, model).items()]
+    meta["variants"] = {v.name: v.entry for v in variants}
+    for v in variants:  # outputs: names and shapes from the dygraph reference (the graph's fetch order)
+        _describe_outputs(v, meta, out_dir)
+    write_yaml(os.path.join(out_dir, EXPORT_META), meta)
+    for v in variants:
+        v.batches = _parity_batches(v)
+        _check_paddle_inference(v, out_dir, checks)
+        if checks.check_onednn:
+            _check_onednn(v, out_dir, checks)
+        if checks.onnx:
+            _convert_and_check_onnx(v, out_dir, checks)
+    if checks.onnx:
+        write_yaml(os.path.join(out_dir, EXPORT_META), meta)
+    return _export_result(cfg, meta, variants, checks)
+
+
+def _base_metadata(cfg, task, out_dir: str) -> dict:
+    """export.yaml without its variants: format, model, the weights' file and sha256, the family's part."""
+    meta = {"format_version": FORMAT_VERSION, "family": cfg["_family"], "model": cfg["Arch"]["name"],
+            "paddle_version": paddle.__version__, "config": "config.yaml"}
+    checkpoint = cfg["Global"]["checkpoint"]
+    if checkpoint:
+        from .checkpoint import resolve_weights
+
+        weights_path = resolve_weights(checkpoint)
+        meta["checkpoint"] = {"path": os.path.abspath(weights_path), "sha256": file_sha256(weights_path)}
+    meta.update(task.export_metadata(out_dir) or {})
+    return meta
+
+
+def _save_variant(name: str, layer, spec, example, out_dir: str) -> _Variant:
+    """``paddle.jit.save`` of one variant and its example inputs (``example_<name>.npz``)."""
+    spec = list(spec)
+    example = _check_example(name, spec, example)
+    layer.eval()
+    t = time.time()
+    save_static(layer, os.path.join(out_dir, name), spec)
+    save_seconds = time.time() - t
+    model_file, params_file = graph_files(out_dir, name)
+    if not os.path.isfile(model_file):
+        raise ExportError(f"variant {name!r}: paddle.jit.save wrote no {os.path.basename(model_file)}")
+    save_npz(os.path.join(out_dir, f"example_{name}.npz"), example)
+    entry = {"model_file": os.path.basename(model_file),
+             "params_file": os.path.basename(params_file) if os.path.isfile(params_file) else None,
+             "example": f"example_{name}.npz",
+             "inputs": [spec_entry(s) for s in spec]}
+    result = {"model_file": entry["model_file"], "save_seconds": round(save_seconds, 3)}
+    if entry["params_file"]:
+        result["params_file"] = entry["params_file"]
+    return _Variant(name, layer, spec, example, entry, result)
+
+
+def _describe_outputs(v: _Variant, meta: dict, out_dir: str) -> None:
+    """The variant's outputs in its entry (name, dtype, shape: the saved graph's when it can be read and fits,
+    else the dygraph one with a dynamic batch axis); keeps the dygraph outputs as the parity reference."""
+    v.refs = dygraph_outputs(v.layer, v.spec, v.example)
+    names = output_names(meta, v.name, len(v.refs))
+    shapes = graph_output_shapes(os.path.join(out_dir, v.entry["model_file"]))
+    if not shapes or len(shapes) != len(v.refs) or any(len(s) != r.ndim for s, r in zip(shapes, v.refs, strict=True)):
+        shapes = [([-1] + [int(d) for d in r.shape[1:]]) if r.ndim else [] for r in v.refs]
+    v.entry["outputs"] = [{"name": n, "dtype": str(r.dtype), "shape": s}
+                          for n, r, s in zip(names, v.refs, shapes, strict=True)]
+
+
+def _parity_batches(v: _Variant) -> list[tuple]:
+    """``(what, inputs, dygraph outputs)``: the example batch, and its first sample alone when the batch axis
+    is dynamic and the example holds more than one (a frozen batch dimension then shows)."""
+    batches = [("example", v.example, v.refs)]
+    dynamic_batch = all(s.shape[0] is None or int(s.shape[0]) < 0 for s in v.spec)
+    if dynamic_batch and next(iter(v.example.values())).shape[0] > 1:
+        one = first_sample(v.example)
+        batches.append(("first sample", one, dygraph_outputs(v.layer, v.spec, one)))
+    return batches
+
+
+def _check_paddle_inference(v: _Variant, out_dir: str, checks: _Checks) -> None:
+    """Paddle Inference with oneDNN off, in this process, against dygraph on every parity batch."""
+    predictor = Predictor(out_dir, variant=v.name, threads=checks.threads, onednn="off", precision="fp32")
+    err = 0.0
+    for what, inputs, ref in v.batches:
+        e = max_rel_err(predictor.run_list(inputs), ref)
+        _check_parity(f"Paddle Inference on the {what} batch", v.name, e, checks.parity_tol)
+        err = max(err, e)
+    v.result["parity_max_rel_err"] = err
+
+
+def _check_onednn(v: _Variant, out_dir: str, checks: _Checks) -> None:
+    """Paddle Inference with oneDNN on, in a subprocess (a crash there must not take the export down); a
+    oneDNN that fails here is recorded, not an error. bf16 exports also get their agreement measured."""
+    probe = probe_onednn(out_dir, v.name, threads=checks.threads, inputs=[b[1] for b in v.batches])
+    v.result["onednn"] = "ok" if probe["ok"] else "unavailable"
+    if probe["ok"]:
+        e = max(max_rel_err(o, b[2]) for o, b in zip(probe["outputs"], v.batches, strict=True))
+        _check_parity("Paddle Inference with oneDNN", v.name, e, checks.parity_tol)
+        v.result["onednn_parity_max_rel_err"] = e
+    else:
+        v.result["onednn_error"] = probe["error"]
+        log.warning("variant %s: oneDNN is unusable for this graph on this machine (%s); predictors "
+                    "will run without it", v.name, probe["error"])
+    if checks.precision == "bf16":
+        v.result.update(_bf16_agreement(out_dir, v.name, checks.threads, v.batches, probe["ok"]))
+
+
+def _convert_and_check_onnx(v: _Variant, out_dir: str, checks: _Checks) -> None:
+    """``<variant>.onnx`` converted from the saved graph; its inputs must be the InputSpec's and onnxruntime
+    must agree with dygraph on every parity batch."""
+    model_file = os.path.join(out_dir, v.entry["model_file"])
+    params_file = os.path.join(out_dir, v.entry["params_file"]) if v.entry["params_file"] else ""
+    onnx_file = os.path.join(out_dir, f"{v.name}.onnx")
+    t = time.time()
     try:
-        result = _export_into(cfg, task, model, tmp, onnx or bool(quantize), threads, check_onednn, parity_tol,
-                              onnx_parity_tol, dump_config)
-        if quantize:
-            result["quantization"] = _quantize_into(task, tmp, quantize, threads)
-            result["variants"][QUANTIZED_VARIANT]["int8_file"] = result["quantization"]["file"]
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    for v in result["variants"].values():
-        for k in ("model_file", "params_file", "onnx_file", "int8_file"):
-            if k in v:
-                v[k] = os.path.join(out_dir, v[k])
-    result.update({"out_dir": out_dir, "export_yaml": os.path.join(out_dir, EXPORT_META),
-                   "seconds": round(time.time() - t0, 3)})
+        convert_onnx(model_file, params_file, onnx_file)
+    except OnnxConversionError as e:
+        raise ExportError(f"variant {v.name!r}: {e}") from None
+    v.result["onnx_seconds"] = round(time.time() - t, 3)
+    session = onnx_session(onnx_file, checks.threads)
+    onnx_inputs = [i.name for i in session.get_inputs()]
+    if sorted(onnx_inputs) != sorted(s.name for s in v.spec):
+        raise ExportError(f"variant {v.name!r}: the ONNX graph's inputs {onnx_inputs} differ from the InputSpec "
+                          f"{[s.name for s in v.spec]}")
+    err = 0.0
+    for what, inputs, ref in v.batches:
+        e = max_rel_err(session.run(None, {k: inputs[k] for k in onnx_inputs}), ref)
+        _check_parity(f"onnxruntime on the {what} batch", v.name, e, checks.onnx_parity_tol)
+        err = max(err, e)
+    v.result["onnx_file"] = os.path.basename(onnx_file)
+    v.result["onnx_parity_max_rel_err"] = err
+    v.entry["onnx_file"] = os.path.basename(onnx_file)
+
+
+def _export_result(cfg, meta: dict, variants: list[_Variant], checks: _Checks) -> dict:
+    """The result dict: per variant its files, timings and errors; the worst errors and their tolerances."""
+    result = {"family": cfg["_family"], "model": cfg["Arch"]["name"],
+              "variants": {v.name: v.result for v in variants}}
+    result["parity_max_rel_err"] = max([0.0] + [v.result[k] for v in variants
+                                                for k in ("parity_max_rel_err", "onednn_parity_max_rel_err")
+                                                if k in v.result])
+    result["parity_tolerance"] = checks.parity_tol
+    if checks.onnx:
+        result["onnx_parity_max_rel_err"] = max([0.0] + [v.result["onnx_parity_max_rel_err"] for v in variants])
+        result["onnx_parity_tolerance"] = checks.onnx_parity_tol
+    if "labels" in meta:
+        result["labels"] = meta["labels"]
     return result
 
 
@@ -281,127 +477,6 @@ def _bf16_agreement(out_dir, name, threads, batches, onednn_ok) -> dict:
     if rows:
         res["bf16_argmax_agrees"] = agree / rows
     return res
-
-
-def _export_into(cfg, task, model, out_dir, onnx, threads, check_onednn, parity_tol, onnx_parity_tol,
-                 dump_config) -> dict:
-    variants = export_variants_of(task, model)
-    meta = {"format_version": FORMAT_VERSION, "family": cfg["_family"], "model": cfg["Arch"]["name"],
-            "paddle_version": paddle.__version__, "config": "config.yaml"}
-    ckpt = cfg["Global"].get("checkpoint")
-    if ckpt:
-        from .checkpoint import resolve_weights
-
-        wpath = resolve_weights(ckpt)
-        meta["checkpoint"] = {"path": os.path.abspath(wpath), "sha256": file_sha256(wpath)}
-    meta.update(task.export_metadata(out_dir) or {})
-    precision = check_precision(cfg)  # the same check and spelling as training and eval
-    if precision != "fp32":
-        meta["precision"] = precision  # what predictors of this folder run by default (Predictor precision=None)
-    dump_config(cfg, os.path.join(out_dir, CONFIG_FILE))
-
-    result = {"family": cfg["_family"], "model": cfg["Arch"]["name"], "variants": {}}
-    worst, worst_onnx = 0.0, 0.0
-    meta["variants"] = {}
-    saved = {}
-    for name, (layer, spec, example) in variants.items():
-        spec = list(spec)
-        example = _check_example(name, spec, example)
-        layer.eval()
-        t = time.time()
-        save_static(layer, os.path.join(out_dir, name), spec)
-        save_s = time.time() - t
-        model_file, params_file = graph_files(out_dir, name)
-        if not os.path.isfile(model_file):
-            raise ExportError(f"variant {name!r}: paddle.jit.save wrote no {os.path.basename(model_file)}")
-        save_npz(os.path.join(out_dir, f"example_{name}.npz"), example)
-        entry = {"model_file": os.path.basename(model_file),
-                 "params_file": os.path.basename(params_file) if os.path.isfile(params_file) else None,
-                 "example": f"example_{name}.npz",
-                 "inputs": [spec_entry(s) for s in spec]}
-        saved[name] = (layer, spec, example, entry)
-        result["variants"][name] = {"model_file": entry["model_file"], "save_seconds": round(save_s, 3)}
-        if entry["params_file"]:
-            result["variants"][name]["params_file"] = entry["params_file"]
-        meta["variants"][name] = entry
-
-    # outputs: names and shapes from the dygraph reference (the graph's fetch order is the same)
-    for name, (layer, spec, example, entry) in saved.items():
-        refs = dygraph_outputs(layer, spec, example)
-        names = output_names(meta, name, len(refs))
-        shapes = graph_output_shapes(os.path.join(out_dir, entry["model_file"]))
-        if not shapes or len(shapes) != len(refs) or any(len(s) != r.ndim for s, r in zip(shapes, refs)):
-            shapes = [([-1] + [int(d) for d in r.shape[1:]]) if r.ndim else [] for r in refs]
-        entry["outputs"] = [{"name": n, "dtype": str(r.dtype), "shape": s} for n, r, s in zip(names, refs, shapes)]
-        saved[name] = (layer, spec, example, entry, refs)
-    write_yaml(os.path.join(out_dir, EXPORT_META), meta)
-
-    for name, (layer, spec, example, entry, refs) in saved.items():
-        vres = result["variants"][name]
-        batches = [("example", example, refs)]
-        one = first_sample(example)
-        if all(s.shape[0] is None or int(s.shape[0]) < 0 for s in spec) and \
-                next(iter(example.values())).shape[0] > 1:
-            batches.append(("first sample", one, dygraph_outputs(layer, spec, one)))
-        # Paddle Inference, oneDNN off (in this process)
-        pred = Predictor(out_dir, variant=name, threads=threads, onednn="off", precision="fp32")
-        err = 0.0
-        for what, inputs, ref in batches:
-            e = max_rel_err(pred.run_list(inputs), ref)
-            _check_parity(f"Paddle Inference on the {what} batch", name, e, parity_tol)
-            err = max(err, e)
-        vres["parity_max_rel_err"] = err
-        worst = max(worst, err)
-        del pred
-        # oneDNN on, in a subprocess (a crash there must not take the export down)
-        if check_onednn:
-            probe = probe_onednn(out_dir, name, threads=threads, inputs=[b[1] for b in batches])
-            vres["onednn"] = "ok" if probe["ok"] else "unavailable"
-            if probe["ok"]:
-                e = max(max_rel_err(o, b[2]) for o, b in zip(probe["outputs"], batches))
-                _check_parity("Paddle Inference with oneDNN", name, e, parity_tol)
-                vres["onednn_parity_max_rel_err"] = e
-                worst = max(worst, e)
-            else:
-                vres["onednn_error"] = probe["error"]
-                log.warning("variant %s: oneDNN is unusable for this graph on this machine (%s); predictors "
-                            "will run without it", name, probe["error"])
-            if precision == "bf16":
-                vres.update(_bf16_agreement(out_dir, name, threads, batches, probe["ok"]))
-        if onnx:
-            mf = os.path.join(out_dir, entry["model_file"])
-            pf = os.path.join(out_dir, entry["params_file"]) if entry["params_file"] else ""
-            onnx_file = os.path.join(out_dir, f"{name}.onnx")
-            t = time.time()
-            try:
-                convert_onnx(mf, pf, onnx_file)
-            except OnnxConversionError as e:
-                raise ExportError(f"variant {name!r}: {e}") from None
-            vres["onnx_seconds"] = round(time.time() - t, 3)
-            sess = onnx_session(onnx_file, threads)
-            onames = [i.name for i in sess.get_inputs()]
-            if sorted(onames) != sorted(s.name for s in spec):
-                raise ExportError(f"variant {name!r}: the ONNX graph's inputs {onames} differ from the InputSpec "
-                                  f"{[s.name for s in spec]}")
-            err = 0.0
-            for what, inputs, ref in batches:
-                e = max_rel_err(sess.run(None, {k: inputs[k] for k in onames}), ref)
-                _check_parity(f"onnxruntime on the {what} batch", name, e, onnx_parity_tol)
-                err = max(err, e)
-            vres["onnx_file"] = os.path.basename(onnx_file)
-            vres["onnx_parity_max_rel_err"] = err
-            entry["onnx_file"] = os.path.basename(onnx_file)
-            worst_onnx = max(worst_onnx, err)
-    if onnx:
-        write_yaml(os.path.join(out_dir, EXPORT_META), meta)
-    result["parity_max_rel_err"] = worst
-    result["parity_tolerance"] = parity_tol
-    if onnx:
-        result["onnx_parity_max_rel_err"] = worst_onnx
-        result["onnx_parity_tolerance"] = onnx_parity_tol
-    if "labels" in meta:
-        result["labels"] = meta["labels"]
-    return result
 
 
 # ---- int8 (opt-in) ----------------------------------------------------------------------------------------
