@@ -69,18 +69,28 @@ class MultimodalCollate:
         return ids
 
     def __call__(self, samples: List[dict]) -> Dict[str, np.ndarray]:
-        b = len(samples)
-        if b == 0:
+        if not samples:
             raise ValueError("collate: empty batch")
+        ids = [str(x["id"]) for x in samples]
+        return {
+            **self._text_arrays(samples),
+            **self._image_arrays(samples),
+            "label": np.array([int(x["label"]) for x in samples], dtype=np.int64),
+            "id": ids if self.ids_as_list else np.array(ids),
+        }
+
+    def _text_arrays(self, samples: list[dict]) -> dict[str, np.ndarray]:
+        """``input_ids`` / ``attention_mask`` [B, L] and ``caption_ids`` / ``caption_mask`` [B, Nc, L]."""
         if self.use_text:
             posts = [self.encode(s["text"]) for s in samples]
-            caps = [[self.encode(c) for c in s["captions"]] for s in samples]
+            captions = [[self.encode(c) for c in s["captions"]] for s in samples]
         else:
             posts = [[self.cls_id, self.sep_id] for _ in samples]
-            caps = [[] for _ in samples]
-        longest = max([len(p) for p in posts] + [len(c) for cs in caps for c in cs])
+            captions = [[] for _ in samples]
+        b = len(samples)
+        longest = max([len(p) for p in posts] + [len(c) for cs in captions for c in cs])
         L = self.max_len if self.pad_to_max_len else min(self.max_len, longest)
-        nc = max(1, self.min_captions, max(len(cs) for cs in caps))
+        nc = max(1, self.min_captions, max(len(cs) for cs in captions))
         input_ids = np.full((b, L), self.pad_id, dtype=np.int64)
         attention = np.zeros((b, L), dtype=np.int64)
         caption_ids = np.full((b, nc, L), self.pad_id, dtype=np.int64)
@@ -88,11 +98,15 @@ class MultimodalCollate:
         for i, p in enumerate(posts):
             input_ids[i, :len(p)] = p
             attention[i, :len(p)] = 1
-            for j, c in enumerate(caps[i]):
+            for j, c in enumerate(captions[i]):
                 caption_ids[i, j, :len(c)] = c
                 caption_mask[i, j, :len(c)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "caption_ids": caption_ids,
+                "caption_mask": caption_mask}
 
-        s = self.image_size
+    def _image_arrays(self, samples: list[dict]) -> dict[str, np.ndarray]:
+        """``image`` [B, 3, H, W], ``evidence_images`` [B, Ni, 3, H, W] and ``evidence_mask`` [B, Ni]."""
+        b, s = len(samples), self.image_size
         ni = max(1, self.min_evidence_images, max(int(x["evidence_images"].shape[0]) for x in samples)) \
             if self.use_image else 1
         image = np.zeros((b, 3, s, s), dtype=np.float32)
@@ -109,15 +123,4 @@ class MultimodalCollate:
                 if n:
                     evidence[i, :n] = x["evidence_images"]
                     evidence_mask[i, :n] = 1.0
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "caption_ids": caption_ids,
-            "caption_mask": caption_mask,
-            "image": image,
-            "evidence_images": evidence,
-            "evidence_mask": evidence_mask,
-            "label": np.array([int(x["label"]) for x in samples], dtype=np.int64),
-            "id": [str(x["id"]) for x in samples] if self.ids_as_list else
-            np.array([str(x["id"]) for x in samples]),
-        }
+        return {"image": image, "evidence_images": evidence, "evidence_mask": evidence_mask}

@@ -150,50 +150,66 @@ def _check_labels_consistent(records: List[Record], present: List[bool], path: s
 def read_jsonl(path: str, root: str, label_names: Sequence[str], require_label: bool = False,
                need_image: bool = True, allow_empty_text: bool = False) -> List[Record]:
     """Records of a JSONL file (see the module doc). Image paths are checked against ``root``."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: file not found")
     records: List[Record] = []
     present: List[bool] = []
     seen_ids: Dict[str, int] = {}
-    with open(path, "r", encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark is accepted
-        try:
-            lines = f.readlines()
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(_utf8_lines(path), 1):
         if not line.strip():
             continue
         where = f"{path}: line {lineno}"
-        try:
-            obj = json.loads(line.rstrip("\r\n"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        obj = _json_object_line(line, where)
         rid = _record_id(obj.get("id", len(records)), where, seen_ids, lineno, "on line")
-        where = f"{path}: line {lineno} (id {rid})"
-        if "text" not in obj:
-            raise DataError(f"{where}: text: missing field")
-        text = _check_text(obj["text"], where, "text", allow_empty_text)
-        image = obj.get("image")
-        if image is None:
-            if need_image:
-                raise DataError(f"{where}: image: missing field (a path under the data root; use "
-                                f"Arch.modalities=[text] for text-only data)")
-        else:
-            safe_join(root, image, where, "image")
-        ev_texts = [t for t in _str_list(obj.get("evidence_texts"), where, "evidence_texts") if t.strip()]
-        ev_images = _str_list(obj.get("evidence_images"), where, "evidence_images")
-        for i, p in enumerate(ev_images):
-            safe_join(root, p, where, f"evidence_images[{i}]")
-        label_value = obj.get("label")
-        has_label = label_value is not None
-        label = _resolve_label(label_value, label_names, where) if has_label else -1
-        records.append(Record(id=rid, text=text, label=label, where=where, image=image,
-                              evidence_texts=ev_texts, evidence_images=ev_images))
+        record, has_label = _jsonl_record(obj, rid, f"{path}: line {lineno} (id {rid})", root, label_names,
+                                          need_image, allow_empty_text)
+        records.append(record)
         present.append(has_label)
     _check_labels_consistent(records, present, path, require_label)
     return records
+
+
+def _utf8_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark is accepted)."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    with open(path, "r", encoding="utf-8-sig") as f:
+        try:
+            return f.readlines()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _json_object_line(line: str, where: str) -> dict:
+    try:
+        obj = json.loads(line.rstrip("\r\n"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _jsonl_record(obj: dict, rid: str, where: str, root: str, label_names: Sequence[str], need_image: bool,
+                  allow_empty_text: bool):
+    """(Record, whether it has a label) of one JSONL object; every path is checked to stay under ``root``."""
+    if "text" not in obj:
+        raise DataError(f"{where}: text: missing field")
+    text = _check_text(obj["text"], where, "text", allow_empty_text)
+    image = obj.get("image")
+    if image is None:
+        if need_image:
+            raise DataError(f"{where}: image: missing field (a path under the data root; use "
+                            f"Arch.modalities=[text] for text-only data)")
+    else:
+        safe_join(root, image, where, "image")
+    ev_texts = [t for t in _str_list(obj.get("evidence_texts"), where, "evidence_texts") if t.strip()]
+    ev_images = _str_list(obj.get("evidence_images"), where, "evidence_images")
+    for i, p in enumerate(ev_images):
+        safe_join(root, p, where, f"evidence_images[{i}]")
+    label_value = obj.get("label")
+    has_label = label_value is not None
+    label = _resolve_label(label_value, label_names, where) if has_label else -1
+    return Record(id=rid, text=text, label=label, where=where, image=image, evidence_texts=ev_texts,
+                  evidence_images=ev_images), has_label
 
 
 # ---------------------------------------------------------------------------- MR2

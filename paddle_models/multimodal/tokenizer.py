@@ -85,16 +85,54 @@ def train_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 8000,
     ``ErnieMTokenizer.from_pretrained(out_dir)`` works) and ``tokenizer_info.json``; returns the
     info dict (``vocab_size`` = lines of vocab.txt, ``sp_vocab_size``, ``num_texts``, files).
     """
-    import sentencepiece as spm
-
     lines = _clean_texts(texts)
+    _check_training_request(lines, vocab_size, model_type)
+    os.makedirs(out_dir, exist_ok=True)
+    model_bytes = _trained_model(lines, vocab_size, model_type, character_coverage, lowercase, max_sentence_length,
+                                 seed_sentencepiece_size)
+    vocab, sp_vocab_size, extra = _ernie_m_vocab(model_bytes)
+    sp_path, vocab_path = os.path.join(out_dir, SP_MODEL_FILE), os.path.join(out_dir, VOCAB_FILE)
+    write_bytes_atomic(sp_path, model_bytes)
+    write_bytes_atomic(vocab_path, ("\n".join(vocab) + "\n").encode("utf-8"))
+    write_bytes_atomic(os.path.join(out_dir, "tokenizer_config.json"),
+                       json.dumps(TOKENIZER_CONFIG, indent=2).encode("utf-8"))
+    info = {
+        "vocab_size": len(vocab),
+        "sp_vocab_size": sp_vocab_size,
+        "extra_split_tokens": extra,
+        "num_texts": len(lines),
+        "model_type": model_type,
+        "lowercase": bool(lowercase),
+        "files": {"sentencepiece_model_file": sp_path, "vocab_file": vocab_path},
+    }
+    write_bytes_atomic(os.path.join(out_dir, INFO_FILE), json.dumps(info, indent=2).encode("utf-8"))
+    return info
+
+
+#: ``tokenizer_config.json``: what ``ErnieMTokenizer.from_pretrained(folder)`` reads besides the two files.
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "ErnieMTokenizer",
+    "do_lower_case": False,
+    "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+    "cls_token": "[CLS]", "mask_token": "[MASK]",
+}
+
+
+def _check_training_request(lines: list[str], vocab_size: int, model_type: str) -> None:
     if not lines:
         raise ValueError("train_tokenizer: no non-empty text to train on")
     if vocab_size < 8:
         raise ValueError(f"train_tokenizer: vocab_size={vocab_size} is too small (minimum 8)")
     if model_type not in ("unigram", "bpe", "char", "word"):
         raise ValueError(f"train_tokenizer: model_type must be unigram|bpe|char|word, got {model_type!r}")
-    os.makedirs(out_dir, exist_ok=True)
+
+
+def _trained_model(lines, vocab_size, model_type, character_coverage, lowercase, max_sentence_length,
+                   seed_sentencepiece_size) -> bytes:
+    """The serialized SentencePiece model trained on ``lines``; a vocabulary too small for the text's
+    characters is a ValueError saying which setting to raise."""
+    import sentencepiece as spm
+
     buf = io.BytesIO()
     try:
         _train_spm(spm, lines, buf, vocab_size, model_type, character_coverage, lowercase, max_sentence_length,
@@ -109,53 +147,32 @@ def train_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 8000,
             f"of this text (character_coverage={character_coverage}; CJK text has many): raise "
             f"Data.tokenizer_vocab_size to at least {need + 5} (and Arch.ernie.vocab_size to at least the "
             f"resulting vocab.txt size, about twice that), or pass a ready tokenizer with Data.tokenizer") from None
-    model_bytes = buf.getvalue()
-    sp_path = os.path.join(out_dir, SP_MODEL_FILE)
-    write_bytes_atomic(sp_path, model_bytes)
+    return buf.getvalue()
+
+
+def _ernie_m_vocab(model_bytes: bytes):
+    """(vocab.txt lines, the SentencePiece model's size, how many tokens ErnieM's extra splitting added): the
+    special tokens, the model's pieces in order, then the split-off tokens that are not pieces themselves."""
+    import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor()
     sp.LoadFromSerializedProto(model_bytes)
-    pieces = []
-    for i in range(sp.GetPieceSize()):
-        if sp.IsUnknown(i) or sp.IsControl(i):
-            continue
-        pieces.append(sp.IdToPiece(i))
+    pieces = [sp.IdToPiece(i) for i in range(sp.GetPieceSize()) if not (sp.IsUnknown(i) or sp.IsControl(i))]
     vocab = list(SPECIAL_TOKENS)
     seen = set(vocab)
-    for p in pieces:
-        if p not in seen and "\n" not in p:
-            vocab.append(p)
-            seen.add(p)
-    splitter = _ernie_m_splitter()
-    extra = 0
-    for p in pieces:
-        for tok in splitter.split(p):
-            if tok not in seen and "\n" not in tok:
-                vocab.append(tok)
-                seen.add(tok)
-                extra += 1
-    vocab_path = os.path.join(out_dir, VOCAB_FILE)
-    write_bytes_atomic(vocab_path, ("\n".join(vocab) + "\n").encode("utf-8"))
 
-    config = {
-        "tokenizer_class": "ErnieMTokenizer",
-        "do_lower_case": False,
-        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-        "cls_token": "[CLS]", "mask_token": "[MASK]",
-    }
-    write_bytes_atomic(os.path.join(out_dir, "tokenizer_config.json"),
-                       json.dumps(config, indent=2).encode("utf-8"))
-    info = {
-        "vocab_size": len(vocab),
-        "sp_vocab_size": int(sp.GetPieceSize()),
-        "extra_split_tokens": extra,
-        "num_texts": len(lines),
-        "model_type": model_type,
-        "lowercase": bool(lowercase),
-        "files": {"sentencepiece_model_file": sp_path, "vocab_file": vocab_path},
-    }
-    write_bytes_atomic(os.path.join(out_dir, INFO_FILE), json.dumps(info, indent=2).encode("utf-8"))
-    return info
+    def add(token: str) -> bool:
+        if token in seen or "\n" in token:
+            return False
+        vocab.append(token)
+        seen.add(token)
+        return True
+
+    for piece in pieces:
+        add(piece)
+    splitter = _ernie_m_splitter()
+    extra = sum(add(token) for piece in pieces for token in splitter.split(piece))
+    return vocab, int(sp.GetPieceSize()), extra
 
 
 def _train_spm(spm, lines, buf, vocab_size, model_type, character_coverage, lowercase, max_sentence_length,

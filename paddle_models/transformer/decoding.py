@@ -85,62 +85,98 @@ def beam_search(model, src_ids, beam_size: int, max_len: int, alpha: float = 0.6
     was_training = model.training
     model.eval()
     src_ids = paddle.to_tensor(src_ids) if not isinstance(src_ids, paddle.Tensor) else src_ids
-    B, K, V = src_ids.shape[0], int(beam_size), model.vocab_size
-    memory, memory_mask = model.encode(src_ids)
-    rows = paddle.arange(B, dtype="int64").unsqueeze(1).expand([B, K]).reshape([-1])  # b -> b*K..b*K+K-1
-    memory, memory_mask = paddle.index_select(memory, rows, 0), paddle.index_select(memory_mask, rows, 0)
-    cache = model.init_cache(memory) if use_cache else None
-
-    tokens = paddle.full([B * K, 1], bos_id, dtype="int64")
-    # all K beams start as the same BOS hypothesis: let only the first one expand at step 0
-    scores = paddle.to_tensor(np.tile(np.array([0.0] + [_NEG] * (K - 1), "float32"), (B, 1)))
-    offsets = (paddle.arange(B, dtype="int64") * K).unsqueeze(1)
-    rank = paddle.arange(2 * K, dtype="int64").unsqueeze(0)
-    best_norm = np.full([B], -np.inf)  # best finished hypothesis of each sentence, kept aside
-    best_seq: List[Optional[np.ndarray]] = [None] * B
-
+    search = _BeamSearch(model, src_ids, int(beam_size), bos_id, use_cache)
     steps = min(max_len, model.max_len - 1)
     max_lp = length_penalty(float(steps), alpha)
     for t in range(steps):
-        logp = log_softmax(_step_logits(model, tokens, memory, memory_mask, cache, t)).reshape([B, K * V])
-        cand = (scores.unsqueeze(-1) + logp.reshape([B, K, V])).reshape([B, K * V])  # total log-probabilities
-        top_scores, top = paddle.topk(cand, 2 * K, axis=-1)  # all extensions have length t+1: raw order
-        beam, tok = top // V, top % V
+        top_scores, beam, tok = search.best_extensions(t)
         is_eos = tok == eos_id
-        # finished: EOS extensions ranked within the first K (and not from a dead start beam)
-        fin = (is_eos & (rank < K) & (top_scores > _NEG / 2)).numpy()
-        if fin.any():
-            norms = top_scores.numpy() / length_penalty(t + 1.0, alpha)
-            prev = tokens.numpy()
-            beams = beam.numpy()
-            for b, j in zip(*np.nonzero(fin)):
-                if norms[b, j] > best_norm[b]:
-                    best_norm[b] = norms[b, j]
-                    best_seq[b] = np.append(prev[b * K + beams[b, j], 1:], eos_id)
-        # live: the K best extensions that are not EOS
-        order = paddle.argsort(is_eos.astype("int64") * 2 * K + rank, axis=-1)[:, :K]
-        scores = paddle.take_along_axis(top_scores, order, axis=1)
-        flat = (offsets + paddle.take_along_axis(beam, order, axis=1)).reshape([-1])
-        nxt = paddle.take_along_axis(tok, order, axis=1).reshape([-1, 1])
-        tokens = paddle.concat([paddle.index_select(tokens, flat, 0), nxt], axis=1)
-        if cache is not None:
-            cache = reorder_cache(cache, flat)
-        reachable = scores.max(axis=1).numpy() / max_lp  # the most a live hypothesis can still score
-        if (best_norm >= reachable).all():
+        search.keep_finished(top_scores, beam, is_eos, length_penalty(t + 1.0, alpha), eos_id)
+        search.advance(top_scores, beam, tok, is_eos)
+        if search.done(max_lp):
             break
-    # live hypotheses count as complete at max_len tokens (after an early stop none of them can win)
-    live_norm = scores.numpy() / max_lp
-    live = tokens.numpy()[:, 1:].reshape([B, K, -1])
-    outs = []
-    for b in range(B):
-        k = int(np.argmax(live_norm[b]))
-        outs.append(best_seq[b] if best_seq[b] is not None and best_norm[b] >= live_norm[b, k] else live[b, k])
-    width = max(len(o) for o in outs)
-    out = np.full([B, width], pad_id, dtype="int64")
-    for b, o in enumerate(outs):
-        out[b, : len(o)] = o
+    out = search.outputs(max_lp, pad_id)
     model.train(was_training)
     return out
+
+
+class _BeamSearch:
+    """The state of a batched beam search over ``B`` sentences: ``K`` live hypotheses each (``tokens``
+    ``[B*K, t+1]``, BOS first, rows ``b*K .. b*K+K-1`` for sentence ``b``; ``scores`` ``[B, K]``, their total
+    log-probabilities), the decoder's cache, and each sentence's best finished hypothesis, kept aside
+    (``best_norm``: its length-normalized score, ``best_seq``: its tokens)."""
+
+    def __init__(self, model, src_ids, beam_size: int, bos_id: int, use_cache: bool):
+        B, K = src_ids.shape[0], beam_size
+        self.model, self.B, self.K, self.V = model, B, K, model.vocab_size
+        memory, memory_mask = model.encode(src_ids)
+        rows = paddle.arange(B, dtype="int64").unsqueeze(1).expand([B, K]).reshape([-1])  # b -> b*K..b*K+K-1
+        self.memory, self.memory_mask = paddle.index_select(memory, rows, 0), paddle.index_select(memory_mask, rows, 0)
+        self.cache = model.init_cache(self.memory) if use_cache else None
+        self.tokens = paddle.full([B * K, 1], bos_id, dtype="int64")
+        # all K beams start as the same BOS hypothesis: let only the first one expand at step 0
+        self.scores = paddle.to_tensor(np.tile(np.array([0.0] + [_NEG] * (K - 1), "float32"), (B, 1)))
+        self.offsets = (paddle.arange(B, dtype="int64") * K).unsqueeze(1)
+        self.rank = paddle.arange(2 * K, dtype="int64").unsqueeze(0)
+        self.best_norm = np.full([B], -np.inf)
+        self.best_seq: List[Optional[np.ndarray]] = [None] * B
+
+    def best_extensions(self, t: int):
+        """(total log-probabilities, source beam, token), each ``[B, 2K]``: the ``2K`` best one-token
+        extensions of each sentence's live hypotheses (all of length t+1, so ranked by raw score)."""
+        B, K, V = self.B, self.K, self.V
+        step = _step_logits(self.model, self.tokens, self.memory, self.memory_mask, self.cache, t)
+        logp = log_softmax(step).reshape([B, K * V])
+        cand = (self.scores.unsqueeze(-1) + logp.reshape([B, K, V])).reshape([B, K * V])
+        top_scores, top = paddle.topk(cand, 2 * K, axis=-1)
+        return top_scores, top // V, top % V
+
+    def keep_finished(self, top_scores, beam, is_eos, penalty: float, eos_id: int) -> None:
+        """Keep aside each sentence's best EOS extension ranked within the first K (and not from a dead
+        start beam), scored ``log P / penalty``."""
+        finished = (is_eos & (self.rank < self.K) & (top_scores > _NEG / 2)).numpy()
+        if not finished.any():
+            return
+        norms = top_scores.numpy() / penalty
+        prev = self.tokens.numpy()
+        beams = beam.numpy()
+        for b, j in zip(*np.nonzero(finished), strict=True):
+            if norms[b, j] > self.best_norm[b]:
+                self.best_norm[b] = norms[b, j]
+                self.best_seq[b] = np.append(prev[b * self.K + beams[b, j], 1:], eos_id)
+
+    def advance(self, top_scores, beam, tok, is_eos) -> None:
+        """The K best extensions that are not EOS become the live hypotheses (tokens, scores, cache rows)."""
+        K = self.K
+        order = paddle.argsort(is_eos.astype("int64") * 2 * K + self.rank, axis=-1)[:, :K]
+        self.scores = paddle.take_along_axis(top_scores, order, axis=1)
+        flat = (self.offsets + paddle.take_along_axis(beam, order, axis=1)).reshape([-1])
+        nxt = paddle.take_along_axis(tok, order, axis=1).reshape([-1, 1])
+        self.tokens = paddle.concat([paddle.index_select(self.tokens, flat, 0), nxt], axis=1)
+        if self.cache is not None:
+            self.cache = reorder_cache(self.cache, flat)
+
+    def done(self, max_lp: float) -> bool:
+        """True when every sentence's best finished hypothesis beats what any live one could still reach
+        (a log-probability can only fall; the penalty is at most ``max_lp``)."""
+        reachable = self.scores.max(axis=1).numpy() / max_lp
+        return bool((self.best_norm >= reachable).all())
+
+    def outputs(self, max_lp: float, pad_id: int) -> np.ndarray:
+        """``[B, L]``: each sentence's best hypothesis, finished or live (live ones count as complete at
+        max_len tokens; after an early stop none of them can win), padded with ``pad_id``."""
+        live_norm = self.scores.numpy() / max_lp
+        live = self.tokens.numpy()[:, 1:].reshape([self.B, self.K, -1])
+        outs = []
+        for b in range(self.B):
+            k = int(np.argmax(live_norm[b]))
+            best_finished = self.best_seq[b] is not None and self.best_norm[b] >= live_norm[b, k]
+            outs.append(self.best_seq[b] if best_finished else live[b, k])
+        width = max(len(o) for o in outs)
+        out = np.full([self.B, width], pad_id, dtype="int64")
+        for b, o in enumerate(outs):
+            out[b, : len(o)] = o
+        return out
 
 
 def decode_batch(model, src_ids, beam_size: int = 1, max_len: int = 64, alpha: float = 0.6,
