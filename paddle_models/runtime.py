@@ -196,24 +196,25 @@ def setup_runtime(cfg) -> None:
     several ranks, from the ``Global`` section of ``cfg``."""
     import paddle
 
-    g = cfg["Global"]
-    dev = g.get("device", "auto")
-    if dev == "gpu" or (dev == "auto" and paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
+    global_cfg = cfg["Global"]
+    device = global_cfg["device"]
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "gpu" or (device == "auto" and has_gpu):
         paddle.set_device("gpu")
     else:
         paddle.set_device("cpu")
     if paddle.get_device() == "cpu":
-        on = bool(g.get("onednn", False))  # Paddle 3 reads FLAGS_use_onednn; FLAGS_use_mkldnn is its old name
+        on = bool(global_cfg["onednn"])  # Paddle 3 reads FLAGS_use_onednn; FLAGS_use_mkldnn is its old name
         paddle.set_flags({"FLAGS_use_onednn": on, "FLAGS_use_mkldnn": on})
-    threads = int(g.get("num_threads") or 0) or (os.cpu_count() or 1)
-    rank, ws = world()
-    if ws > 1 and paddle.get_device() == "cpu":
-        threads = max(1, threads // ws)
+    threads = int(global_cfg["num_threads"]) or (os.cpu_count() or 1)
+    rank, world_size = world()
+    if world_size > 1 and paddle.get_device() == "cpu":
+        threads = max(1, threads // world_size)
     if hasattr(paddle.base.core, "set_num_threads"):
         paddle.base.core.set_num_threads(threads)
-    if ws > 1 and not paddle.distributed.is_initialized():
+    if world_size > 1 and not paddle.distributed.is_initialized():
         paddle.distributed.init_parallel_env()
-    seed_everything(int(g["seed"]))
+    seed_everything(int(global_cfg["seed"]))
 
 
 PRECISIONS = ("fp32", "bf16")

@@ -358,8 +358,8 @@ def test_mr2_weibo_item_with_evidence():
     root = MR2 / "Weibo"
     _need(root / "dataset_items_val.json")
     raw = json.loads((root / "dataset_items_val.json").read_text(encoding="utf-8"))
-    ds = D.build_dataset({"format": "mr2", "root": str(root), "on_bad_image": "blank",
-                          "allow_empty_text": True}, "val")
+    ds = D.build_dataset({"format": "mr2", "root": str(root), "on_bad_image": "blank", "allow_empty_text": True,
+                          "max_captions": -1, "max_evidence_images": -1}, "val")  # all, as the baseline
     assert len(ds) == len(raw) and ds.ids == list(raw)
     assert ds.labels.tolist() == [v["label"] for v in raw.values()]
     assert ds.label_names == ["non-rumor", "rumor", "unverified"]

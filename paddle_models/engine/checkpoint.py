@@ -55,8 +55,8 @@ def rng_state() -> dict:
     version, internal, gauss = random.getstate()
     kind, key, pos, has_gauss, cached = np.random.get_state()
     paddle_states = []
-    for g in paddle.get_rng_state():
-        device, seed, offset, engine = g.__getstate__()
+    for generator in paddle.get_rng_state():
+        device, seed, offset, engine = generator.__getstate__()
         paddle_states.append({"device": device, "seed": seed, "offset": offset, "engine": list(engine)})
     return {"python": {"version": version, "internal": list(internal), "gauss_next": gauss},
             "numpy": {"kind": kind, "key": [int(k) for k in key], "pos": int(pos), "has_gauss": int(has_gauss),
@@ -71,9 +71,9 @@ def _generator_state(device, seed, offset, engine, where: str):
         raise CheckpointError(f"{where}: paddle RNG state is not (int, int, int, list of int)")
     from paddle.base.libpaddle import GeneratorState
 
-    g = GeneratorState.__new__(GeneratorState)
-    g.__setstate__((device, seed, offset, list(engine)))
-    return g
+    generator = GeneratorState.__new__(GeneratorState)
+    generator.__setstate__((device, seed, offset, list(engine)))
+    return generator
 
 
 def set_rng_state(state: dict, where: str = "rng state"):
@@ -237,14 +237,15 @@ def verify_checkpoint(path: str) -> dict:
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{mpath}: unreadable manifest ({e}){fallback}") from None
     for name, meta in manifest.items():
-        fp = os.path.join(path, name)
-        if not os.path.isfile(fp):
-            raise CheckpointError(f"{fp}: listed in the manifest but missing{fallback}")
-        size = os.path.getsize(fp)
+        file_path = os.path.join(path, name)
+        if not os.path.isfile(file_path):
+            raise CheckpointError(f"{file_path}: listed in the manifest but missing{fallback}")
+        size = os.path.getsize(file_path)
         if size != meta["bytes"]:
-            raise CheckpointError(f"{fp}: truncated or changed ({size} bytes, manifest says {meta['bytes']}){fallback}")
-        if file_sha256(fp) != meta["sha256"]:
-            raise CheckpointError(f"{fp}: corrupted (sha256 differs from the manifest){fallback}")
+            raise CheckpointError(f"{file_path}: truncated or changed ({size} bytes, manifest says {meta['bytes']})"
+                                  f"{fallback}")
+        if file_sha256(file_path) != meta["sha256"]:
+            raise CheckpointError(f"{file_path}: corrupted (sha256 differs from the manifest){fallback}")
     return manifest
 
 
@@ -307,14 +308,14 @@ def trainer_state_of(path: str) -> Optional[dict]:
     """The ``trainer.json`` of the checkpoint holding ``path`` (a checkpoint folder or a weights file in
     one); None when there is none (a bare weights file)."""
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    tj = os.path.join(folder, "trainer.json")
-    if not os.path.isfile(tj):
+    trainer_file = os.path.join(folder, "trainer.json")
+    if not os.path.isfile(trainer_file):
         return None
     try:
-        with open(tj, encoding="utf-8") as f:
+        with open(trainer_file, encoding="utf-8") as f:
             state = json.load(f)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{tj}: unreadable trainer state ({e})") from None
+        raise CheckpointError(f"{trainer_file}: unreadable trainer state ({e})") from None
     return state if isinstance(state, dict) else None
 
 

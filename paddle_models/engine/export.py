@@ -77,16 +77,16 @@ class ExportError(RuntimeError):
 def deterministic_names():
     """Reset the per-process name counters Paddle writes into a saved program (``struct_name`` of each op:
     ``/ErnieMModel_1/`` on a second save in the same process), so two exports give identical files."""
-    fw = paddle.base.framework
-    saved = getattr(fw, "_name_struct", None)
-    if saved is not None and hasattr(fw, "NameStruct"):
-        fw._name_struct = fw.NameStruct()
+    framework = paddle.base.framework
+    saved = getattr(framework, "_name_struct", None)
+    if saved is not None and hasattr(framework, "NameStruct"):
+        framework._name_struct = framework.NameStruct()
     try:
         with paddle.utils.unique_name.guard():
             yield
     finally:
         if saved is not None:
-            fw._name_struct = saved
+            framework._name_struct = saved
 
 
 @contextlib.contextmanager
@@ -156,16 +156,17 @@ def _check_example(variant: str, spec: list, example: dict[str, np.ndarray]) -> 
         raise ExportError(f"variant {variant!r}: example inputs lack {missing} (have {sorted(example)})")
     out = {}
     for s in spec:
-        e = spec_entry(s)
-        a = example[s.name]
-        a = a.numpy() if isinstance(a, paddle.Tensor) else np.asarray(a)
-        if str(a.dtype) != e["dtype"]:
-            raise ExportError(f"variant {variant!r}: example input {s.name!r} is {a.dtype}, its InputSpec says "
-                              f"{e['dtype']}")
-        if a.ndim != len(e["shape"]) or any(d != -1 and d != n for d, n in zip(e["shape"], a.shape, strict=True)):
-            raise ExportError(f"variant {variant!r}: example input {s.name!r} has shape {list(a.shape)}, its "
-                              f"InputSpec says {e['shape']}")
-        out[s.name] = np.ascontiguousarray(a)
+        declared = spec_entry(s)
+        array = example[s.name]
+        array = array.numpy() if isinstance(array, paddle.Tensor) else np.asarray(array)
+        if str(array.dtype) != declared["dtype"]:
+            raise ExportError(f"variant {variant!r}: example input {s.name!r} is {array.dtype}, its InputSpec says "
+                              f"{declared['dtype']}")
+        shape = declared["shape"]
+        if array.ndim != len(shape) or any(d != -1 and d != n for d, n in zip(shape, array.shape, strict=True)):
+            raise ExportError(f"variant {variant!r}: example input {s.name!r} has shape {list(array.shape)}, its "
+                              f"InputSpec says {shape}")
+        out[s.name] = np.ascontiguousarray(array)
     return out
 
 
@@ -187,10 +188,10 @@ def build_for_export(cfg, task=None, require_checkpoint: bool = True):
 
     task = task or get_task(cfg["_family"])(cfg)
     model = task.build_model()
-    ckpt = cfg["Global"].get("checkpoint")
-    if ckpt:
-        check_preprocessing(ckpt, task.preprocessing_fingerprint())
-        load_model_weights(model, ckpt)
+    checkpoint = cfg["Global"]["checkpoint"]
+    if checkpoint:
+        check_preprocessing(checkpoint, task.preprocessing_fingerprint())
+        load_model_weights(model, checkpoint)
     elif require_checkpoint:
         raise ValueError("set the weights to export with -o Global.checkpoint=PATH (a checkpoint folder such as "
                          "<output_dir>/checkpoints/best, or a .safetensors / .pdparams file)")
@@ -473,50 +474,62 @@ def _bf16_agreement(out_dir, name, threads, batches, onednn_ok) -> dict:
         if outs[0].ndim == 2 and outs[0].shape[1] > 1:
             agree += int((outs[0].argmax(1) == ref[0].argmax(1)).sum())
             rows += outs[0].shape[0]
-    res = {"bf16_max_rel_err": err}
+    agreement = {"bf16_max_rel_err": err}
     if rows:
-        res["bf16_argmax_agrees"] = agree / rows
-    return res
+        agreement["bf16_argmax_agrees"] = agree / rows
+    return agreement
 
 
 # ---- int8 (opt-in) ----------------------------------------------------------------------------------------
-def _quantize_into(task, out_dir: str, q: dict, threads: int) -> dict:
+def _quantize_into(task, out_dir: str, options: dict, threads: int) -> dict:
     """Quantize the ``model`` variant's ONNX graph in ``out_dir`` and record it in export.yaml (see
     :mod:`paddle_models.engine.quantize`); raise :class:`ExportError` when it fails the agreement gate."""
     from .artifact import read_export_meta
-    from .quantize import DEFAULT_METHOD, INT8_SUFFIX, MIN_AGREEMENT, QuantizeError, quantize_and_check, split_batches
+    from .quantize import DEFAULT_METHOD, INT8_SUFFIX, MIN_AGREEMENT, QuantizeError, quantize_and_check
 
     meta = read_export_meta(out_dir)
     if set(meta["variants"]) != {QUANTIZED_VARIANT}:
         raise ExportError(f"--quantize int8 covers exports of one graph named {QUANTIZED_VARIANT!r}; this task "
                           f"exports {sorted(meta['variants'])}")
     entry = meta["variants"][QUANTIZED_VARIANT]
-    names = [s["name"] for s in entry["inputs"]]
-    method = q.get("method") or DEFAULT_METHOD
-    min_agreement = float(q.get("min_agreement", MIN_AGREEMENT))
-    cal_split = q.get("calibration_split", "train")
-    held_split = q.get("agreement_split") or task.default_eval_split()
-    if q.get("heldout") is None and held_split == cal_split:
-        raise ExportError(f"the agreement split must differ from the calibration split ({cal_split!r})")
+    method = options.get("method") or DEFAULT_METHOD
+    min_agreement = float(options.get("min_agreement", MIN_AGREEMENT))
+    int8_file = f"{QUANTIZED_VARIANT}{INT8_SUFFIX}"
     try:
-        cal = q.get("calibration")
-        if cal is None:
-            cal = split_batches(task, cal_split, int(q.get("calibration_items", 64)), names)
-        held = q.get("heldout")
-        if held is None:
-            held = split_batches(task, held_split, int(q.get("agreement_items", 1000)), names)
-        int8_file = f"{QUANTIZED_VARIANT}{INT8_SUFFIX}"
-        res = quantize_and_check(os.path.join(out_dir, entry["onnx_file"]), os.path.join(out_dir, int8_file),
-                                 cal, held, method=method, min_agreement=min_agreement, threads=threads)
+        calibration, heldout, splits = _quantization_batches(task, options, [s["name"] for s in entry["inputs"]])
+        checked = quantize_and_check(os.path.join(out_dir, entry["onnx_file"]), os.path.join(out_dir, int8_file),
+                                     calibration, heldout, method=method, min_agreement=min_agreement,
+                                     threads=threads)
     except QuantizeError as e:
         raise ExportError(f"--quantize int8: {e}") from None
     facts = {"precision": "int8", "method": method, "engine": "onnxruntime", "file": int8_file,
-             "calibration": {"split": cal_split if q.get("calibration") is None else "given",
-                             "items": res["calibration_items"]},
-             "agreement": {"split": held_split if q.get("heldout") is None else "given", **res["agreement"]}}
+             "calibration": {"split": splits[0], "items": checked["calibration_items"]},
+             "agreement": {"split": splits[1], **checked["agreement"]}}
     entry["int8_file"] = int8_file
     meta["quantization"] = facts  # no timings in export.yaml: two exports of the same weights stay identical
     write_yaml(os.path.join(out_dir, EXPORT_META), meta)
+    agreement = checked["agreement"]
     log.info("int8 (%s): same class as fp32 on %.2f%% of %d held-out items, max |prob diff| %.3g", method,
-             100 * res["agreement"]["same_class_rate"], res["agreement"]["items"], res["agreement"]["max_prob_diff"])
-    return {**facts, "seconds": res["seconds"]}
+             100 * agreement["same_class_rate"], agreement["items"], agreement["max_prob_diff"])
+    return {**facts, "seconds": checked["seconds"]}
+
+
+def _quantization_batches(task, options: dict, input_names: list):
+    """(calibration batches, held-out batches, (their split names or "given")): the batches given in
+    ``options``, else items of the calibration split (default ``train``) and of the agreement split (default
+    the task's evaluation split), which must differ."""
+    from .quantize import AGREEMENT_ITEMS, CALIBRATION_ITEMS, split_batches
+
+    calibration_split = options.get("calibration_split", "train")
+    agreement_split = options.get("agreement_split") or task.default_eval_split()
+    if options.get("heldout") is None and agreement_split == calibration_split:
+        raise ExportError(f"the agreement split must differ from the calibration split ({calibration_split!r})")
+    calibration, heldout = options.get("calibration"), options.get("heldout")
+    splits = (calibration_split if calibration is None else "given", agreement_split if heldout is None else "given")
+    if calibration is None:
+        calibration = split_batches(task, calibration_split,
+                                    int(options.get("calibration_items", CALIBRATION_ITEMS)), input_names)
+    if heldout is None:
+        heldout = split_batches(task, agreement_split, int(options.get("agreement_items", AGREEMENT_ITEMS)),
+                                input_names)
+    return calibration, heldout, splits

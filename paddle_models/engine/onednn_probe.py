@@ -42,9 +42,9 @@ def probe_onednn(model_dir: str, variant: str = "model", threads: int = 0, input
     model_dir = os.path.abspath(model_dir)
     meta = read_export_meta(model_dir)
     entry = meta["variants"][variant]
-    mf = os.path.join(model_dir, entry["model_file"])
-    st = os.stat(mf)
-    key = (mf, st.st_mtime_ns, st.st_size, default_threads(threads))
+    model_file = os.path.join(model_dir, entry["model_file"])
+    st = os.stat(model_file)
+    key = (model_file, st.st_mtime_ns, st.st_size, default_threads(threads))
     if inputs is None and use_cache and key in _PROBE_CACHE:
         return _PROBE_CACHE[key]
     t0 = time.time()
@@ -64,13 +64,13 @@ def probe_onednn(model_dir: str, variant: str = "model", threads: int = 0, input
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            res = {"ok": False, "error": f"the probe did not finish within {timeout:.0f} s", "outputs": None}
+            result = {"ok": False, "error": f"the probe did not finish within {timeout:.0f} s", "outputs": None}
         else:
-            res = _probe_result(proc, tmp, len(files))
-    res["seconds"] = round(time.time() - t0, 3)
+            result = _probe_result(proc, tmp, len(files))
+    result["seconds"] = round(time.time() - t0, 3)
     if inputs is None:
-        _PROBE_CACHE[key] = res
-    return res
+        _PROBE_CACHE[key] = result
+    return result
 
 
 def _probe_result(proc, tmp: str, n: int) -> dict:

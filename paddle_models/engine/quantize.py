@@ -42,6 +42,8 @@ import numpy as np
 METHODS = ("onnx-static", "onnx-static-qdq", "onnx-dynamic")
 DEFAULT_METHOD = "onnx-static"
 MIN_AGREEMENT = 0.99
+CALIBRATION_ITEMS = 64  # items of the calibration split the static methods calibrate on
+AGREEMENT_ITEMS = 1000  # held-out items the int8 graph must agree with fp32 on
 INT8_SUFFIX = ".int8.onnx"
 
 

@@ -2,6 +2,8 @@
 builders that make datasets and collate functions from a ``Data`` config section."""
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import multiprocessing
 import os
@@ -15,10 +17,21 @@ except Exception:  # pragma: no cover - paddle is a dependency of the package
     _DatasetBase = object
 
 from .collate import MultimodalCollate
-from .images import (BAD_IMAGE_POLICIES, IMAGENET_MEAN, IMAGENET_STD, DataError, ImageTransform, check_image,
-                     load_rgb)
-from .readers import (DEFAULT_LABEL_NAMES, FORMATS, Record, _native_remap, mr2_direct_captions, mr2_direct_images,
-                      mr2_inverse_captions, read_jsonl, read_mr2_items, read_mvsa, safe_join, _load_json_file)
+from .images import BAD_IMAGE_POLICIES, DataError, ImageTransform, check_image, load_rgb
+from .readers import (
+    DEFAULT_LABEL_NAMES,
+    FORMATS,
+    Record,
+    _load_json_file,
+    _native_remap,
+    mr2_direct_captions,
+    mr2_direct_images,
+    mr2_inverse_captions,
+    read_jsonl,
+    read_mr2_items,
+    read_mvsa,
+    safe_join,
+)
 
 logger = logging.getLogger("paddle_models.data")
 
@@ -299,11 +312,26 @@ class MultimodalDataset(_DatasetBase):
                 "image": image, "evidence_images": ev, "label": int(r.label)}
 
 
-def _get(cfg, key, default):
-    if cfg is None:
-        return default
-    v = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if v is None else v
+def _given(data_cfg, key: str):
+    """``data_cfg[key]`` (a dict or an object with attributes), None when absent."""
+    if data_cfg is None:
+        return None
+    return data_cfg.get(key) if hasattr(data_cfg, "get") else getattr(data_cfg, key, None)
+
+
+@functools.lru_cache(maxsize=1)
+def _data_schema() -> dict:
+    from ..config import family_defaults
+
+    return family_defaults("multimodal")["Data"]
+
+
+def data_value(data_cfg, key: str):
+    """``Data.<key>`` of ``data_cfg``: a validated config's section (every key present), an export's
+    ``preprocess.data`` or a partial dict; a key absent or null there takes its default from the schema,
+    ``paddle_models/defaults/multimodal.yaml`` (the one place a ``Data`` default is written)."""
+    value = _given(data_cfg, key)
+    return copy.deepcopy(_data_schema()[key]) if value is None else value
 
 
 def split_file(fmt: str, root: str, split: str, files: Optional[dict] = None) -> str:
@@ -322,8 +350,10 @@ def split_file(fmt: str, root: str, split: str, files: Optional[dict] = None) ->
 
 
 def label_names_of(data_cfg) -> List[str]:
-    fmt = _get(data_cfg, "format", "jsonl")
-    names = _get(data_cfg, "label_names", None)
+    """``Data.label_names``; when a partial dict leaves it out, the format's own class names
+    (``readers.DEFAULT_LABEL_NAMES``: MR2 ``non-rumor, rumor, unverified``...)."""
+    fmt = data_value(data_cfg, "format")
+    names = _given(data_cfg, "label_names")
     if names is None:
         if fmt not in DEFAULT_LABEL_NAMES:
             raise ValueError(f"Data.format: unknown format {fmt!r} ({' | '.join(FORMATS)})")
@@ -335,38 +365,63 @@ def label_names_of(data_cfg) -> List[str]:
 
 
 def image_transform_of(data_cfg) -> ImageTransform:
-    return ImageTransform(resize=int(_get(data_cfg, "image_resize", 256)),
-                          crop=int(_get(data_cfg, "image_crop", 224)),
-                          mean=_get(data_cfg, "image_mean", IMAGENET_MEAN),
-                          std=_get(data_cfg, "image_std", IMAGENET_STD))
+    return ImageTransform(resize=int(data_value(data_cfg, "image_resize")),
+                          crop=int(data_value(data_cfg, "image_crop")),
+                          mean=data_value(data_cfg, "image_mean"),
+                          std=data_value(data_cfg, "image_std"))
 
 
 def build_dataset(data_cfg, split: str, use_text: bool = True, use_image: bool = True,
                   require_label: Optional[bool] = None) -> MultimodalDataset:
     """The dataset of ``split`` (``train`` / ``val`` / ``test`` / any file stem) from the ``Data``
-    config section (keys: see ``paddle_models/defaults/multimodal.yaml``).
+    config section (keys: see ``paddle_models/defaults/multimodal.yaml``; a partial dict takes the
+    defaults written there, see :func:`data_value`; ``Data.root`` is required).
 
     ``require_label`` defaults to True for ``train``, ``val`` and ``dev``: a record without a label
     is then an error; elsewhere unlabelled records get label -1. ``Data.limit`` > 0 keeps the first
     N items.
     """
-    fmt = _get(data_cfg, "format", "jsonl")
+    fmt, root = _data_source(data_cfg)
+    if require_label is None:
+        require_label = split in ("train", "val", "dev")
+    names = label_names_of(data_cfg)
+    path = split_file(fmt, root, split, data_value(data_cfg, "files"))
+    records = _read_records(data_cfg, fmt, path, root, names, require_label, use_image)
+    if not records:
+        raise DataError(f"{path}: no records")
+    ds = MultimodalDataset(
+        records, root, fmt=fmt, label_names=names, transform=image_transform_of(data_cfg),
+        on_bad_image=data_value(data_cfg, "on_bad_image"), use_text=use_text, use_image=use_image,
+        max_captions=int(data_value(data_cfg, "max_captions")),
+        max_evidence_images=int(data_value(data_cfg, "max_evidence_images")),
+        mr2_baseline_captions=bool(data_value(data_cfg, "mr2_baseline_captions")),
+        source=path).limit(int(data_value(data_cfg, "limit")))
+    if len(ds) == 0:
+        raise DataError(f"{path}: all {len(records)} items were skipped (Data.on_bad_image=skip): none has "
+                        f"a readable post image under {ds.root}")
+    return ds
+
+
+def _data_source(data_cfg):
+    """(``Data.format``, ``Data.root``), checked: a known format and an existing folder."""
+    fmt = data_value(data_cfg, "format")
     if fmt not in FORMATS:
         raise ValueError(f"Data.format: unknown format {fmt!r} ({' | '.join(FORMATS)})")
-    root = _get(data_cfg, "root", None)
+    root = _given(data_cfg, "root")
     if not root:
         raise ValueError("Data.root: not set (the folder holding the data files)")
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Data.root: folder {root!r} does not exist")
-    if require_label is None:
-        require_label = split in ("train", "val", "dev")
-    names = label_names_of(data_cfg)
-    allow_empty = bool(_get(data_cfg, "allow_empty_text", False))
-    path = split_file(fmt, root, split, _get(data_cfg, "files", None))
+    return fmt, root
+
+
+def _read_records(data_cfg, fmt: str, path: str, root: str, names: list[str], require_label: bool,
+                  use_image: bool) -> list[Record]:
+    """The records of ``path`` by the reader of ``fmt``, labels as indices into ``names``."""
+    allow_empty = bool(data_value(data_cfg, "allow_empty_text"))
     if fmt == "jsonl":
-        records = read_jsonl(path, root, names, require_label, need_image=use_image,
-                             allow_empty_text=allow_empty)
-    elif fmt == "mr2":
+        return read_jsonl(path, root, names, require_label, need_image=use_image, allow_empty_text=allow_empty)
+    if fmt == "mr2":
         native = DEFAULT_LABEL_NAMES["mr2"]
         records = read_mr2_items(path, root, native, require_label, need_image=use_image,
                                  allow_empty_text=allow_empty)
@@ -374,32 +429,18 @@ def build_dataset(data_cfg, split: str, use_text: bool = True, use_image: bool =
         for r in records:
             if r.label >= 0:
                 r.label = remap[r.label]
-    else:
-        image_dir = _get(data_cfg, "mvsa_image_dir", "")
-        if use_image and not image_dir:
-            raise ValueError(f"{path}: MVSA here has no images: use Arch.modalities=[text], or set "
-                             f"Data.mvsa_image_dir to a folder of <id>.jpg under Data.root")
-        records = read_mvsa(path, root, names, require_label, image_dir=image_dir,
-                            allow_empty_text=allow_empty)
-    if not records:
-        raise DataError(f"{path}: no records")
-    ds = MultimodalDataset(
-        records, root, fmt=fmt, label_names=names, transform=image_transform_of(data_cfg),
-        on_bad_image=_get(data_cfg, "on_bad_image", "error"), use_text=use_text, use_image=use_image,
-        max_captions=int(_get(data_cfg, "max_captions", -1)),
-        max_evidence_images=int(_get(data_cfg, "max_evidence_images", -1)),
-        mr2_baseline_captions=bool(_get(data_cfg, "mr2_baseline_captions", True)),
-        source=path).limit(int(_get(data_cfg, "limit", 0)))
-    if len(ds) == 0:
-        raise DataError(f"{path}: all {len(records)} items were skipped (Data.on_bad_image=skip): none has "
-                        f"a readable post image under {ds.root}")
-    return ds
+        return records
+    image_dir = data_value(data_cfg, "mvsa_image_dir")
+    if use_image and not image_dir:
+        raise ValueError(f"{path}: MVSA here has no images: use Arch.modalities=[text], or set "
+                         f"Data.mvsa_image_dir to a folder of <id>.jpg under Data.root")
+    return read_mvsa(path, root, names, require_label, image_dir=image_dir, allow_empty_text=allow_empty)
 
 
 def build_collate(data_cfg, tokenizer, use_text: bool = True, use_image: bool = True,
                   ids_as_list: bool = False, min_captions: int = 0, min_evidence_images: int = 0) -> MultimodalCollate:
-    return MultimodalCollate(tokenizer, max_len=int(_get(data_cfg, "max_len", 128)),
-                             pad_to_max_len=bool(_get(data_cfg, "pad_to_max_len", False)),
-                             image_size=int(_get(data_cfg, "image_crop", 224)),
+    return MultimodalCollate(tokenizer, max_len=int(data_value(data_cfg, "max_len")),
+                             pad_to_max_len=bool(data_value(data_cfg, "pad_to_max_len")),
+                             image_size=int(data_value(data_cfg, "image_crop")),
                              use_text=use_text, use_image=use_image, ids_as_list=ids_as_list,
                              min_captions=min_captions, min_evidence_images=min_evidence_images)

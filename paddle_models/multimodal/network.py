@@ -238,6 +238,7 @@ def build_ernie_m_resnet(cfg) -> NetWork:
     from .weights import load_pretrained
 
     model = network_from_config(cfg["Arch"])
+    global_cfg = cfg["Global"]
     load_pretrained(model, cfg["Arch"]["pretrained"],
-                    checkpoint_follows=bool(cfg.get("Global", {}).get("checkpoint")) and not cfg.get("Global", {}).get("resume"))
+                    checkpoint_follows=bool(global_cfg["checkpoint"]) and not global_cfg["resume"])
     return model

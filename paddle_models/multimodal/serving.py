@@ -24,8 +24,8 @@ import numpy as np
 
 from ..engine.artifact import EXPORT_META, to_builtin
 from ..engine.task import RecordError, prepare_each, record_id
-from .dataset import build_collate, build_dataset, image_transform_of
-from .images import IMAGENET_MEAN, IMAGENET_STD, DataError, load_rgb
+from .dataset import build_collate, build_dataset, data_value, image_transform_of
+from .images import DataError, load_rgb
 from .readers import _resolve_label
 from .tokenizer import load_tokenizer
 
@@ -54,8 +54,8 @@ def export_metadata(cfg, label_names, tokenizer_dir: Optional[str], out_dir: str
             shutil.copyfile(src, os.path.join(dst, name))
     data = {k: v for k, v in dict(cfg["Data"]).items() if k not in DATA_KEYS_NOT_EXPORTED}
     image_transform_of(cfg["Data"])  # validates the image settings
-    data["image_mean"] = [float(x) for x in (cfg["Data"].get("image_mean") or IMAGENET_MEAN)]
-    data["image_std"] = [float(x) for x in (cfg["Data"].get("image_std") or IMAGENET_STD)]
+    data["image_mean"] = [float(x) for x in data_value(cfg["Data"], "image_mean")]
+    data["image_std"] = [float(x) for x in data_value(cfg["Data"], "image_std")]
     data["label_names"] = list(label_names)
     return {
         "labels": list(label_names),
@@ -70,10 +70,10 @@ def export_metadata(cfg, label_names, tokenizer_dir: Optional[str], out_dir: str
 
 
 def _preprocess(model_dir: str, meta: dict) -> dict:
-    pre = meta.get("preprocess") or {}
-    if pre.get("family") != "multimodal":
+    preprocess = meta.get("preprocess") or {}
+    if preprocess.get("family") != "multimodal":
         raise ValueError(f"{model_dir}: not a multimodal export (no multimodal preprocessing in {EXPORT_META})")
-    return pre
+    return preprocess
 
 
 def export_tokenizer(model_dir: str, meta: dict):
@@ -93,8 +93,8 @@ def data_settings(model_dir: str, meta: dict, overrides: Optional[dict] = None) 
 
 
 def modalities(model_dir: str, meta: dict) -> Tuple[bool, bool]:
-    mods = list(_preprocess(model_dir, meta).get("modalities") or ["text", "image"])
-    return "text" in mods, "image" in mods
+    names = list(_preprocess(model_dir, meta).get("modalities") or ["text", "image"])
+    return "text" in names, "image" in names
 
 
 # ---- raw input files --------------------------------------------------------------------------------------
@@ -176,11 +176,34 @@ def record_to_item(index: int, rec, data: dict, label_names, transform, use_text
                    limits: dict, tokenizer=None) -> dict:
     """One request record -> a dataset item (as :class:`MultimodalDataset` yields it), or RecordError."""
     rid = record_id(index, rec, RECORD_FIELDS)
+    text, captions = _record_texts(index, rid, rec, data, limits, tokenizer)
+    label = -1
+    if rec.get("label") is not None:
+        try:
+            label = _resolve_label(rec["label"], label_names, f"record {index}")
+        except DataError as e:
+            raise RecordError(index, rid, "label", str(e).split("label: ", 1)[-1]) from None
+    max_captions = int(data_value(data, "max_captions"))
+    if max_captions >= 0:
+        captions = captions[:max_captions]
+    image, evidence = None, []
+    if use_image:
+        image, evidence = _record_images(index, rid, rec, data, transform, limits)
+    # a text-only model ignores the images of a record
+    c, s = transform.shape[0], transform.crop
+    ev_arr = np.stack(evidence).astype(np.float32, copy=False) if evidence else np.zeros((0, c, s, s), np.float32)
+    return {"id": rid, "text": text if use_text else "", "captions": captions if use_text else [],
+            "image": image, "evidence_images": ev_arr, "label": label}
+
+
+def _record_texts(index: int, rid, rec, data: dict, limits: dict, tokenizer):
+    """(text, non-empty evidence texts) of a record, checked against ``Data.allow_empty_text`` and the
+    server's limits (characters; tokens when truncation is off)."""
     text = rec.get("text")
     if not isinstance(text, str):
         raise RecordError(index, rid, "text", "missing field" if text is None else
                           f"expected a string, got {type(text).__name__}")
-    if not text.strip() and not data.get("allow_empty_text", False):
+    if not text.strip() and not data_value(data, "allow_empty_text"):
         raise RecordError(index, rid, "text", "empty text")
     max_chars = int(limits.get("max_text_chars") or 0)
     if max_chars and len(text) > max_chars:
@@ -192,44 +215,36 @@ def record_to_item(index: int, rec, data: dict, label_names, transform, use_text
     if max_chars and any(len(c) > max_chars for c in captions):
         raise RecordError(index, rid, "evidence_texts", f"a text over the limit of {max_chars} characters")
     if limits.get("truncate", True) is False and tokenizer is not None:
-        max_len = int(data.get("max_len", 128))
+        max_len = int(data_value(data, "max_len"))
         for name, t in [("text", text)] + [(f"evidence_texts[{i}]", c) for i, c in enumerate(captions)]:
             if len(tokenizer.tokenize(t)) + 2 > max_len:  # [CLS] tokens [SEP], as the collate counts
                 raise RecordError(index, rid, name, f"longer than max_len={max_len} tokens and truncation is off")
-    label = -1
-    if rec.get("label") is not None:
+    return text, captions
+
+
+def _record_images(index: int, rid, rec, data: dict, transform, limits: dict):
+    """(post image, evidence images) of a record, decoded from base64 and transformed; at most
+    ``Data.max_evidence_images`` evidence images."""
+    max_bytes, max_pixels = int(limits["max_image_bytes"]), int(limits["max_image_pixels"])
+    if rec.get("image_b64") is None:
+        raise RecordError(index, rid, "image_b64", "missing field (the post's image, base64)")
+    try:
+        image = decode_image_b64(rec["image_b64"], "image_b64", transform, max_bytes, max_pixels)
+    except ValueError as e:
+        raise RecordError(index, rid, "image_b64", str(e)) from None
+    encoded = rec.get("evidence_images_b64") or []
+    if not isinstance(encoded, list):
+        raise RecordError(index, rid, "evidence_images_b64", "expected a list of base64 strings")
+    max_evidence = int(data_value(data, "max_evidence_images"))
+    if max_evidence >= 0:
+        encoded = encoded[:max_evidence]
+    evidence = []
+    for k, value in enumerate(encoded):
         try:
-            label = _resolve_label(rec["label"], label_names, f"record {index}")
-        except DataError as e:
-            raise RecordError(index, rid, "label", str(e).split("label: ", 1)[-1]) from None
-    max_caps, max_ev = int(data.get("max_captions", -1)), int(data.get("max_evidence_images", -1))
-    if max_caps >= 0:
-        captions = captions[:max_caps]
-    image, evidence = None, []
-    b, px = int(limits["max_image_bytes"]), int(limits["max_image_pixels"])
-    if use_image:
-        if rec.get("image_b64") is None:
-            raise RecordError(index, rid, "image_b64", "missing field (the post's image, base64)")
-        try:
-            image = decode_image_b64(rec["image_b64"], "image_b64", transform, b, px)
+            evidence.append(decode_image_b64(value, f"evidence_images_b64[{k}]", transform, max_bytes, max_pixels))
         except ValueError as e:
-            raise RecordError(index, rid, "image_b64", str(e)) from None
-        ev = rec.get("evidence_images_b64") or []
-        if not isinstance(ev, list):
-            raise RecordError(index, rid, "evidence_images_b64", "expected a list of base64 strings")
-        if max_ev >= 0:
-            ev = ev[:max_ev]
-        for k, v in enumerate(ev):
-            try:
-                evidence.append(decode_image_b64(v, f"evidence_images_b64[{k}]", transform, b, px))
-            except ValueError as e:
-                raise RecordError(index, rid, f"evidence_images_b64[{k}]", str(e)) from None
-    elif rec.get("image_b64") is not None or rec.get("evidence_images_b64"):
-        pass  # a text-only model ignores images
-    c, s = transform.shape[0], transform.crop
-    ev_arr = np.stack(evidence).astype(np.float32, copy=False) if evidence else np.zeros((0, c, s, s), np.float32)
-    return {"id": rid, "text": text if use_text else "", "captions": captions if use_text else [],
-            "image": image, "evidence_images": ev_arr, "label": label}
+            raise RecordError(index, rid, f"evidence_images_b64[{k}]", str(e)) from None
+    return image, evidence
 
 
 def records_to_items(records: list, data: dict, label_names, tokenizer, use_text: bool, use_image: bool,

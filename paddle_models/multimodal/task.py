@@ -14,7 +14,7 @@ from ..engine.task import Task
 from ..registry import register_task
 from ..safecsv import SafeCsvWriter
 from . import serving
-from .dataset import MultimodalDataset, build_collate, build_dataset, label_names_of
+from .dataset import MultimodalDataset, build_collate, build_dataset, data_value, label_names_of
 from .network import INPUT_NAMES
 from .serving import TOKENIZER_DIR
 from .tokenizer import load_tokenizer, tokenizer_fingerprint, train_tokenizer, vocab_size
@@ -25,24 +25,24 @@ log = logging.getLogger("paddle_models")
 def tokenizer_candidates(cfg) -> list:
     """Where a tokenizer is looked for, in order: beside ``Global.checkpoint``'s run (the tokenizer the
     weights were trained with), then ``<output_dir>/tokenizer``."""
-    cands = []
-    ck = cfg["Global"].get("checkpoint")
-    if ck:
-        d = os.path.abspath(ck)
+    candidates = []
+    checkpoint = cfg["Global"]["checkpoint"]
+    if checkpoint:
+        folder = os.path.abspath(checkpoint)
         for _ in range(4):  # <run>/checkpoints/best/model.safetensors -> <run>/tokenizer
-            d = os.path.dirname(d)
-            cands.append(os.path.join(d, TOKENIZER_DIR))
-    cands.append(os.path.join(cfg["Global"]["output_dir"], TOKENIZER_DIR))
-    return list(dict.fromkeys(cands))  # once each (near the file-system root the parents repeat)
+            folder = os.path.dirname(folder)
+            candidates.append(os.path.join(folder, TOKENIZER_DIR))
+    candidates.append(os.path.join(cfg["Global"]["output_dir"], TOKENIZER_DIR))
+    return list(dict.fromkeys(candidates))  # once each (near the file-system root the parents repeat)
 
 
 def find_tokenizer_dir(cfg) -> Optional[str]:
     """Data.tokenizer, else the tokenizer saved beside a checkpoint's run, else <output_dir>/tokenizer."""
-    if cfg["Data"].get("tokenizer"):
+    if cfg["Data"]["tokenizer"]:
         return cfg["Data"]["tokenizer"]
-    for c in tokenizer_candidates(cfg):
-        if os.path.isfile(os.path.join(c, "vocab.txt")):
-            return c
+    for candidate in tokenizer_candidates(cfg):
+        if os.path.isfile(os.path.join(candidate, "vocab.txt")):
+            return candidate
     return None
 
 
@@ -55,8 +55,8 @@ class MultimodalTask(Task):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        mods = list(cfg["Arch"]["modalities"])
-        self.use_text, self.use_image = "text" in mods, "image" in mods
+        modalities = list(cfg["Arch"]["modalities"])
+        self.use_text, self.use_image = "text" in modalities, "image" in modalities
         self.label_names = label_names_of(cfg["Data"])
         if len(self.label_names) != cfg["Arch"]["num_classes"]:
             raise ValueError(f"Data.label_names has {len(self.label_names)} names but Arch.num_classes is "
@@ -66,8 +66,9 @@ class MultimodalTask(Task):
 
     # ---- setup -------------------------------------------------------------------------------
     def split_name(self, split: str) -> str:
-        d = self.cfg["Data"]
-        return {"train": d["train_split"], "val": d["val_split"], "test": d["test_split"]}.get(split, split)
+        data_cfg = self.cfg["Data"]
+        names = {"train": data_cfg["train_split"], "val": data_cfg["val_split"], "test": data_cfg["test_split"]}
+        return names.get(split, split)
 
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
         tok_dir = find_tokenizer_dir(self.cfg)
@@ -89,9 +90,9 @@ class MultimodalTask(Task):
     def _refuse_new_tokenizer(self):
         """A tokenizer is trained only for a run from scratch: weights from ``Global.checkpoint`` or a resumed
         run were trained with their own vocabulary, and a new one would silently give wrong ids."""
-        g = self.cfg["Global"]
-        why = (f"Global.checkpoint={g['checkpoint']}" if g.get("checkpoint")
-               else "Global.resume=true" if g.get("resume") else None)
+        global_cfg = self.cfg["Global"]
+        why = (f"Global.checkpoint={global_cfg['checkpoint']}" if global_cfg["checkpoint"]
+               else "Global.resume=true" if global_cfg["resume"] else None)
         if why:
             looked = ", ".join(tokenizer_candidates(self.cfg))
             raise FileNotFoundError(
@@ -259,9 +260,9 @@ class MultimodalTask(Task):
         """Each record validated, its images decoded and transformed: dataset items (tokenized at collate)."""
         data = serving.data_settings(self.export_dir, self.export_meta)
         use_text, use_image = serving.modalities(self.export_dir, self.export_meta)
-        lim = {"max_image_bytes": 10 << 20, "max_image_pixels": 40_000_000, **(limits or {})}
+        server_limits = {"max_image_bytes": 10 << 20, "max_image_pixels": 40_000_000, **(limits or {})}
         return serving.records_to_items(records, data, self.label_names, self._export_tokenizer(), use_text,
-                                        use_image, lim)
+                                        use_image, server_limits)
 
     def collate_items(self, items: list):
         """The training collate with the export's settings (one instance, so its token cache is kept). With
@@ -273,8 +274,8 @@ class MultimodalTask(Task):
             use_text, use_image = serving.modalities(self.export_dir, self.export_meta)
             if self.cfg["Arch"]["fusion"] == "masked":
                 data = {**data, "pad_to_max_len": True}
-                fixed = {"min_captions": max(0, int(data.get("max_captions", 0))),
-                         "min_evidence_images": max(0, int(data.get("max_evidence_images", 0)))}
+                fixed = {"min_captions": max(0, int(data_value(data, "max_captions"))),
+                         "min_evidence_images": max(0, int(data_value(data, "max_evidence_images")))}
             else:  # the baseline numerics see padding: pad exactly as tools/infer.py does
                 fixed = {}
             self._serve_collate = build_collate(data, self._export_tokenizer(), use_text, use_image, **fixed)

@@ -144,19 +144,20 @@ def load_resnet(model, spec: str, strict: bool = True) -> dict:
                        ignored=ignored)
 
 
-def load_pretrained(model, pcfg, checkpoint_follows: bool = False) -> List[dict]:
+def load_pretrained(model, pretrained_cfg, checkpoint_follows: bool = False) -> List[dict]:
     """Load what ``Arch.pretrained`` names; warn loudly about encoders left random (unless a whole-model
     checkpoint, ``Global.checkpoint``, is loaded right after: ``checkpoint_follows``)."""
-    strict = bool(pcfg.get("strict", True))
+    strict = bool(pretrained_cfg.get("strict", True))
     reports = []
-    if pcfg.get("checkpoint"):
-        reports.append(apply_state(model, _read_state(pcfg["checkpoint"]), f"checkpoint {pcfg['checkpoint']}", strict))
-    if pcfg.get("ernie"):
-        reports.append(load_ernie(model, pcfg["ernie"], strict))
-    if pcfg.get("resnet"):
-        reports.append(load_resnet(model, pcfg["resnet"], strict))
-    if not pcfg.get("checkpoint") and not checkpoint_follows:
-        random_parts = [n for n, key in (("ERNIE-M", "ernie"), ("ResNet", "resnet")) if not pcfg.get(key)]
+    if pretrained_cfg.get("checkpoint"):
+        checkpoint = pretrained_cfg["checkpoint"]
+        reports.append(apply_state(model, _read_state(checkpoint), f"checkpoint {checkpoint}", strict))
+    if pretrained_cfg.get("ernie"):
+        reports.append(load_ernie(model, pretrained_cfg["ernie"], strict))
+    if pretrained_cfg.get("resnet"):
+        reports.append(load_resnet(model, pretrained_cfg["resnet"], strict))
+    if not pretrained_cfg.get("checkpoint") and not checkpoint_follows:
+        random_parts = [n for n, key in (("ERNIE-M", "ernie"), ("ResNet", "resnet")) if not pretrained_cfg.get(key)]
         if random_parts:
             log.warning("RANDOM WEIGHTS: %s %s randomly initialised: no pretrained weights configured "
                         "(Arch.pretrained.%s). Fine for tests and the synthetic demo; for real data give "

@@ -20,13 +20,13 @@ from .decoding import export_greedy, strip_special
 RECORD_FIELDS = ("id", "src")
 
 
-def export_tokenizer(model_dir: str, pre: dict):
-    if pre.get("tokenizer"):
-        return SpmTokenizer(os.path.join(model_dir, pre["tokenizer"]))
-    return ToyTokenizer(int(pre["vocab_size"]))
+def export_tokenizer(model_dir: str, preprocess: dict):
+    if preprocess.get("tokenizer"):
+        return SpmTokenizer(os.path.join(model_dir, preprocess["tokenizer"]))
+    return ToyTokenizer(int(preprocess["vocab_size"]))
 
 
-def record_to_item(index: int, rec, tokenizer, pre: dict, limits: dict) -> dict:
+def record_to_item(index: int, rec, tokenizer, preprocess: dict, limits: dict) -> dict:
     """One record -> ``{"id", "src_ids"}`` (source token ids followed by EOS), or a RecordError."""
     rid = record_id(index, rec, RECORD_FIELDS)
     src = rec.get("src")
@@ -42,47 +42,51 @@ def record_to_item(index: int, rec, tokenizer, pre: dict, limits: dict) -> dict:
         ids = tokenizer.encode(src)
     except ValueError as e:  # the toy tokenizer reads integers
         raise RecordError(index, rid, "src", f"not tokens of this model ({e})") from None
-    room = int(pre["max_len"]) - 1  # positions for the source and its EOS
+    room = int(preprocess["max_len"]) - 1  # positions for the source and its EOS
     if len(ids) > room:
         if limits.get("truncate", True) is False:
             raise RecordError(index, rid, "src", f"{len(ids)} tokens, longer than the model's {room} source "
                                                  f"positions and truncation is off")
         ids = ids[:room]
-    return {"id": rid, "src_ids": np.asarray(list(ids) + [int(pre["eos_id"])], dtype=np.int64)}
+    return {"id": rid, "src_ids": np.asarray(list(ids) + [int(preprocess["eos_id"])], dtype=np.int64)}
 
 
-def records_to_items(records: list, tokenizer, pre: dict, limits: dict) -> Tuple[list, List[Optional[RecordError]]]:
-    return prepare_each(records, lambda i, rec: record_to_item(i, rec, tokenizer, pre, limits))
+def records_to_items(records: list, tokenizer, preprocess: dict,
+                     limits: dict) -> Tuple[list, List[Optional[RecordError]]]:
+    return prepare_each(records, lambda i, rec: record_to_item(i, rec, tokenizer, preprocess, limits))
 
 
-def collate_items(items: list, pre: dict) -> Dict[str, np.ndarray]:
-    return {"src_ids": pad_batch([it["src_ids"] for it in items], int(pre["pad_id"])),
+def collate_items(items: list, preprocess: dict) -> Dict[str, np.ndarray]:
+    return {"src_ids": pad_batch([it["src_ids"] for it in items], int(preprocess["pad_id"])),
             "id": np.array([it["id"] for it in items])}
 
 
-def greedy_runner(make_predictor, pre: dict):
+def greedy_runner(make_predictor, preprocess: dict):
     """batch -> ``{"tokens": [B, T]}``: greedy decoding through the exported encoder and decoder step."""
     encoder, step = make_predictor("encoder"), make_predictor("decoder_step")
     step_names = list(step.input_names)
-    dec = pre.get("decode") or {}
+    length_rule = preprocess["decode"]  # max_len_a * source length + max_len_b, as the config's Decode section
 
     def run(batch):
         src = batch["src_ids"]
         # the output budget of the eval decoding: a * (padded source length) + b, within the positional table
-        max_len = max(1, min(int(float(dec.get("max_len_a", 1.0)) * src.shape[1] + int(dec.get("max_len_b", 10))),
-                             int(pre["max_len"]) - 1))
+        budget = int(float(length_rule["max_len_a"]) * src.shape[1] + int(length_rule["max_len_b"]))
+        max_len = max(1, min(budget, int(preprocess["max_len"]) - 1))
         tokens = export_greedy(lambda s: encoder.run_list({"src_ids": s}),
                                lambda *a: step.run_list(dict(zip(step_names, a))), src, max_len,
-                               int(pre["num_layers"]), int(pre["num_heads"]), int(pre["head_dim"]),
-                               bos_id=int(pre["bos_id"]), eos_id=int(pre["eos_id"]), pad_id=int(pre["pad_id"]))
+                               int(preprocess["num_layers"]), int(preprocess["num_heads"]), int(preprocess["head_dim"]),
+                               bos_id=int(preprocess["bos_id"]), eos_id=int(preprocess["eos_id"]),
+                               pad_id=int(preprocess["pad_id"]))
         return {"tokens": tokens}
 
     return run
 
 
-def translation_rows(outputs: Dict[str, np.ndarray], batch: Dict[str, np.ndarray], tokenizer, pre: dict) -> List[dict]:
+def translation_rows(outputs: Dict[str, np.ndarray], batch: Dict[str, np.ndarray], tokenizer,
+                     preprocess: dict) -> List[dict]:
     rows = []
     for rid, row in zip(batch["id"], outputs["tokens"]):
-        ids = strip_special(row, eos_id=int(pre["eos_id"]), pad_id=int(pre["pad_id"]), bos_id=int(pre["bos_id"]))
+        ids = strip_special(row, eos_id=int(preprocess["eos_id"]), pad_id=int(preprocess["pad_id"]),
+                            bos_id=int(preprocess["bos_id"]))
         rows.append({"id": str(rid), "translation": tokenizer.decode(ids)})
     return rows

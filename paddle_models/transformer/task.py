@@ -91,20 +91,20 @@ class TransformerTask(Task):
 
     # ---- setup -------------------------------------------------------------------------------
     def _data_path(self, key: str) -> str:
-        d = self.cfg["Data"]
-        return _resolve(d[key], d["data_dir"] or default_data_dir())
+        data_cfg = self.cfg["Data"]
+        return _resolve(data_cfg[key], data_cfg["data_dir"] or default_data_dir())
 
     def _find_spm(self, output_dir: str):
-        d, g = self.cfg["Data"], self.cfg["Global"]
-        if d["spm_model"]:
-            path = _resolve(d["spm_model"], d["data_dir"] or default_data_dir())
+        data_cfg = self.cfg["Data"]
+        if data_cfg["spm_model"]:
+            path = _resolve(data_cfg["spm_model"], data_cfg["data_dir"] or default_data_dir())
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"Data.spm_model: {path}: SentencePiece model not found")
             return path
         candidates = []
-        ckpt = g.get("checkpoint")
-        if ckpt:  # <run>/checkpoints/best(/model.safetensors): the vocabulary of the run that trained it comes first
-            p = os.path.abspath(str(ckpt))
+        checkpoint = self.cfg["Global"]["checkpoint"]
+        if checkpoint:  # <run>/checkpoints/best(/model.safetensors): the vocabulary of the run that trained it first
+            p = os.path.abspath(str(checkpoint))
             p = p if os.path.isdir(p) else os.path.dirname(p)
             for _ in range(3):
                 candidates.append(os.path.join(p, SPM_NAME))
@@ -126,25 +126,26 @@ class TransformerTask(Task):
         if found is None:
             if not is_main:
                 raise FileNotFoundError(f"{dest}: SentencePiece model not written by rank 0")
-            g = self.cfg["Global"]
-            if g.get("checkpoint") or g.get("resume"):
-                why = f"Global.checkpoint={g['checkpoint']}" if g.get("checkpoint") else "Global.resume=true"
+            global_cfg = self.cfg["Global"]
+            if global_cfg["checkpoint"] or global_cfg["resume"]:
+                why = (f"Global.checkpoint={global_cfg['checkpoint']}" if global_cfg["checkpoint"]
+                       else "Global.resume=true")
                 raise FileNotFoundError(
                     f"{why}: no {SPM_NAME} found beside the checkpoint's run or in {output_dir}; a model must be "
                     f"used with the vocabulary it was trained with: set Data.spm_model to it (a new one is "
                     f"trained only when training from scratch)")
-            d = self.cfg["Data"]
+            data_cfg = self.cfg["Data"]
             found = train_sentencepiece(
                 [self._data_path("train_src"), self._data_path("train_tgt")], dest[: -len(".model")],
-                vocab_size=int(arch["vocab_size"]), model_type=d["spm_model_type"],
-                character_coverage=d["spm_character_coverage"], seed=int(self.cfg["Global"]["seed"]))
+                vocab_size=int(arch["vocab_size"]), model_type=data_cfg["spm_model_type"],
+                character_coverage=data_cfg["spm_character_coverage"], seed=int(self.cfg["Global"]["seed"]))
         elif is_main and os.path.abspath(found) != os.path.abspath(dest):
             shutil.copyfile(found, dest)  # keep the vocabulary with the run's checkpoints
-        tok = SpmTokenizer(found)
-        if tok.vocab_size != int(arch["vocab_size"]):
-            raise ValueError(f"{found}: vocabulary has {tok.vocab_size} pieces but Arch.vocab_size is "
+        tokenizer = SpmTokenizer(found)
+        if tokenizer.vocab_size != int(arch["vocab_size"]):
+            raise ValueError(f"{found}: vocabulary has {tokenizer.vocab_size} pieces but Arch.vocab_size is "
                              f"{arch['vocab_size']}; set Arch.vocab_size to match (or retrain the vocabulary)")
-        self.tokenizer = tok
+        self.tokenizer = tokenizer
 
     def preprocessing_fingerprint(self):
         """The SentencePiece model's fingerprint (sha256 of the file); None for the toy task."""
@@ -165,14 +166,14 @@ class TransformerTask(Task):
     # ---- data --------------------------------------------------------------------------------
     def _toy_examples(self, split: str):
         if split not in self._toy_cache:
-            d, seed = self.cfg["Data"], int(self.cfg["Global"]["seed"])
-            args = dict(task=d["toy_task"], vocab_size=int(self.cfg["Arch"]["vocab_size"]),
-                        min_len=int(d["toy_min_len"]), max_len=int(d["toy_max_len"]))
-            held = make_toy_examples(2 * int(d["toy_val_size"]), seed=seed + 1, **args)
+            data_cfg, seed = self.cfg["Data"], int(self.cfg["Global"]["seed"])
+            args = dict(task=data_cfg["toy_task"], vocab_size=int(self.cfg["Arch"]["vocab_size"]),
+                        min_len=int(data_cfg["toy_min_len"]), max_len=int(data_cfg["toy_max_len"]))
+            held = make_toy_examples(2 * int(data_cfg["toy_val_size"]), seed=seed + 1, **args)
             held_keys = {tuple(s.tolist()) for s, _, _ in held}
-            n = int(d["toy_val_size"])
+            n = int(data_cfg["toy_val_size"])
             self._toy_cache["val"], self._toy_cache["test"] = held[:n], held[n:]
-            self._toy_cache["train"] = make_toy_examples(int(d["toy_train_size"]), seed=seed,
+            self._toy_cache["train"] = make_toy_examples(int(data_cfg["toy_train_size"]), seed=seed,
                                                            exclude=held_keys, **args)
         return self._toy_cache[split]
 
@@ -204,12 +205,13 @@ class TransformerTask(Task):
         """With ``Data.max_tokens`` > 0: batches of similar-length pairs holding at most ``max_tokens`` padded
         tokens (and ``Data.max_sentences`` pairs), in a seeded order each epoch; ``Global.batch_size`` is
         not used then. With ``max_tokens: 0``: ``Global.batch_size`` pairs per batch."""
-        d = self.cfg["Data"]
-        if int(d["max_tokens"]) <= 0:
+        data_cfg = self.cfg["Data"]
+        if int(data_cfg["max_tokens"]) <= 0:
             return super().batch_sampler(split, dataset, batch_size, seed=seed, shuffle=shuffle, rank=rank,
                                          world_size=world_size)
         lengths = [(len(s), len(t)) for s, t, _ in dataset.examples]
-        fixed = token_batches(lengths, int(d["max_tokens"]), seed=seed, max_sentences=int(d["max_sentences"]))
+        fixed = token_batches(lengths, int(data_cfg["max_tokens"]), seed=seed,
+                              max_sentences=int(data_cfg["max_sentences"]))
         return FixedBatches(fixed, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
 
     def default_eval_split(self) -> str:
@@ -232,7 +234,7 @@ class TransformerTask(Task):
         return loss, {"nll": float(nll), "tokens": float(ntok)}
 
     def predict_step(self, model, batch) -> Dict[str, np.ndarray]:
-        dec = self.cfg["Decode"]
+        decode_cfg = self.cfg["Decode"]
         src = batch["src_ids"]
         src = src if isinstance(src, paddle.Tensor) else paddle.to_tensor(src)
         tgt_in = batch["tgt_in"] if isinstance(batch["tgt_in"], paddle.Tensor) else paddle.to_tensor(batch["tgt_in"])
@@ -242,11 +244,11 @@ class TransformerTask(Task):
             nll = F.cross_entropy(logits, tgt_out.unsqueeze(-1), ignore_index=PAD_ID, reduction="none").squeeze(-1)
             nll_sum = nll.sum(axis=1).numpy()
             ntok = (tgt_out != PAD_ID).astype("float32").sum(axis=1).numpy()
-        max_len = max_output_len(model, src.shape[1], float(dec["max_len_a"]), int(dec["max_len_b"]))
-        hyp_ids = decode_batch(model, src, beam_size=int(dec["beam_size"]), max_len=max_len,
-                               alpha=float(dec["length_penalty"]), use_cache=bool(dec["use_cache"]))
-        tok = self._tok()
-        hyps = [tok.decode(strip_special(row)) for row in hyp_ids]
+        max_len = max_output_len(model, src.shape[1], float(decode_cfg["max_len_a"]), int(decode_cfg["max_len_b"]))
+        hyp_ids = decode_batch(model, src, beam_size=int(decode_cfg["beam_size"]), max_len=max_len,
+                               alpha=float(decode_cfg["length_penalty"]), use_cache=bool(decode_cfg["use_cache"]))
+        tokenizer = self._tok()
+        hyps = [tokenizer.decode(strip_special(row)) for row in hyp_ids]
         return {"hyp": np.array(hyps, dtype=object), "ref": np.asarray(batch["ref"], dtype=object),
                 "nll_sum": nll_sum.astype("float64"), "ntok": ntok.astype("float64")}
 
@@ -313,17 +315,17 @@ class TransformerTask(Task):
 
     def export_metadata(self, out_dir: str) -> dict:
         """Tokenizer (copied beside the graphs), special ids and decoding settings for a predictor."""
-        arch, dec = self.cfg["Arch"], self.cfg["Decode"]
-        pre = {"output": "logits", "kind": self.kind, "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
+        arch, decode_cfg = self.cfg["Arch"], self.cfg["Decode"]
+        preprocess = {"output": "logits", "kind": self.kind, "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
                "vocab_size": int(arch["vocab_size"]), "max_len": int(arch["max_len"]),
                "num_layers": int(arch["num_decoder_layers"]), "num_heads": int(arch["num_heads"]),
                "head_dim": int(arch["d_model"]) // int(arch["num_heads"]),
-               "decode": {"max_len_a": float(dec["max_len_a"]), "max_len_b": int(dec["max_len_b"])}}
+               "decode": {"max_len_a": float(decode_cfg["max_len_a"]), "max_len_b": int(decode_cfg["max_len_b"])}}
         if self.kind != "toy":
-            tok = self._tok()
-            shutil.copyfile(tok.path, os.path.join(out_dir, SPM_NAME))
-            pre["tokenizer"] = SPM_NAME
-        return {"preprocess": pre}
+            tokenizer = self._tok()
+            shutil.copyfile(tokenizer.path, os.path.join(out_dir, SPM_NAME))
+            preprocess["tokenizer"] = SPM_NAME
+        return {"preprocess": preprocess}
 
     def example_batch(self, model, batch_size: int = 2) -> dict:
         rng = np.random.RandomState(0)
@@ -349,8 +351,8 @@ class TransformerTask(Task):
 
     def prepare_items(self, records: list, limits: Optional[dict] = None):
         """Records ``{"id", "src"}``: the source text tokenized with the export's vocabulary (+ EOS)."""
-        lim = {"max_text_chars": 10_000, "truncate": True, **(limits or {})}
-        return serving.records_to_items(records, self._serving_tokenizer(), self._serving_pre(), lim)
+        server_limits = {"max_text_chars": 10_000, "truncate": True, **(limits or {})}
+        return serving.records_to_items(records, self._serving_tokenizer(), self._serving_pre(), server_limits)
 
     def collate_items(self, items: list):
         return serving.collate_items(items, self._serving_pre())
