@@ -486,7 +486,8 @@ def main(argv=None):
             b16 = r.get("paddle_inference_onednn_bf16@1")
             if b16:
                 goal.append(f"{label}: Paddle Inference bf16 (opt-in precision) p50 at batch 1 = "
-                            f"{b16['p50_ratio_vs_dygraph']:.2f}x dygraph, max rel err {b16['max_rel_err_vs_dygraph']:.1e}")
+                            f"{b16['p50_ratio_vs_dygraph']:.2f}x dygraph, max rel err "
+                            f"{b16['max_rel_err_vs_dygraph']:.1e}")
             res["goal_met"] = best <= 0.6
         i8 = r.get("onnxruntime_int8@1")
         if i8:
