@@ -108,18 +108,20 @@ def run_inference(options: InferOptions) -> dict:
     from .engine.predictor import open_predictor
 
     t0 = time.time()
-    pred = open_predictor(options.model_dir, variant=options.variant, threads=options.threads, engine=options.engine,
-                          precision=options.precision, onednn=options.onednn, keep_buffers=options.keep_buffers)
+    predictor = open_predictor(options.model_dir, variant=options.variant, threads=options.threads,
+                               engine=options.engine, precision=options.precision, onednn=options.onednn,
+                               keep_buffers=options.keep_buffers)
     load_s = time.time() - t0
     if is_array_input(options.input):
-        result = infer_arrays(pred, options.input, options.out)
+        result = infer_arrays(predictor, options.input, options.out)
     else:
-        result = infer_raw(pred, options)
-    result.update({"engine": pred.engine, "model_dir": pred.model_dir, "variant": pred.variant,
-                   "threads": pred.threads, "onednn": pred.onednn, "precision": pred.precision,
-                   "keep_buffers": pred.keep_buffers, "kept_bytes": pred.kept_bytes, "load_seconds": round(load_s, 3)})
-    if pred.onednn_note:
-        result["onednn_note"] = pred.onednn_note
+        result = infer_raw(predictor, options)
+    result.update({"engine": predictor.engine, "model_dir": predictor.model_dir, "variant": predictor.variant,
+                   "threads": predictor.threads, "onednn": predictor.onednn, "precision": predictor.precision,
+                   "keep_buffers": predictor.keep_buffers, "kept_bytes": predictor.kept_bytes,
+                   "load_seconds": round(load_s, 3)})
+    if predictor.onednn_note:
+        result["onednn_note"] = predictor.onednn_note
     return result
 
 
@@ -130,8 +132,8 @@ class _StreamTimes:
     model: float = 0.0
 
 
-def _predict_stream(pred, task, dataset, collate, options: InferOptions, times: _StreamTimes):
-    """Rows and true labels (-1: unknown) of every item of ``dataset``, batch by batch through ``pred``."""
+def _predict_stream(predictor, task, dataset, collate, options: InferOptions, times: _StreamTimes):
+    """Rows and true labels (-1: unknown) of every item of ``dataset``, batch by batch through ``predictor``."""
     import numpy as np
 
     from .engine.loader import Loader
@@ -147,7 +149,7 @@ def _predict_stream(pred, task, dataset, collate, options: InferOptions, times: 
     for batch in loader.batches(np.arange(len(dataset))):
         t1 = time.time()
         times.preprocess += t1 - t_wait
-        out = pred.run({k: batch[k] for k in pred.input_names})
+        out = predictor.run({k: batch[k] for k in predictor.input_names})
         t_wait = time.time()
         times.model += t_wait - t1
         rows.extend(task.prediction_rows(out, batch))
@@ -173,16 +175,16 @@ def _labelled_metrics(rows, labels, names) -> dict:
     return {"labelled": int(known.sum()), "accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
-def infer_raw(pred, options: InferOptions) -> dict:
+def infer_raw(predictor, options: InferOptions) -> dict:
     """A raw input file -> the predictions CSV + JSON lines; the result facts (counts, paths, timings)."""
     t0 = time.time()
-    task = task_for_export(pred.model_dir, pred.meta)
+    task = task_for_export(predictor.model_dir, predictor.meta)
     dataset, collate = task.read_inputs(options.input, on_bad_image=options.on_bad_image,
                                         data_overrides=data_overrides(options.overrides))
     setup_s = time.time() - t0
     times = _StreamTimes()
-    rows, labels = _predict_stream(pred, task, dataset, collate, options, times)
-    names = list(rows[0]["probabilities"]) if rows else list(pred.meta.get("labels") or [])
+    rows, labels = _predict_stream(predictor, task, dataset, collate, options, times)
+    names = list(rows[0]["probabilities"]) if rows else list(predictor.meta.get("labels") or [])
     csv_path, jsonl_path = write_prediction_rows(options.out, rows, names, labels)
     n = len(rows)
     result = {"input": os.path.abspath(options.input), "items": n, "predictions_csv": os.path.abspath(csv_path),
@@ -198,13 +200,13 @@ def infer_raw(pred, options: InferOptions) -> dict:
     return result
 
 
-def infer_arrays(pred, input_file: str, out: str) -> dict:
+def infer_arrays(predictor, input_file: str, out: str) -> dict:
     """A .npz of input arrays -> the raw outputs as a .npz (:func:`npz_output_path` of ``out``); the facts."""
     from .engine.artifact import load_npz, save_npz
 
     arrays = load_npz(input_file)
     t0 = time.time()
-    outs = pred.run(arrays)
+    outs = predictor.run(arrays)
     dt = time.time() - t0
     path = npz_output_path(out)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -131,16 +131,16 @@ def request_records(data_root: str, items: str) -> list:
 
     data = {"format": "mr2", "root": data_root, "files": {"val": os.path.basename(items)},
             "on_bad_image": "skip", "allow_empty_text": True}
-    ds = build_dataset(data, "val", True, True)  # images on: the items without their image are skipped
+    dataset = build_dataset(data, "val", True, True)  # images on: the items without their image are skipped
 
     def encoded(rel):
         with open(os.path.join(data_root, rel), "rb") as fh:
             return base64.b64encode(fh.read()).decode()
 
     records = []
-    for k, r in enumerate(ds.records):
-        captions, evidence_files = ds._mr2_evidence(k, r, count=False)
-        records.append({"id": r.id, "text": r.text, "image_b64": encoded(r.image), "evidence_texts": captions,
+    for k, item in enumerate(dataset.records):
+        captions, evidence_files = dataset._mr2_evidence(k, item, count=False)
+        records.append({"id": item.id, "text": item.text, "image_b64": encoded(item.image), "evidence_texts": captions,
                         "evidence_images_b64": [encoded(e) for e in evidence_files]})
     return records
 

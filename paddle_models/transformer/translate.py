@@ -67,16 +67,16 @@ def translate_checkpoint(cfg, lines: Sequence[str], beam: int = 0, batch_size: i
     from .model import EOS_ID, PAD_ID
 
     task, model = _checkpoint_task_and_model(cfg)
-    tok, dec = task.tokenizer, cfg["Decode"]
+    tokenizer, decode_cfg = task.tokenizer, cfg["Decode"]
     room = int(cfg["Arch"]["max_len"]) - 1
     out = [""] * len(lines)
     for idx in _batches_of_nonempty(lines, batch_size):
-        src = pad_batch([np.asarray(tok.encode(lines[i])[:room] + [EOS_ID], "int64") for i in idx], PAD_ID)
-        max_len = max_output_len(model, src.shape[1], float(dec["max_len_a"]), int(dec["max_len_b"]))
-        hyps = decode_batch(model, src, beam_size=beam or int(dec["beam_size"]), max_len=max_len,
-                            alpha=float(dec["length_penalty"]), use_cache=bool(dec["use_cache"]))
+        src = pad_batch([np.asarray(tokenizer.encode(lines[i])[:room] + [EOS_ID], "int64") for i in idx], PAD_ID)
+        max_len = max_output_len(model, src.shape[1], float(decode_cfg["max_len_a"]), int(decode_cfg["max_len_b"]))
+        hyps = decode_batch(model, src, beam_size=beam or int(decode_cfg["beam_size"]), max_len=max_len,
+                            alpha=float(decode_cfg["length_penalty"]), use_cache=bool(decode_cfg["use_cache"]))
         for i, h in zip(idx, hyps, strict=True):
-            out[i] = tok.decode(strip_special(h))
+            out[i] = tokenizer.decode(strip_special(h))
     return out
 
 
