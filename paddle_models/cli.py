@@ -1,5 +1,5 @@
-"""Shared command-line plumbing for tools/: ``-c CONFIG``, ``-o key=value``, ``--json``, ``--debug`` and the
-one-line ``error: ...`` exit path."""
+"""Shared command-line plumbing of the commands (``paddle_models/commands``, run by ``tools/*.py``): ``-c CONFIG``,
+``-o key=value``, ``--json``, ``--debug`` and the one-line ``error: ...`` exit path."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,14 @@ import json
 import logging
 import os
 import sys
-from typing import Optional
 
-from .engine.artifact import to_builtin  # noqa: F401  (re-exported for tools)
+from .engine.artifact import to_builtin  # noqa: F401  (re-exported for the commands)
 
 
-def base_parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def base_parser(description: str, config_required: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
+    """A parser with ``-c/--config``, ``-o/--override``, ``--json`` and ``--debug`` (``prog``: the name in its
+    usage line; None: the script's file name)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("-c", "--config", required=config_required, help="YAML config (configs/<family>/<name>.yaml)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. -o Global.epochs=3 -o Arch.modalities=[text]")
@@ -48,12 +49,12 @@ def _expected(e: BaseException) -> bool:
     return own or isinstance(e, (OSError, ValueError, KeyError))
 
 
-def run_tool(main):
+def run_tool(main, argv=None):
     """Run ``main()`` and exit with its code. Errors end in one line on stderr: ``error: <message>`` and exit
     code 2 (a tool returns 1 itself for "ran, and a check failed"). An interrupt (Ctrl-C) prints its message
-    (the trainer's says where to resume) and exits 130. With ``--debug`` on the command line the stack trace
-    is shown instead."""
-    debug = "--debug" in sys.argv[1:]
+    (the trainer's says where to resume) and exits 130. With ``--debug`` among the arguments (``argv``, by
+    default the process's own) the stack trace is shown instead."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         code = main()
     except SystemExit:
@@ -95,17 +96,3 @@ def print_summary(title: str, result: dict):
             print("   " + " ".join(f"{int(x):6d}" for x in row))
     sys.stdout.flush()
 
-
-def task_for_export(model_dir: str, meta: Optional[dict] = None):
-    """The family's task serving the export folder ``model_dir`` (``Task.for_export`` with the folder's
-    export.yaml and config.yaml): its ``read_inputs``, ``prepare_inputs`` and ``prediction_rows``."""
-    from .config import load_config
-    from .engine.artifact import CONFIG_FILE, read_export_meta
-    from .registry import get_task
-
-    meta = meta if meta is not None else read_export_meta(model_dir)
-    family = meta.get("family")
-    if not family:
-        raise ValueError(f"{model_dir}: export.yaml names no family")
-    cfg = load_config(os.path.join(model_dir, meta.get("config") or CONFIG_FILE))
-    return get_task(family).for_export(model_dir, meta, cfg)

@@ -50,3 +50,19 @@ def test_checker_finds_planted_violations(tmp_path):
         ["paddle_models.engine.export", "paddle_models.engine.predictor"],
         ["paddle_models.engine.trainer", "paddle_models.multimodal.task"],
     ]
+
+
+def test_checker_finds_engine_imports_of_the_commands(tmp_path):
+    """The commands package is tool layer too: the engine importing it (or one of its modules) is a violation."""
+    pkg = tmp_path / "paddle_models"
+    _write(str(pkg), "__init__.py", "")
+    _write(str(pkg), "commands/__init__.py", "")
+    _write(str(pkg), "commands/infer.py", "from ..engine import predictor\n")
+    _write(str(pkg), "engine/__init__.py", "")
+    _write(str(pkg), "engine/predictor.py", "")
+    _write(str(pkg), "engine/server.py", "def f():\n    from paddle_models.commands.infer import main\n")
+    _write(str(pkg), "engine/trainer.py", "from .. import commands\n")
+    graph = import_graph(str(pkg))
+    assert engine_violations(graph) == ["paddle_models.engine.server -> paddle_models.commands.infer",
+                                        "paddle_models.engine.trainer -> paddle_models.commands"]
+    assert find_cycles(graph) == []

@@ -390,9 +390,8 @@ def test_symlink_out_of_the_data_root_is_refused(tmp_path):
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path):
-    import importlib.util
-
     from paddle_models.multimodal.task import MultimodalTask
+    from paddle_models.predictions import write_prediction_rows
 
     ids = np.array(["=cmd|' /C calc'!A0", "+1", "-2", "@SUM(A1)", "\tx", "plain"])
     task = MultimodalTask(load_config(CFG, [f"Global.output_dir={tmp_path}"]))
@@ -404,12 +403,9 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path):
     for key in ("predictions_csv", "probabilities_csv"):
         col = [row[0] for row in csv.reader(open(paths[key]))][1:]
         assert col == ["'=cmd|' /C calc'!A0", "'+1", "'-2", "'@SUM(A1)", "'\tx", "plain"], col
-    spec = importlib.util.spec_from_file_location("infer_tool", INFER)
-    infer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(infer)
     rows = [{"id": i, "label": 2, "label_name": "positive",
              "probabilities": {"negative": 0.2, "neutral": 0.3, "positive": 0.5}} for i in ids]
-    csv_path, jsonl_path = infer.write_predictions(str(tmp_path / "pred.csv"), rows, ["negative", "neutral", "positive"])
+    csv_path, jsonl_path = write_prediction_rows(str(tmp_path / "pred.csv"), rows, ["negative", "neutral", "positive"])
     assert [row[0] for row in csv.reader(open(csv_path))][1] == "'=cmd|' /C calc'!A0"
     assert json.loads(open(jsonl_path).readline())["id"] == "=cmd|' /C calc'!A0"  # JSON lines stay raw
 

@@ -23,7 +23,7 @@ from paddle_models.engine.parity import ParityError, max_rel_err
 from paddle_models.engine.predictor import Predictor
 from paddle_models.engine.task import Task
 from paddle_models.engine.trainer import Trainer
-from paddle_models.cli import task_for_export
+from paddle_models.inference import task_for_export
 from paddle_models.registry import get_task, list_models, model_entry
 
 from conftest import train_small_multimodal
@@ -357,6 +357,27 @@ def test_infer_tool_on_jsonl_matches_dygraph_eval(exported, run, tmp_path, engin
     # labels were present: the tool reports accuracy on them
     assert res["labelled"] == 12
     assert res["accuracy"] == pytest.approx(float(np.mean(ref["prob"].argmax(1) == ref["label"])))
+
+
+def test_module_entry_point_infers_like_the_tool(exported, run, tmp_path):
+    """``python -m paddle_models infer`` (the console script's code path) gives the tool's rows and result."""
+    got = {}
+    for how, prefix in (("tool", [str(ROOT / "tools" / "infer.py")]), ("module", ["-m", "paddle_models", "infer"])):
+        pred_csv = tmp_path / how / "pred.csv"
+        cmd = [sys.executable, *prefix, "--model-dir", str(exported["out"]), "--input", str(run["data"] / "test.jsonl"),
+               "--out", str(pred_csv), "--threads", "1", "--onednn", "off", "--no-progress", "--json"]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=str(ROOT), timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+        header, rows = _read_csv(pred_csv)
+        jsonl = [json.loads(x) for x in pred_csv.with_suffix(".jsonl").read_text().splitlines()]
+        got[how] = {"header": header, "ids": [r[:2] for r in rows], "probs": np.array([r[2:] for r in rows], float),
+                    "jsonl_ids": [(x["id"], x["label"], x.get("true_label")) for x in jsonl],
+                    "result": {k: res[k] for k in ("items", "labelled", "accuracy", "engine", "precision")}}
+    tool, module = got["tool"], got["module"]
+    assert module["header"] == tool["header"] and module["ids"] == tool["ids"] and len(tool["ids"]) == 12
+    np.testing.assert_allclose(module["probs"], tool["probs"], atol=2e-6)
+    assert module["jsonl_ids"] == tool["jsonl_ids"] and module["result"] == tool["result"]
 
 
 def _write_mr2(root: Path, demo: Path):

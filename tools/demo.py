@@ -1,47 +1,17 @@
 #!/usr/bin/env python
-"""The demo (`make demo`): generate the synthetic multimodal dataset, train the small network,
-evaluate it on the test split and print a summary table.
+"""The demo (`make demo`): synthetic multimodal data, train the small network, evaluate, summary table.
 
     python tools/demo.py [--ablations] [--train 2400 --val 600 --test 600] [--json]
+
+Options: ``--help``. The code: ``paddle_models/commands/demo.py``; the same command runs as
+``python -m paddle_models demo``.
 """
-import argparse
 import os
 import sys
 
-os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_models.cli import add_debug_flag, emit_json, run_tool, setup_logging  # noqa: E402
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="output/demo", help="folder for data, runs and reports")
-    p.add_argument("--train", type=int, default=2400)
-    p.add_argument("--val", type=int, default=600)
-    p.add_argument("--test", type=int, default=600)
-    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
-    p.add_argument("--ablations", action="store_true", help="also train text-only and image-only models")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("-o", "--override", action="append", default=[], help="extra config overrides")
-    p.add_argument("--json", action="store_true")
-    add_debug_flag(p)
-    args = p.parse_args()
-    setup_logging()
-    from paddle_models.demo import format_table, run_demo
-
-    result = run_demo(args.out, args.train, args.val, args.test, args.epochs, args.ablations, args.override,
-                      progress=not args.no_progress)
-    print("\n" + format_table(result))
-    run = result["runs"]["text+image"]
-    print(f"\nbest checkpoint: {run['best_checkpoint']}\ncurves: {run['curves_png']}")
-    for k, v in run["test_artifacts"].items():
-        print(f"{k}: {v}")
-    print(f"total: {result['seconds']} s")
-    if args.json:
-        emit_json(result)
-    return 0
-
+from paddle_models.commands import run_command  # noqa: E402
 
 if __name__ == "__main__":
-    run_tool(main)
+    run_command("demo")

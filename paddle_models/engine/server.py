@@ -1,5 +1,5 @@
 """The HTTP server of an export folder: request records -> the family's Task -> a dynamic batcher -> the
-predictor -> prediction rows (FastAPI app; ``tools/serve.py`` runs it under uvicorn).
+predictor -> prediction rows (FastAPI app; ``serve_process.py`` runs it under uvicorn for ``tools/serve.py``).
 
     model = load_model(model_dir, task_factory, predictor_factory, workers=1)
     server = Server(model, ServeOptions(max_batch=32, max_wait_ms=5), reload_fn=...)
@@ -30,7 +30,7 @@ A request goes through:
 
 :meth:`Server.reload` loads a model folder (again), warms it, then swaps it in: requests admitted before
 the swap finish on the model they were prepared with; batches never mix models. :meth:`Server.drain`
-(called on SIGTERM by the tool) makes ``/readyz`` and new predictions answer 503 while the requests in
+(called on SIGTERM by ``serve_process``) makes ``/readyz`` and new predictions answer 503 while the requests in
 flight finish.
 """
 
@@ -398,44 +398,61 @@ class Server:
         return 200, {"predictions": to_builtin(rows)}, {}
 
     def _routes(self) -> None:
-        from fastapi import Request
-        from fastapi.responses import JSONResponse, PlainTextResponse, Response
+        """The endpoints of the module doc on ``self.app``."""
+        self._add_probes()
+        self._add_model_facts()
+        self._add_metrics()
+        self._add_predict()
+        self._add_not_found()
 
-        app = self.app
+    def _add_probes(self) -> None:
+        """``GET /healthz`` (the process is up) and ``GET /readyz`` (a model is loaded and not draining)."""
+        from fastapi.responses import JSONResponse
 
-        def error_response(e: _HTTPError):
-            return JSONResponse(e.body, status_code=e.status, headers=e.headers)
-
-        @app.get("/healthz")
+        @self.app.get("/healthz")
         def healthz():
             return {"status": "ok"}
 
-        @app.get("/readyz")
+        @self.app.get("/readyz")
         def readyz():
             if self.draining:
                 return JSONResponse({"status": "draining"}, status_code=503)
             return {"status": "ready", "version": self.model.version}
 
-        @app.get("/v1/model")
+    def _add_model_facts(self) -> None:
+        """``GET /v1/model``: the export's facts and the batching settings (bearer token checked)."""
+        from fastapi import Request
+
+        @self.app.get("/v1/model")
         def model_facts(request: Request):
             try:
                 self._check_token(request)
             except _HTTPError as e:
-                return error_response(e)
+                return _error_response(e)
             return {**self.model.facts(), "max_batch": self.opt.max_batch, "max_wait_ms": self.opt.max_wait_ms,
                     "workers": self.opt.workers, "max_records": self.opt.max_records}
 
-        @app.get("/metrics")
+    def _add_metrics(self) -> None:
+        """``GET /metrics``: this server's Prometheus registry as text (bearer token checked)."""
+        from fastapi import Request
+        from fastapi.responses import Response
+
+        @self.app.get("/metrics")
         def metrics(request: Request):
             from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
             try:
                 self._check_token(request)
             except _HTTPError as e:
-                return error_response(e)
+                return _error_response(e)
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
-        @app.post("/v1/predict")
+    def _add_predict(self) -> None:
+        """``POST /v1/predict`` through :meth:`predict`: every outcome counted by status and timed."""
+        from fastapi import Request
+        from fastapi.responses import JSONResponse
+
+        @self.app.post("/v1/predict")
         async def predict(request: Request):
             t0 = time.perf_counter()
             try:
@@ -449,9 +466,18 @@ class Server:
             self.m_latency.observe(time.perf_counter() - t0)
             return JSONResponse(body, status_code=status, headers=headers)
 
-        @app.exception_handler(404)
+    def _add_not_found(self) -> None:
+        from fastapi.responses import PlainTextResponse
+
+        @self.app.exception_handler(404)
         async def not_found(request, exc):
             return PlainTextResponse("not found", status_code=404)
+
+
+def _error_response(e: _HTTPError):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(e.body, status_code=e.status, headers=e.headers)
 
 
 def _error_entry(e: RecordError) -> dict:

@@ -11,8 +11,8 @@ import paddle.nn.functional as F
 
 from ..metrics import classification_report, format_confusion_matrix
 from ..engine.task import Task
+from ..predictions import write_class_probabilities, write_csv
 from ..registry import register_task
-from ..safecsv import SafeCsvWriter
 from . import serving
 from .dataset import MultimodalDataset, build_collate, build_dataset, data_value, label_names_of
 from .network import INPUT_NAMES
@@ -186,22 +186,12 @@ class MultimodalTask(Task):
 
         paths = {}
         pred = outputs["prob"].argmax(axis=1)
-        p = os.path.join(out_dir, "predictions.csv")  # the competition's format
-        with open(p + ".tmp", "w", newline="", encoding="utf-8") as f:
-            w = SafeCsvWriter(f)
-            w.writerow(["id", "label"])
-            for i, y in zip(outputs["id"], pred):
-                w.writerow([i, int(y)])
-        os.replace(p + ".tmp", p)
-        paths["predictions_csv"] = p
-        p = os.path.join(out_dir, "predictions_proba.csv")
-        with open(p + ".tmp", "w", newline="", encoding="utf-8") as f:
-            w = SafeCsvWriter(f)
-            w.writerow(["id", "label", "label_name"] + [f"p_{n}" for n in self.label_names])
-            for i, y, pr in zip(outputs["id"], pred, outputs["prob"]):
-                w.writerow([i, int(y), self.label_names[int(y)]] + [f"{v:.6f}" for v in pr])
-        os.replace(p + ".tmp", p)
-        paths["probabilities_csv"] = p
+        paths["predictions_csv"] = write_csv(  # the competition's format
+            os.path.join(out_dir, "predictions.csv"), ["id", "label"],
+            ([i, int(y)] for i, y in zip(outputs["id"], pred, strict=True)))
+        paths["probabilities_csv"] = write_class_probabilities(
+            os.path.join(out_dir, "predictions_proba.csv"), outputs["id"], pred, outputs["prob"], self.label_names,
+            label_name_column=True)
         if "confusion_matrix" in metrics:
             cm = np.asarray(metrics["confusion_matrix"])
             txt = os.path.join(out_dir, "confusion_matrix.txt")

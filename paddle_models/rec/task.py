@@ -26,8 +26,8 @@ from paddle.static import InputSpec
 
 from .. import metrics as metric_fns
 from ..engine.task import ServingNotSupported, Task, build_scheduler
+from ..predictions import probability_cell, write_csv
 from ..registry import build_model, model_entry, register_task
-from ..safecsv import SafeCsvWriter
 from . import serving
 from .data import RecData
 from .optim import FTRL, PlateauScale
@@ -197,18 +197,15 @@ class RecTask(Task):
 
     def write_eval_artifacts(self, outputs, metrics, out_dir: str, split: str) -> dict:
         path = os.path.join(out_dir, "predictions.csv")
-        with open(path + ".tmp", "w", newline="") as fh:
-            w = SafeCsvWriter(fh)
-            if self.kind == "ctr":
-                w.writerow(["row", "label", "prob"])
-                for i, (y, p) in enumerate(zip(outputs["label"], outputs["prob"])):
-                    w.writerow([i, int(y), f"{p:.6f}"])
-            else:
-                w.writerow(["user_row", "target_item", "top_items"])
-                for i, (t, top) in enumerate(zip(outputs["target"], outputs["topk"])):
-                    w.writerow([i, int(t), " ".join(str(int(x)) for x in top)])
-        os.replace(path + ".tmp", path)
-        return {"predictions": path}
+        if self.kind == "ctr":
+            header = ["row", "label", "prob"]
+            rows = ([i, int(y), probability_cell(p)]
+                    for i, (y, p) in enumerate(zip(outputs["label"], outputs["prob"], strict=True)))
+        else:
+            header = ["user_row", "target_item", "top_items"]
+            rows = ([i, int(t), " ".join(str(int(x)) for x in top)]
+                    for i, (t, top) in enumerate(zip(outputs["target"], outputs["topk"], strict=True)))
+        return {"predictions": write_csv(path, header, rows)}
 
     # ---- optimization ----------------------------------------------------------------------------
     def build_optimizers(self, model, total_steps: int) -> Tuple[List[paddle.optimizer.Optimizer], list]:
