@@ -35,23 +35,29 @@ def _add_quantize_flags(p):
                    help="onnx-static: per-channel int8 weights, activations calibrated on training items, "
                         "onnxruntime's integer operators; onnx-static-qdq: the same in QDQ format; onnx-dynamic: int8 "
                         "MatMul weights, activation ranges per call (convolutions stay fp32)")
-    p.add_argument("--calibration-items", type=int, default=64, help="training items to calibrate on")
-    p.add_argument("--agreement-items", type=int, default=1000,
-                   help="held-out (validation split) items the int8 graph is checked on, at most")
+    p.add_argument("--calibration-items", type=int, default=None,
+                   help="training items to calibrate on (default: engine/quantize.py CALIBRATION_ITEMS, 64)")
+    p.add_argument("--agreement-items", type=int, default=None,
+                   help="held-out (validation split) items the int8 graph is checked on, at most (default: "
+                        "engine/quantize.py AGREEMENT_ITEMS, 1000)")
     p.add_argument("--min-agreement", type=float, default=0.99,
                    help="fail unless int8 and fp32 give the same class on at least this share of held-out items")
 
 
 def _quantize_settings(args):
     """The ``quantize`` argument of ``export_model`` (None without ``--quantize``), the flags checked."""
-    if args.calibration_items < 1 or args.agreement_items < 1:
-        raise ValueError("--calibration-items and --agreement-items must be >= 1")
+    for flag, value in (("--calibration-items", args.calibration_items), ("--agreement-items", args.agreement_items)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     if not 0.0 <= args.min_agreement <= 1.0:
         raise ValueError(f"--min-agreement must be in [0, 1], got {args.min_agreement}")
     if not args.quantize:
         return None
-    return {"method": args.quantize_method, "calibration_items": args.calibration_items,
-            "agreement_items": args.agreement_items, "min_agreement": args.min_agreement}
+    settings = {"method": args.quantize_method, "min_agreement": args.min_agreement}
+    for key in ("calibration_items", "agreement_items"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    return settings
 
 
 def _format(key, value):
