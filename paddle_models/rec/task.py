@@ -34,7 +34,9 @@ from .data import RecData
 
 
 def model_kind(name: str) -> str:
-    return getattr(model_entry(name)["builder"], "kind", "ctr")
+    """``ctr`` or ``retrieval``: the ``kind`` of the model class registered as ``name``."""
+    return model_entry(name)["builder"].model_class.kind
+
 
 
 def _inner(model):
