@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Dict, List, Tuple
 
 import numpy as np
 import paddle
@@ -38,7 +37,6 @@ def model_kind(name: str) -> str:
     return model_entry(name)["builder"].model_class.kind
 
 
-
 def _inner(model):
     """The model itself when wrapped in paddle.DataParallel."""
     return getattr(model, "_layers", model)
@@ -56,27 +54,27 @@ class RecTask(Task):
         self.best_metric = "auc" if self.kind == "ctr" else f"recall@{self.topk[0]}"
         self.data = RecData(cfg, retrieval=self.kind == "retrieval")
         self._catalog_tensor = None
-        self._plateau: List[PlateauScale] = []
+        self._plateau: list[PlateauScale] = []
 
     def default_eval_split(self) -> str:
         """The split ``tools/eval.py`` should score when none is named: ``test`` when ``Data.test_path`` is set
         (``-o Data.test_path=FILE`` evaluates FILE), else ``val``."""
-        return "test" if self.cfg["Data"].get("test_path") else "val"
+        return "test" if self.cfg["Data"]["test_path"] else "val"
 
     # ---- setup -----------------------------------------------------------------------------------
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
-        self.data.prepare(output_dir, is_main, checkpoint=self.cfg["Global"].get("checkpoint"))
+        self.data.prepare(output_dir, is_main, checkpoint=self.cfg["Global"]["checkpoint"])
 
     def preprocessing_fingerprint(self):
         """The feature map's fingerprint: sha256 of its canonical JSON (vocabularies, statistics, layout)."""
-        fmap = self.data.prepare(checkpoint=self.cfg["Global"].get("checkpoint"))
+        fmap = self.data.prepare(checkpoint=self.cfg["Global"]["checkpoint"])
         text = json.dumps(fmap.to_dict(), sort_keys=True, default=str).encode("utf-8")
         return {"kind": "feature map", "path": os.path.join(os.path.abspath(self.output_dir), "feature_map.json"),
                 "sha256": hashlib.sha256(text).hexdigest()}
 
     def build_model(self) -> paddle.nn.Layer:
         """The model over the fitted feature layout (loaded beside ``Global.checkpoint``, or fitted)."""
-        fmap = self.data.prepare(checkpoint=self.cfg["Global"].get("checkpoint"))
+        fmap = self.data.prepare(checkpoint=self.cfg["Global"]["checkpoint"])
         if self.kind == "retrieval":
             return build_model(self.cfg, user_layout=fmap.layout("user"), item_layout=fmap.layout("item"))
         return build_model(self.cfg, layout=fmap.layout())
@@ -115,13 +113,13 @@ class RecTask(Task):
         return loss, {}
 
     @paddle.no_grad()
-    def predict_step(self, model, batch) -> Dict[str, np.ndarray]:
+    def predict_step(self, model, batch) -> dict[str, np.ndarray]:
         if self.kind == "ctr":
             prob = model(*self._ctr_inputs(batch))
             out = {"prob": prob.numpy().astype(np.float64), "label": batch["label"].numpy()}
             if "group" in batch:
-                g = batch["group"]
-                out["group"] = g.numpy() if isinstance(g, paddle.Tensor) else np.asarray(g)
+                group = batch["group"]
+                out["group"] = group.numpy() if isinstance(group, paddle.Tensor) else np.asarray(group)
             return out
         net = _inner(model)
         if self._catalog_tensor is None:
@@ -131,20 +129,20 @@ class RecTask(Task):
         scores = paddle.matmul(users, items, transpose_y=True).numpy().astype(np.float64)
         target = batch["target"].numpy()
         if self.cfg["Metric"]["exclude_seen"]:
-            ex = batch["exclude"].numpy()
-            rows, cols = np.nonzero(ex >= 0)
-            scores[rows, ex[rows, cols]] = -np.inf
+            exclude = batch["exclude"].numpy()
+            rows, cols = np.nonzero(exclude >= 0)
+            scores[rows, exclude[rows, cols]] = -np.inf
         top = metric_fns.top_k_items(scores, max(self.topk))
         return {"topk": top, "target": target}
 
-    def compute_metrics(self, outputs: Dict[str, np.ndarray]) -> Dict[str, float]:
-        res = self._metrics(outputs)
-        for s in self._plateau:  # only set while training: every evaluation then is a validation one
-            if s.observe(res.get(self.best_metric)):
-                res["lr_reduced_to"] = s.last_lr
-        return res
+    def compute_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        result = self._metrics(outputs)
+        for scale in self._plateau:  # only set while training: every evaluation then is a validation one
+            if scale.observe(result.get(self.best_metric)):
+                result["lr_reduced_to"] = scale.last_lr
+        return result
 
-    def _metrics(self, outputs: Dict[str, np.ndarray]) -> Dict[str, float]:
+    def _metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         if self.kind == "ctr":
             y, p = outputs["label"], outputs["prob"]
             res = {"logloss": metric_fns.logloss(y, p), "samples": int(len(y)), "pos_rate": float(np.mean(y))}
@@ -268,7 +266,7 @@ class RecTask(Task):
 
     def export_metadata(self, out_dir: str) -> dict:
         """The fitted feature map copied into ``out_dir`` and named under ``preprocess``; CTR labels."""
-        return serving.export_metadata(self.data, self.kind, self.cfg["Global"].get("checkpoint"), out_dir)
+        return serving.export_metadata(self.data, self.kind, self.cfg["Global"]["checkpoint"], out_dir)
 
     # ---- serving (a task made by ``for_export``) ----------------------------------------------------
     def prepare_items(self, records: list, limits=None):
