@@ -232,8 +232,61 @@ def family_defaults(family: str) -> dict:
     return _merge(common, copy.deepcopy(own))
 
 
-def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), data: Optional[dict] = None) -> AttrDict:
-    """Load ``path`` (or a ready ``data`` dict), apply ``overrides`` and validate against the family defaults."""
+def _set_paths(data: dict, origin: str, prefix: str = "") -> dict:
+    """``{dotted key path: origin}`` for every key ``data`` (a file's mapping) sets, at every depth."""
+    out = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        out[path] = origin
+        if isinstance(value, dict):
+            out.update(_set_paths(value, origin, path + "."))
+    return out
+
+
+def _apply_override(cfg: dict, schema: dict, text: str, keys: list, value) -> None:
+    """Set ``-o text`` (``keys`` = value) in ``cfg``, checked against ``schema``."""
+    node_schema, node = schema, cfg
+    for i, k in enumerate(keys):
+        where = ".".join(keys[: i + 1])
+        if not isinstance(node_schema, dict) or (node_schema and k not in node_schema):
+            close = difflib.get_close_matches(k, list(node_schema) if isinstance(node_schema, dict) else [], n=1)
+            hint = f" (did you mean '{'.'.join(keys[:i] + [close[0]])}'?)" if close else ""
+            raise ConfigError(f"-o {text}: unknown key '{where}'{hint}")
+        if i == len(keys) - 1:
+            node[k] = _check(node_schema.get(k) if node_schema else None, value, where, f"-o {text}")
+        else:
+            node_schema = node_schema.get(k, {}) if node_schema else {}
+            node = node.setdefault(k, {})
+
+
+def _check_model_keys(name: str, arch_keys, set_paths: dict) -> None:
+    """A ``Arch`` key set (in the file or with ``-o``) that model ``name`` does not take is a ConfigError
+    naming where it was set, the key and the model (for models registered with ``arch_keys``)."""
+    if arch_keys is None:
+        return
+    for path, origin in set_paths.items():
+        section, _, key = path.partition(".")
+        if section == "Arch" and key and "." not in key and key != "name" and key not in arch_keys:
+            raise ConfigError(f"{origin}: {path}: not a parameter of {name} (its parameters: {', '.join(arch_keys)})")
+
+
+def _drop_saved_defaults(raw: dict, arch_keys, arch_schema: dict) -> None:
+    """For a config this project saved (``saved=True``): drop the ``Arch`` keys the model does not take that
+    hold the schema's default. Checkpoints and export folders written before a model declared its keys
+    carry every key of the family's schema; such a key changes nothing. A non-default one stays an error."""
+    arch = raw.get("Arch")
+    if arch_keys is None or not isinstance(arch, dict):
+        return
+    for key in [k for k in arch if k != "name" and k not in arch_keys]:
+        if key in arch_schema and arch[key] == arch_schema[key]:
+            del arch[key]
+
+
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), data: Optional[dict] = None,
+                saved: bool = False) -> AttrDict:
+    """Load ``path`` (or a ready ``data`` dict), apply ``overrides`` and validate against the family defaults.
+    ``saved``: the file is a config.yaml this project wrote (an export folder's, a run's); see
+    :func:`_drop_saved_defaults`."""
     from .registry import model_entry
 
     origin = path or "<config>"
@@ -247,25 +300,20 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), data:
     if not name:
         raise ConfigError(f"{origin}: missing required key 'Arch.name' (the registered model to build)")
     try:
-        family = model_entry(name)["family"]
+        entry = model_entry(name)
     except KeyError as e:
         raise ConfigError(f"{origin}: Arch.name: {e.args[0]}") from None
+    family = entry["family"]
     schema = family_defaults(family)
+    if saved:
+        _drop_saved_defaults(raw, entry["arch_keys"], schema.get("Arch", {}))
     checked = _check(schema, raw, "", origin)
     cfg = _merge(schema, checked)
+    set_paths = _set_paths(checked, origin)
     for text, keys, value in parsed:
-        node_schema, node = schema, cfg
-        for i, k in enumerate(keys):
-            where = ".".join(keys[: i + 1])
-            if not isinstance(node_schema, dict) or (node_schema and k not in node_schema):
-                close = difflib.get_close_matches(k, list(node_schema) if isinstance(node_schema, dict) else [], n=1)
-                hint = f" (did you mean '{'.'.join(keys[:i] + [close[0]])}'?)" if close else ""
-                raise ConfigError(f"-o {text}: unknown key '{where}'{hint}")
-            if i == len(keys) - 1:
-                node[k] = _check(node_schema.get(k) if node_schema else None, value, where, f"-o {text}")
-            else:
-                node_schema = node_schema.get(k, {}) if node_schema else {}
-                node = node.setdefault(k, {})
+        _apply_override(cfg, schema, text, keys, value)
+        set_paths[".".join(keys)] = f"-o {text}"
+    _check_model_keys(name, entry["arch_keys"], set_paths)
     cfg.setdefault("Global", {})
     _check_ranges(cfg, origin, {".".join(keys): text for text, keys, _ in parsed})
     out = _attr(cfg)
@@ -274,7 +322,22 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), data:
     return out
 
 
-def dump_config(cfg: dict, path: str):
+def saved_form(cfg: dict) -> dict:
+    """``cfg`` as a config file: without the loader's ``_`` keys and, for a model registered with
+    ``arch_keys``, without the ``Arch`` keys it does not take (they hold the schema's defaults), so the file
+    loads again."""
+    from .registry import model_entry
+
     data = {k: v for k, v in _plain(cfg).items() if not k.startswith("_")}
+    arch = data.get("Arch")
+    if isinstance(arch, dict) and arch.get("name"):
+        arch_keys = model_entry(arch["name"])["arch_keys"]
+        if arch_keys is not None:
+            data["Arch"] = {k: v for k, v in arch.items() if k == "name" or k in arch_keys}
+    return data
+
+
+def dump_config(cfg: dict, path: str):
+    """Write ``cfg`` as YAML (:func:`saved_form`) to ``path``, atomically."""
     with atomic_write(path) as f:
-        yaml.safe_dump(data, f, sort_keys=False, allow_unicode=True)
+        yaml.safe_dump(saved_form(cfg), f, sort_keys=False, allow_unicode=True)

@@ -49,7 +49,7 @@ def task_for_export(model_dir: str, meta: dict | None = None):
     family = meta.get("family")
     if not family:
         raise ValueError(f"{model_dir}: export.yaml names no family")
-    cfg = load_config(os.path.join(model_dir, meta.get("config") or CONFIG_FILE))
+    cfg = load_config(os.path.join(model_dir, meta.get("config") or CONFIG_FILE), saved=True)
     return get_task(family).for_export(model_dir, meta, cfg)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 _MODELS: Dict[str, dict] = {}
 _TASKS: Dict[str, Callable] = {}
@@ -22,19 +22,26 @@ PLUGINS_ENV = "PADDLE_MODELS_PLUGINS"
 _loaded = False
 
 
-def register_model(name: str, family: str, small_config: Optional[dict] = None):
+def register_model(name: str, family: str, small_config: Optional[dict] = None,
+                   arch_keys: Optional[Sequence[str]] = None):
     """Register a builder ``fn(cfg, **inputs) -> paddle.nn.Layer`` under ``name``. A builder reads no file:
     what it needs besides the config (the rec family's fitted feature layout) comes as arguments from the
     family's ``Task.build_model``.
 
     ``small_config`` is a partial config (``{"Arch": {...}}``) that makes a tiny instance of the model
     for registry-wide tests; it is merged over the family defaults.
+
+    ``arch_keys``: the ``Arch`` keys of the family's schema that this model takes (besides ``name``), for a
+    family whose ``Arch`` section serves several models (rec). Then a config that sets another ``Arch`` key
+    is an error naming the key and the model, and a saved config leaves the others out
+    (:mod:`paddle_models.config`). None: every key of the section belongs to the model.
     """
 
     def deco(fn):
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = {"builder": fn, "family": family, "small_config": small_config or {}}
+        _MODELS[name] = {"builder": fn, "family": family, "small_config": small_config or {},
+                         "arch_keys": tuple(arch_keys) if arch_keys is not None else None}
         return fn
 
     return deco

@@ -1,10 +1,10 @@
-"""FTRL-Proximal (paddle_models/rec/optim.py) step by step against a numpy implementation of the paper's
+"""FTRL-Proximal (paddle_models/engine/ftrl.py) step by step against a numpy implementation of the paper's
 Algorithm 1, against Paddle's own ``ftrl`` kernel, and as a Paddle optimizer (state dict, schedulers)."""
 import numpy as np
 import paddle
 import pytest
 
-from paddle_models.rec.optim import FTRL
+from paddle_models.engine.ftrl import FTRL
 
 
 def ftrl_numpy(w, n, z, g, alpha, l1, l2, lr_power, beta):
@@ -175,7 +175,7 @@ def test_widedeep_one_step_updates_each_part_with_its_own_optimizer(tmp_path):
 
 
 def test_plateau_scale():
-    from paddle_models.rec.optim import PlateauScale
+    from paddle_models.engine.optim import PlateauScale
 
     s = PlateauScale(1e-3, factor=0.1, min_lr=1e-6)
     assert s() == pytest.approx(1e-3)

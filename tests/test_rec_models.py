@@ -131,7 +131,7 @@ def test_ffm_pairs_match_definition(tmp_path):
     w = np.random.RandomState(0).randn(*model.embedding.weight.shape).astype("float32")
     model.embedding.weight.set_value(w)
     ids = task.dataset("train").batch(list(range(6)))["ids"]
-    F_, D = model.layout.num_fields, model.embedding_dim
+    F_, D = model.layout.num_fields, model.embedding.dim
     want = []
     for row in ids:
         v = w[row].reshape(F_, F_, D)  # [feature i, field j, D]

@@ -30,7 +30,9 @@ def gen_libfm(path, n, seed):
 
 
 def libfm_cfg(tmp_path, name="deepfm", **over):
-    data = {"Arch": {"name": name, "embedding_dim": 8, "hidden_units": [32, 32]},
+    sizes = {"embedding_dim": 8, "hidden_units": [32, 32]}
+    arch = {"name": name, **{k: v for k, v in sizes.items() if k in model_entry(name)["arch_keys"]}}
+    data = {"Arch": arch,
             "Data": {"format": "libfm", "path": gen_libfm(tmp_path / "train.libfm", 4000, 0),
                      "field_names": ["user", "item", "ctx"]},
             "Global": {"epochs": 6, "batch_size": 256, "eval_batch_size": 512, "early_stopping_patience": 2,

@@ -23,7 +23,7 @@ Training and evaluation (the config's ``Global`` / ``Data`` / ``Arch`` sections 
 ``predict_step``            per-sample numpy outputs of one eval batch
 ``compute_metrics``         metrics from all eval outputs; ``best_metric`` / ``best_mode`` pick checkpoints
 ``write_eval_artifacts``    prediction files, confusion matrices; returns {name: path}
-``build_optimizers``        optimizers and LR schedulers (default: the ``Optimizer`` section)
+``build_optimizers``        optimizers and LR schedulers (default: the ``Optimizer`` section; ``engine.optim``)
 ==========================  ==================================================================================
 
 Export (``paddle_models.engine.export``):
@@ -56,7 +56,6 @@ A family that serves no request records raises :class:`ServingNotSupported` (the
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -65,6 +64,7 @@ import paddle
 
 from ..registry import build_model
 from .loader import ShuffledBatches
+from .optim import build_optimizer, build_scheduler, default_groups, schedulers_of
 
 
 def _missing(task, method: str):
@@ -192,10 +192,13 @@ class Task:
     # ---- optimization ------------------------------------------------------------------------
     def build_optimizers(self, model, total_steps: int) -> Tuple[List[paddle.optimizer.Optimizer], list]:
         """Optimizers and LR schedulers (each scheduler is stepped once per optimizer step).
-        The default builds one optimizer from the ``Optimizer`` section over all trainable parameters."""
-        sched = build_scheduler(self.cfg["Optimizer"], total_steps)
-        opt = build_optimizer(self.cfg["Optimizer"], model.parameters(), sched)
-        return [opt], ([sched] if isinstance(sched, paddle.optimizer.lr.LRScheduler) else [])
+        The default builds one optimizer from the ``Optimizer`` section over all trainable parameters, biases
+        and normalization weights exempt from decay with ``Optimizer.no_decay_bias_norm``
+        (:func:`paddle_models.engine.optim.default_groups`)."""
+        optimizer_cfg = self.cfg["Optimizer"]
+        schedule = build_scheduler(optimizer_cfg, total_steps)
+        optimizer = build_optimizer(optimizer_cfg, default_groups(model.parameters(), optimizer_cfg), schedule)
+        return [optimizer], schedulers_of(schedule)
 
     # ---- export ------------------------------------------------------------------------------
     def export_input_spec(self, model) -> list:
@@ -313,68 +316,3 @@ def softmax(x: np.ndarray) -> np.ndarray:
     z = x.astype("float64") - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=-1, keepdims=True)).astype("float32")
-
-
-# ---- shared optimizer / schedule builders ----------------------------------------------------
-def build_scheduler(ocfg, total_steps: int):
-    lr = float(ocfg["lr"])
-    name = ocfg.get("schedule", "constant")
-    warmup = int(ocfg.get("warmup_steps") or 0) or int(round(float(ocfg.get("warmup_ratio") or 0.0) * total_steps))
-    total_steps = max(int(total_steps), 1)
-    if name == "constant":
-        if warmup > 0:
-            return paddle.optimizer.lr.LambdaDecay(lr, lambda s: min(1.0, (s + 1) / warmup))
-        return lr
-    if name == "linear":
-
-        def f(step):
-            if warmup > 0 and step < warmup:
-                return (step + 1) / warmup
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        return paddle.optimizer.lr.LambdaDecay(lr, f)
-    if name == "cosine":
-
-        def g(step):
-            if warmup > 0 and step < warmup:
-                return (step + 1) / warmup
-            p = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
-
-        return paddle.optimizer.lr.LambdaDecay(lr, g)
-    if name == "noam":
-        # lr here is the paper's scale factor times d_model^-0.5 already folded in by the caller's config
-        w = max(1, warmup)
-        return paddle.optimizer.lr.LambdaDecay(lr, lambda s: min((s + 1) ** -0.5, (s + 1) * w ** -1.5) * w ** 0.5)
-    raise ValueError(f"Optimizer.schedule: unknown schedule {name!r} (constant, linear, cosine, noam)")
-
-
-def _is_no_decay(param) -> bool:
-    n = param.name.lower()
-    return len(param.shape) <= 1 or "bias" in n or "norm" in n or "layer_norm" in n
-
-
-def build_optimizer(ocfg, parameters, learning_rate):
-    params = [p for p in parameters if not p.stop_gradient]
-    name = ocfg["name"].lower()
-    clip = paddle.nn.ClipGradByGlobalNorm(float(ocfg["grad_clip"])) if float(ocfg.get("grad_clip") or 0) > 0 else None
-    wd = float(ocfg.get("weight_decay") or 0.0)
-    if name == "adamw":
-        decay_names = {p.name for p in params if not (ocfg.get("no_decay_bias_norm", True) and _is_no_decay(p))}
-        return paddle.optimizer.AdamW(
-            learning_rate=learning_rate, parameters=params, beta1=ocfg["beta1"], beta2=ocfg["beta2"],
-            epsilon=ocfg["epsilon"], weight_decay=wd, grad_clip=clip,
-            apply_decay_param_fun=lambda n: n in decay_names,
-        )
-    if name == "adam":
-        return paddle.optimizer.Adam(
-            learning_rate=learning_rate, parameters=params, beta1=ocfg["beta1"], beta2=ocfg["beta2"],
-            epsilon=ocfg["epsilon"], weight_decay=wd or None, grad_clip=clip,
-        )
-    if name == "adagrad":
-        return paddle.optimizer.Adagrad(learning_rate=learning_rate, parameters=params, epsilon=ocfg["epsilon"],
-                                        weight_decay=wd or None, grad_clip=clip)
-    if name == "sgd":
-        return paddle.optimizer.SGD(learning_rate=learning_rate, parameters=params, weight_decay=wd or None,
-                                    grad_clip=clip)
-    raise ValueError(f"Optimizer.name: unknown optimizer {ocfg['name']!r} (AdamW, Adam, Adagrad, SGD)")

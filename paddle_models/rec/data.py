@@ -19,11 +19,11 @@ import hashlib
 import json
 import logging
 import os
-from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
 
+from ..fileio import write_json_atomic
 from . import readers
 from .datasets import ArrayDataset, RetrievalTrainDataset, StreamingCTRDataset, group_codes
 from .features import CATEGORICAL, NUMERIC, SEQUENCE, FeatureError, FeatureMap, Table, parse_feature
@@ -36,7 +36,7 @@ CTR_FORMATS = ("libfm", "criteo", "slot", "synthetic")
 RETRIEVAL_FORMATS = ("recbole", "synthetic")
 
 
-def resolve_path(path: Optional[str]) -> Optional[str]:
+def resolve_path(path: str | None) -> str | None:
     """A data path as given, else relative to the repository root; ``../shared/data/...`` also under
     ``$PADDLE_MODELS_DATA``."""
     if not path:
@@ -56,75 +56,103 @@ def resolve_path(path: Optional[str]) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------------------- schema
-def default_features(fmt: str, columns: List[str], d: dict, retrieval: bool = False) -> List[dict]:
+def _libfm_features(columns: list[str], data_cfg: dict) -> list[dict]:
+    """Every field categorical."""
+    return [{"name": c, "type": CATEGORICAL, "min_count": int(data_cfg["min_count"])} for c in columns]
+
+
+def _criteo_features(columns: list[str], data_cfg: dict) -> list[dict]:
+    """``I*`` numeric (log, standardised), the other columns categorical."""
+    min_count = int(data_cfg["min_count"])
+    return [{"name": c, "type": NUMERIC, "transform": "log", "normalize": "standard"}
+            if c[:1] == "I" and c[1:].isdigit() else {"name": c, "type": CATEGORICAL, "min_count": min_count}
+            for c in columns]
+
+
+def _slot_features(columns: list[str], data_cfg: dict) -> list[dict]:
+    """``dense_feature_*`` numeric, the slots categorical."""
+    min_count = int(data_cfg["min_count"])
+    return [{"name": c, "type": NUMERIC} if c.startswith("dense_feature_")
+            else {"name": c, "type": CATEGORICAL, "min_count": min_count} for c in columns]
+
+
+def _history_feature(history_len: int) -> list[dict]:
+    """The user's last ``history_len`` items, sharing the item vocabulary ([] when 0)."""
+    if history_len <= 0:
+        return []
+    return [{"name": "history", "type": SEQUENCE, "tower": "user", "share_vocab": "item_id", "max_len": history_len,
+             "keep": "last"}]
+
+
+def _recbole_features(columns: list[str], data_cfg: dict) -> list[dict]:
+    """User tower: user id, age, gender, occupation, history; item tower: item id, release year, genres."""
+    min_count = int(data_cfg["min_count"])
+    features = [{"name": "user_id", "type": CATEGORICAL, "tower": "user", "min_count": min_count}]
+    features += [{"name": c, "type": CATEGORICAL, "tower": "user"} for c in ("age", "gender", "occupation")
+                 if c in columns]
+    features += _history_feature(int(data_cfg["history_len"]))
+    features.append({"name": "item_id", "type": CATEGORICAL, "tower": "item", "min_count": min_count})
+    if "release_year" in columns:
+        features.append({"name": "release_year", "type": CATEGORICAL, "tower": "item"})
+    if "class" in columns:
+        features.append({"name": "class", "type": SEQUENCE, "tower": "item", "max_len": 6, "sep": " "})
+    return features
+
+
+def _synthetic_retrieval_features(columns: list[str], data_cfg: dict) -> list[dict]:
+    """User id and history; item id and genre."""
+    return ([{"name": "user_id", "type": CATEGORICAL, "tower": "user"}]
+            + _history_feature(int(data_cfg["history_len"]))
+            + [{"name": "item_id", "type": CATEGORICAL, "tower": "item"},
+               {"name": "genre", "type": CATEGORICAL, "tower": "item"}])
+
+
+def _synthetic_ctr_features(columns: list[str], data_cfg: dict) -> list[dict]:
+    """``c*`` categorical, ``n*`` numeric (standardised), ``s*`` a sequence of ``synthetic.sequence_len`` ids."""
+    out = []
+    for c in columns:
+        kind = {"c": CATEGORICAL, "n": NUMERIC, "s": SEQUENCE}[c[0]]
+        spec = {"name": c, "type": kind}
+        if kind == NUMERIC:
+            spec["normalize"] = "standard"
+        if kind == SEQUENCE:
+            spec["max_len"] = int(data_cfg["synthetic"]["sequence_len"])
+        out.append(spec)
+    return out
+
+
+_DEFAULT_FEATURES = {"libfm": _libfm_features, "criteo": _criteo_features, "slot": _slot_features,
+                     "recbole": _recbole_features}
+
+
+def default_features(fmt: str, columns: list[str], data_cfg: dict, retrieval: bool = False) -> list[dict]:
     """The feature schema used when ``Data.features`` is empty."""
-    mc = int(d["min_count"])
-    if fmt == "libfm":
-        return [{"name": c, "type": CATEGORICAL, "min_count": mc} for c in columns]
-    if fmt == "criteo":
-        out = []
-        for c in columns:
-            if c[:1] == "I" and c[1:].isdigit():
-                out.append({"name": c, "type": NUMERIC, "transform": "log", "normalize": "standard"})
-            else:
-                out.append({"name": c, "type": CATEGORICAL, "min_count": mc})
-        return out
-    if fmt == "slot":
-        return [{"name": c, "type": NUMERIC} if c.startswith("dense_feature_")
-                else {"name": c, "type": CATEGORICAL, "min_count": mc} for c in columns]
-    if fmt == "recbole":
-        L = int(d["history_len"])
-        feats = [{"name": "user_id", "type": CATEGORICAL, "tower": "user", "min_count": mc}]
-        for c in ("age", "gender", "occupation"):
-            if c in columns:
-                feats.append({"name": c, "type": CATEGORICAL, "tower": "user"})
-        if L > 0:
-            feats.append({"name": "history", "type": SEQUENCE, "tower": "user", "share_vocab": "item_id",
-                          "max_len": L, "keep": "last"})
-        feats.append({"name": "item_id", "type": CATEGORICAL, "tower": "item", "min_count": mc})
-        if "release_year" in columns:
-            feats.append({"name": "release_year", "type": CATEGORICAL, "tower": "item"})
-        if "class" in columns:
-            feats.append({"name": "class", "type": SEQUENCE, "tower": "item", "max_len": 6, "sep": " "})
-        return feats
     if fmt == "synthetic":
-        if retrieval:
-            feats = [{"name": "user_id", "type": CATEGORICAL, "tower": "user"}]
-            if int(d["history_len"]) > 0:
-                feats.append({"name": "history", "type": SEQUENCE, "tower": "user", "share_vocab": "item_id",
-                              "max_len": int(d["history_len"]), "keep": "last"})
-            return feats + [{"name": "item_id", "type": CATEGORICAL, "tower": "item"},
-                            {"name": "genre", "type": CATEGORICAL, "tower": "item"}]
-        out = []
-        for c in columns:
-            kind = {"c": CATEGORICAL, "n": NUMERIC, "s": SEQUENCE}[c[0]]
-            spec = {"name": c, "type": kind}
-            if kind == NUMERIC:
-                spec["normalize"] = "standard"
-            if kind == SEQUENCE:
-                spec["max_len"] = int(d["synthetic"]["sequence_len"])
-            out.append(spec)
-        return out
-    raise FeatureError(f"Data.format: unknown format {fmt!r} (libfm, criteo, slot, recbole, synthetic)")
+        make = _synthetic_retrieval_features if retrieval else _synthetic_ctr_features
+    elif fmt in _DEFAULT_FEATURES:
+        make = _DEFAULT_FEATURES[fmt]
+    else:
+        raise FeatureError(f"Data.format: unknown format {fmt!r} (libfm, criteo, slot, recbole, synthetic)")
+    return make(columns, data_cfg)
 
 
-def build_feature_map(d: dict, columns: List[str], retrieval: bool = False) -> FeatureMap:
-    specs = list(d["features"]) or default_features(d["format"], columns, d, retrieval)
-    feats = [parse_feature(s, f"Data.features[{i}]", int(d["min_count"])) for i, s in enumerate(specs)]
-    for j, cross in enumerate(d["crosses"] or []):
+def build_feature_map(data_cfg: dict, columns: list[str], retrieval: bool = False) -> FeatureMap:
+    specs = list(data_cfg["features"]) or default_features(data_cfg["format"], columns, data_cfg, retrieval)
+    features = [parse_feature(s, f"Data.features[{i}]", int(data_cfg["min_count"])) for i, s in enumerate(specs)]
+    for j, cross in enumerate(data_cfg["crosses"]):
         if not isinstance(cross, list) or len(cross) < 2:
             raise FeatureError(f"Data.crosses[{j}]: a cross is a list of two or more feature names, got {cross!r}")
-        feats.append(parse_feature({"name": "_x_".join(cross), "type": CATEGORICAL, "cross": list(cross),
-                                    "embed": False, "min_count": int(d["cross_min_count"]),
-                                    "hash_buckets": int(d["cross_hash_buckets"])}, f"Data.crosses[{j}]"))
-    return FeatureMap(feats)
+        features.append(parse_feature({"name": "_x_".join(cross), "type": CATEGORICAL, "cross": list(cross),
+                                       "embed": False, "min_count": int(data_cfg["cross_min_count"]),
+                                       "hash_buckets": int(data_cfg["cross_hash_buckets"])}, f"Data.crosses[{j}]"))
+    return FeatureMap(features)
 
 
-def schema_key(d: dict) -> str:
+def schema_key(data_cfg: dict) -> str:
     """Fingerprint of the Data settings that shape the feature map (to check a saved map still fits)."""
     keys = ("format", "features", "crosses", "cross_min_count", "cross_hash_buckets", "min_count", "field_names",
             "history_len", "split", "split_seed")
-    blob = json.dumps({k: d.get(k) for k in keys}, sort_keys=True, default=str)
+    blob = json.dumps({k: data_cfg[k] for k in keys}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -134,44 +162,45 @@ class RecData:
 
     def __init__(self, cfg, retrieval: bool = False):
         self.cfg = cfg
-        self.d = cfg["Data"]
+        self.data_cfg = cfg["Data"]
         self.retrieval = retrieval
-        fmt = self.d["format"]
+        fmt = self.data_cfg["format"]
         allowed = RETRIEVAL_FORMATS if retrieval else CTR_FORMATS
         if fmt not in allowed:
             kind = "retrieval (DSSM)" if retrieval else "CTR"
             raise FeatureError(f"Data.format: {fmt!r} is not a {kind} format (use one of {', '.join(allowed)})")
-        self.fmap: Optional[FeatureMap] = None
-        self._table: Optional[Table] = None
-        self._datasets: Dict[str, paddle.io.Dataset] = {}
-        self.group_field = cfg["Metric"].get("user_field") or None
-        self.streaming = bool(self.d["streaming"]) and not retrieval and fmt != "synthetic"
+        self.fmap: FeatureMap | None = None
+        self._table: Table | None = None
+        self._datasets: dict[str, paddle.io.Dataset] = {}
+        self.group_field = cfg["Metric"]["user_field"] or None
+        self.streaming = bool(self.data_cfg["streaming"]) and not retrieval and fmt != "synthetic"
 
     # ---- reading ---------------------------------------------------------------------------------
     def _path(self, key: str) -> str:
-        p = self.d.get(key)
-        if not p:
+        path = self.data_cfg[key]
+        if not path:
             raise FeatureError(f"Data.{key} is not set" + (" (tools/eval.py -o Data.test_path=FILE)"
                                                            if key == "test_path" else ""))
-        return resolve_path(p)
+        return resolve_path(path)
 
     def _read(self, path: str) -> Table:
-        if self.d["format"] == "synthetic":
-            return synthetic_ctr_table(self.d["synthetic"])
-        return readers.read_table(self.d["format"], path, self.d)
+        if self.data_cfg["format"] == "synthetic":
+            return synthetic_ctr_table(self.data_cfg["synthetic"])
+        return readers.read_table(self.data_cfg["format"], path, self.data_cfg)
 
     def _all_rows(self) -> Table:
         if self._table is None:
-            self._table = self._read(self._path("path") if self.d["format"] != "synthetic" else "")
+            self._table = self._read(self._path("path") if self.data_cfg["format"] != "synthetic" else "")
         return self._table
 
     def split_indices(self, n: int):
-        fr = [float(x) for x in self.d["split"]]
-        if len(fr) != 2 or fr[0] <= 0 or fr[1] < 0 or fr[0] + fr[1] > 1 + 1e-9:
-            raise FeatureError(f"Data.split: expected [train_fraction, val_fraction] summing to at most 1, got {fr}")
-        perm = np.random.RandomState(int(self.d["split_seed"])).permutation(n)
-        n_train = int(n * fr[0])
-        n_val = n - n_train if fr[0] + fr[1] >= 1 - 1e-9 else int(n * fr[1])
+        fractions = [float(x) for x in self.data_cfg["split"]]
+        if len(fractions) != 2 or fractions[0] <= 0 or fractions[1] < 0 or sum(fractions) > 1 + 1e-9:
+            raise FeatureError(f"Data.split: expected [train_fraction, val_fraction] summing to at most 1, "
+                               f"got {fractions}")
+        perm = np.random.RandomState(int(self.data_cfg["split_seed"])).permutation(n)
+        n_train = int(n * fractions[0])
+        n_val = n - n_train if fractions[0] + fractions[1] >= 1 - 1e-9 else int(n * fractions[1])
         return perm[:n_train], perm[n_train:n_train + n_val]
 
     def _raw_split(self, split: str) -> Table:
@@ -179,7 +208,7 @@ class RecData:
             return self._read(self._path("test_path"))
         if split not in ("train", "val"):
             raise FeatureError(f"unknown split {split!r} (train, val, test)")
-        if self.d.get("val_path") and self.d["format"] != "synthetic":
+        if self.data_cfg["val_path"] and self.data_cfg["format"] != "synthetic":
             return self._all_rows() if split == "train" else self._read(self._path("val_path"))
         t = self._all_rows()
         tr, va = self.split_indices(len(t))
@@ -187,10 +216,10 @@ class RecData:
 
     # ---- streaming -------------------------------------------------------------------------------
     def _keep_fn(self, split: str):
-        if split == "test" or self.d.get("val_path"):
+        if split == "test" or self.data_cfg["val_path"]:
             return None
-        cut = float(self.d["split"][0])
-        seed = np.uint64(int(self.d["split_seed"]))
+        cut = float(self.data_cfg["split"][0])
+        seed = np.uint64(int(self.data_cfg["split_seed"]))
 
         def keep(lines: np.ndarray) -> np.ndarray:
             with np.errstate(over="ignore"):
@@ -201,19 +230,19 @@ class RecData:
         return keep
 
     def _chunks_fn(self, split: str):
-        key = {"train": "path", "val": "val_path" if self.d.get("val_path") else "path", "test": "test_path"}[split]
+        key = {"train": "path", "val": "val_path" if self.data_cfg["val_path"] else "path", "test": "test_path"}[split]
         path = self._path(key)
-        fmt, rows = self.d["format"], int(self.d["chunk_rows"])
+        fmt, rows = self.data_cfg["format"], int(self.data_cfg["chunk_rows"])
         keep = self._keep_fn(split)
 
         def chunks():
-            for t in readers.iter_table(fmt, path, self.d, rows):
+            for t in readers.iter_table(fmt, path, self.data_cfg, rows):
                 yield t if keep is None else t.take(np.flatnonzero(keep(t.lines)))
 
         return chunks
 
     # ---- feature map -----------------------------------------------------------------------------
-    def prepare(self, output_dir: Optional[str] = None, is_main: bool = True, checkpoint: Optional[str] = None):
+    def prepare(self, output_dir: str | None = None, is_main: bool = True, checkpoint: str | None = None):
         """Load the feature map saved beside ``checkpoint`` or in ``output_dir``, else fit it on the
         training split (rank 0) and save it to ``output_dir``."""
         if self.fmap is not None:
@@ -228,7 +257,7 @@ class RecData:
                     saved = json.load(fh)
                 except json.JSONDecodeError as e:
                     raise FeatureError(f"{found}: not a valid feature map ({e})") from None
-            if saved.get("schema_key") != schema_key(self.d):
+            if saved.get("schema_key") != schema_key(self.data_cfg):
                 if checkpoint:  # the weights were trained with this map: keep it
                     log.warning("%s was built with other Data settings than this config; using it because "
                                 "Global.checkpoint was trained with it", found)
@@ -251,24 +280,21 @@ class RecData:
 
     def _save(self, output_dir: str):
         os.makedirs(output_dir, exist_ok=True)
-        d = self.fmap.to_dict()
-        d["schema_key"] = getattr(self, "_schema_key", None) or schema_key(self.d)
-        path = os.path.join(output_dir, FEATURE_MAP_FILE)
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            json.dump(d, fh)
-        os.replace(path + ".tmp", path)
+        saved = self.fmap.to_dict()
+        saved["schema_key"] = getattr(self, "_schema_key", None) or schema_key(self.data_cfg)
+        write_json_atomic(os.path.join(output_dir, FEATURE_MAP_FILE), saved, ensure_ascii=True)
 
     def _fit(self) -> FeatureMap:
         if self.retrieval:
             self._retrieval_setup()
-            fmap = build_feature_map(self.d, list(self._rb_columns), retrieval=True)
-            return fmap.fit([self._ret["train_table"]])
+            fmap = build_feature_map(self.data_cfg, list(self._retrieval_columns), retrieval=True)
+            return fmap.fit([self._splits["train_table"]])
         if self.streaming:
-            first = next(iter(readers.iter_table(self.d["format"], self._path("path"), self.d, 16)))
-            fmap = build_feature_map(self.d, list(first.columns))
+            first = next(iter(readers.iter_table(self.data_cfg["format"], self._path("path"), self.data_cfg, 16)))
+            fmap = build_feature_map(self.data_cfg, list(first.columns))
             return fmap.fit(self._chunks_fn("train"))
         train = self._raw_split("train")
-        fmap = build_feature_map(self.d, list(train.columns))
+        fmap = build_feature_map(self.data_cfg, list(train.columns))
         return fmap.fit([train])
 
     # ---- encoded splits ------------------------------------------------------------------------
@@ -283,53 +309,54 @@ class RecData:
             ds = self._retrieval_dataset(split)
         elif self.streaming:
             ds = StreamingCTRDataset(self._chunks_fn(split), self.fmap, None,
-                                     int(self.d["shuffle_buffer"]) if split == "train" else 0,
+                                     int(self.data_cfg["shuffle_buffer"]) if split == "train" else 0,
                                      int(self.cfg["Global"]["seed"]), self.group_field)
         else:
-            t = self._raw_split(split)
-            arrays = self.fmap.transform(t)
-            arrays["label"] = t.label.astype(np.float32)
+            table = self._raw_split(split)
+            arrays = self.fmap.transform(table)
+            arrays["label"] = table.label.astype(np.float32)
             if self.group_field:
-                arrays["group"] = group_codes(t, self.fmap, self.group_field)
+                arrays["group"] = group_codes(table, self.fmap, self.group_field)
             ds = ArrayDataset(arrays)
         self._datasets[split] = ds
         return ds
 
     # ---- retrieval ---------------------------------------------------------------------------------
     def _retrieval_setup(self):
-        if getattr(self, "_ret", None) is not None:
+        if getattr(self, "_splits", None) is not None:
             return
-        if self.d["format"] == "synthetic":
-            rb = synthetic_recbole(self.d["synthetic"])
+        if self.data_cfg["format"] == "synthetic":
+            tables = synthetic_recbole(self.data_cfg["synthetic"])
         else:
-            rb = readers.read_recbole(self._path("path"))
-        self._ret = prepare_leave_last_out(rb, float(self.d["rating_threshold"]), int(self.d["history_len"]))
-        self._rb_columns = list(self._ret["train_table"].columns)
+            tables = readers.read_recbole(self._path("path"))
+        self._splits = prepare_leave_last_out(tables, float(self.data_cfg["rating_threshold"]),
+                                           int(self.data_cfg["history_len"]))
+        self._retrieval_columns = list(self._splits["train_table"].columns)
 
     def _retrieval_dataset(self, split: str):
         self._retrieval_setup()
-        r = self._ret
-        if "catalog_ids" not in r:
-            r["catalog_ids"] = self.fmap.transform(r["catalog"], tower="item")["ids"]
+        splits = self._splits
+        if "catalog_ids" not in splits:
+            splits["catalog_ids"] = self.fmap.transform(splits["catalog"], tower="item")["ids"]
         if split == "train":
-            t = r["train_table"]
-            arrays = {"user_ids": self.fmap.transform(t, tower="user")["ids"],
-                      "item_ids": self.fmap.transform(t, tower="item")["ids"],
-                      "item_index": r["train_item_index"]}
-            return RetrievalTrainDataset(arrays, r["catalog_ids"], int(self.d["num_negatives"]))
+            table = splits["train_table"]
+            arrays = {"user_ids": self.fmap.transform(table, tower="user")["ids"],
+                      "item_ids": self.fmap.transform(table, tower="item")["ids"],
+                      "item_index": splits["train_item_index"]}
+            return RetrievalTrainDataset(arrays, splits["catalog_ids"], int(self.data_cfg["num_negatives"]))
         if split not in ("val", "test"):
             raise FeatureError(f"unknown split {split!r} (train, val, test)")
-        t = r[f"{split}_users"]
-        return ArrayDataset({"user_ids": self.fmap.transform(t, tower="user")["ids"],
-                             "target": r[f"{split}_target"], "exclude": r[f"{split}_exclude"]})
+        table = splits[f"{split}_users"]
+        return ArrayDataset({"user_ids": self.fmap.transform(table, tower="user")["ids"],
+                             "target": splits[f"{split}_target"], "exclude": splits[f"{split}_exclude"]})
 
     @property
     def catalog_ids(self) -> np.ndarray:
         self.dataset("train") if self.retrieval else None
-        return self._ret["catalog_ids"]
+        return self._splits["catalog_ids"]
 
 
-def find_feature_map(output_dir: Optional[str], checkpoint: Optional[str]) -> Optional[str]:
+def find_feature_map(output_dir: str | None, checkpoint: str | None) -> str | None:
     """``feature_map.json`` beside a checkpoint (its folder and three above), else in ``output_dir``."""
     cands = []
     if checkpoint:

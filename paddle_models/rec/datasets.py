@@ -2,8 +2,6 @@
 shared negatives, and a chunked stream with a shuffling buffer for files larger than memory."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
-
 import numpy as np
 import paddle
 
@@ -14,24 +12,24 @@ class ArrayDataset(paddle.io.Dataset):
     """Encoded rows of one split. ``__getitem__`` gives one row; ``gather(indices)`` a whole batch as column
     slices (what the Loader uses), which ``collate`` passes through; ``batch(indices)`` does both."""
 
-    def __init__(self, arrays: Dict[str, np.ndarray]):
+    def __init__(self, arrays: dict[str, np.ndarray]):
         self.arrays = arrays
         self.n = len(next(iter(arrays.values())))
 
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i) -> Dict[str, np.ndarray]:
+    def __getitem__(self, i) -> dict[str, np.ndarray]:
         return {k: v[int(i)] for k, v in self.arrays.items()}
 
-    def gather(self, indices) -> Dict[str, np.ndarray]:
+    def gather(self, indices) -> dict[str, np.ndarray]:
         idx = np.asarray(indices, dtype=np.int64)
         return {k: v[idx] for k, v in self.arrays.items()}
 
-    def collate(self, gathered: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def collate(self, gathered: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return gathered
 
-    def batch(self, indices) -> Dict[str, np.ndarray]:
+    def batch(self, indices) -> dict[str, np.ndarray]:
         return self.collate(self.gather(indices))
 
 
@@ -58,7 +56,7 @@ class StreamingCTRDataset(paddle.io.IterableDataset):
     ``world_size``-th row. ``keep(lines)`` selects the rows of this split (by line number)."""
 
     def __init__(self, chunks_fn, fmap: FeatureMap, keep=None, shuffle_buffer: int = 0, seed: int = 0,
-                 group_field: Optional[str] = None):
+                 group_field: str | None = None):
         self.chunks_fn, self.fmap, self.keep = chunks_fn, fmap, keep
         self.shuffle_buffer, self.seed, self.group_field = int(shuffle_buffer), int(seed), group_field
         self.epoch, self.rank, self.world_size = 0, 0, 1
@@ -85,7 +83,7 @@ class StreamingCTRDataset(paddle.io.IterableDataset):
 
     def __iter__(self):
         rng = np.random.RandomState((self.seed * 1000003 + self.epoch) % (2 ** 32))
-        buf: List[Dict[str, np.ndarray]] = []
+        buf: list[dict[str, np.ndarray]] = []
         size = 0
         for arrays in self._encoded_chunks():
             if self.shuffle_buffer <= 0:
@@ -107,15 +105,15 @@ class StreamingCTRDataset(paddle.io.IterableDataset):
             yield from _rows({k: v[perm] for k, v in merged.items()})
 
     @staticmethod
-    def collate(items) -> Dict[str, np.ndarray]:
+    def collate(items) -> dict[str, np.ndarray]:
         return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
 
-def _rows(arrays: Dict[str, np.ndarray]):
+def _rows(arrays: dict[str, np.ndarray]):
     keys = list(arrays)
     cols = [arrays[k] for k in keys]
     for i in range(len(cols[0])):
-        yield {k: c[i] for k, c in zip(keys, cols)}
+        yield {k: c[i] for k, c in zip(keys, cols, strict=True)}
 
 
 def group_codes(t: Table, fmap: FeatureMap, name: str) -> np.ndarray:

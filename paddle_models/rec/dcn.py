@@ -9,7 +9,7 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
-from .layers import CTRModel, FeatureEmbedding, mlp_from_arch, register_model, small_config, xavier_linear
+from .layers import MLP, CTRModel, FeatureEmbedding, model_arguments, register_rec_model, small_config, xavier_linear
 
 
 class CrossNet(nn.Layer):
@@ -23,19 +23,20 @@ class CrossNet(nn.Layer):
 
     def forward(self, x0):
         x = x0
-        for w, b in zip(self.w, self.b):
+        for w, b in zip(self.w, self.b):  # noqa: B905 (paddle.jit's dy2static rejects zip(strict=))
             x = x0 * paddle.matmul(x, w) + b + x
         return x
 
 
 class DCN(CTRModel):
-    def __init__(self, layout, arch):
-        super().__init__(layout, arch)
-        d = self.mlp_input_dim()
-        self.embedding = FeatureEmbedding(layout, self.embedding_dim, self.init_std)
-        self.cross = CrossNet(d, int(arch["num_cross_layers"]))
-        self.dnn = mlp_from_arch(arch, d, output_dim=None) if arch["hidden_units"] else None
-        self.out = xavier_linear(d + (self.dnn.output_dim if self.dnn is not None else 0), 1)
+    def __init__(self, layout, *, embedding_dim: int, embedding_init_std: float, hidden_units: list,
+                 hidden_activation: str, net_dropout: float, batch_norm: bool, num_cross_layers: int):
+        super().__init__(layout)
+        width = layout.num_fields * embedding_dim
+        self.embedding = FeatureEmbedding(layout, embedding_dim, embedding_init_std)
+        self.cross = CrossNet(width, num_cross_layers)
+        self.dnn = MLP(width, hidden_units, hidden_activation, net_dropout, batch_norm) if hidden_units else None
+        self.out = xavier_linear(width + (self.dnn.output_dim if self.dnn is not None else 0), 1)
 
     def logit(self, ids, values=None):
         x0 = self.embedding(ids, values).flatten(1)
@@ -43,6 +44,6 @@ class DCN(CTRModel):
         return self.out(paddle.concat(parts, axis=1) if len(parts) > 1 else parts[0]).squeeze(-1)
 
 
-@register_model("dcn", family="rec", small_config=small_config({"num_cross_layers": 2}))
+@register_rec_model("dcn", DCN, small_config({"embedding_dim": 4, "hidden_units": [16, 16], "num_cross_layers": 2}))
 def build_dcn(cfg, layout) -> DCN:
-    return DCN(layout, cfg["Arch"])
+    return DCN(layout, **model_arguments(cfg, DCN))

@@ -12,7 +12,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .layers import CTRModel, FeatureEmbedding, mlp_from_arch, register_model, small_config, xavier_linear
+from .layers import MLP, CTRModel, FeatureEmbedding, model_arguments, register_rec_model, small_config, xavier_linear
 
 STRUCTURES = ("crossnet_only", "stacked", "parallel", "stacked_parallel")
 
@@ -34,18 +34,21 @@ class CrossNetMix(nn.Layer):
 
     def __init__(self, dim: int, num_layers: int, low_rank: int, num_experts: int):
         super().__init__()
-        xn = nn.initializer.XavierNormal()
         E, r = int(num_experts), int(low_rank)
-        self.V = nn.ParameterList([self.create_parameter([E, dim, r], default_initializer=xn) for _ in range(num_layers)])
-        self.C = nn.ParameterList([self.create_parameter([E, r, r], default_initializer=xn) for _ in range(num_layers)])
-        self.U = nn.ParameterList([self.create_parameter([E, r, dim], default_initializer=xn) for _ in range(num_layers)])
-        self.b = nn.ParameterList([self.create_parameter([dim], is_bias=True, default_initializer=nn.initializer.Constant(0.0))
+
+        def weights(shape):
+            return nn.ParameterList([self.create_parameter(shape, default_initializer=nn.initializer.XavierNormal())
+                                     for _ in range(num_layers)])
+
+        self.V, self.C, self.U = weights([E, dim, r]), weights([E, r, r]), weights([E, r, dim])
+        self.b = nn.ParameterList([self.create_parameter([dim], is_bias=True,
+                                                         default_initializer=nn.initializer.Constant(0.0))
                                    for _ in range(num_layers)])
         self.gate = nn.LayerList([xavier_linear(dim, E, bias=False) for _ in range(num_layers)])
 
     def forward(self, x0):
         x = x0
-        for V, C, U, b, gate in zip(self.V, self.C, self.U, self.b, self.gate):
+        for V, C, U, b, gate in zip(self.V, self.C, self.U, self.b, self.gate):  # noqa: B905 (dy2static rejects strict=)
             v = paddle.tanh(paddle.einsum("bd,edr->ber", x, V))       # [B, E, r]
             v = paddle.tanh(paddle.einsum("ber,ers->bes", v, C))
             uv = paddle.einsum("ber,erd->bed", v, U) + b              # [B, E, d]
@@ -56,25 +59,30 @@ class CrossNetMix(nn.Layer):
 
 
 class DCNv2(CTRModel):
-    def __init__(self, layout, arch):
-        super().__init__(layout, arch)
-        self.structure = arch["model_structure"]
-        if self.structure not in STRUCTURES:
-            raise ValueError(f"Arch.model_structure: {self.structure!r} ({', '.join(STRUCTURES)})")
-        d = self.mlp_input_dim()
-        self.embedding = FeatureEmbedding(layout, self.embedding_dim, self.init_std)
-        n = int(arch["num_cross_layers"])
-        self.cross = CrossNetMix(d, n, arch["low_rank"], arch["num_experts"]) if arch["use_low_rank_mixture"] \
-            else CrossNetV2(d, n)
-        if self.structure == "crossnet_only":
-            out_dim = d
+    def __init__(self, layout, *, embedding_dim: int, embedding_init_std: float, hidden_units: list,
+                 hidden_activation: str, net_dropout: float, batch_norm: bool, num_cross_layers: int,
+                 model_structure: str, use_low_rank_mixture: bool, low_rank: int, num_experts: int):
+        super().__init__(layout)
+        if model_structure not in STRUCTURES:
+            raise ValueError(f"Arch.model_structure: {model_structure!r} ({', '.join(STRUCTURES)})")
+        self.structure = model_structure
+        width = layout.num_fields * embedding_dim
+        self.embedding = FeatureEmbedding(layout, embedding_dim, embedding_init_std)
+        self.cross = CrossNetMix(width, num_cross_layers, low_rank, num_experts) if use_low_rank_mixture \
+            else CrossNetV2(width, num_cross_layers)
+
+        def dnn():
+            return MLP(width, hidden_units, hidden_activation, net_dropout, batch_norm)
+
+        if model_structure == "crossnet_only":
+            out_dim = width
         else:
-            self.dnn = mlp_from_arch(arch, d, output_dim=None)
-            if self.structure == "stacked_parallel":
-                self.parallel_dnn = mlp_from_arch(arch, d, output_dim=None)
+            self.dnn = dnn()
+            if model_structure == "stacked_parallel":
+                self.parallel_dnn = dnn()
                 out_dim = self.dnn.output_dim + self.parallel_dnn.output_dim
-            elif self.structure == "parallel":
-                out_dim = d + self.dnn.output_dim
+            elif model_structure == "parallel":
+                out_dim = width + self.dnn.output_dim
             else:
                 out_dim = self.dnn.output_dim
         self.out = xavier_linear(out_dim, 1)
@@ -93,7 +101,7 @@ class DCNv2(CTRModel):
         return self.out(h).squeeze(-1)
 
 
-@register_model("dcnv2", family="rec", small_config=small_config({"num_cross_layers": 2, "low_rank": 4,
-                                                                    "num_experts": 2}))
+@register_rec_model("dcnv2", DCNv2, small_config({"embedding_dim": 4, "hidden_units": [16, 16], "num_cross_layers": 2,
+                                                 "low_rank": 4, "num_experts": 2}))
 def build_dcnv2(cfg, layout) -> DCNv2:
-    return DCNv2(layout, cfg["Arch"])
+    return DCNv2(layout, **model_arguments(cfg, DCNv2))

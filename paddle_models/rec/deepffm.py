@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import paddle
 
-from .layers import (CTRModel, FieldAwareEmbedding, LinearLogit, mlp_from_arch, register_model,
-                     small_config)
+from .layers import MLP, CTRModel, FieldAwareEmbedding, LinearLogit, model_arguments, register_rec_model, small_config
+
+INTERACTIONS = ("hadamard", "inner")
 
 
 class DeepFFM(CTRModel):
-    def __init__(self, layout, arch):
-        super().__init__(layout, arch)
-        self.interaction = arch["deepffm_interaction"]
-        if self.interaction not in ("hadamard", "inner"):
-            raise ValueError(f"Arch.deepffm_interaction: {self.interaction!r} (hadamard, inner)")
-        F_, D = layout.num_fields, self.embedding_dim
-        n_pairs = F_ * (F_ - 1) // 2
-        self.linear = LinearLogit(layout, self.init_std)
-        self.embedding = FieldAwareEmbedding(layout, D, self.init_std)
-        in_dim = F_ * D + (n_pairs * D if self.interaction == "hadamard" else n_pairs)
-        self.dnn = mlp_from_arch(arch, in_dim)
+    def __init__(self, layout, *, embedding_dim: int, embedding_init_std: float, hidden_units: list,
+                 hidden_activation: str, net_dropout: float, batch_norm: bool, deepffm_interaction: str):
+        super().__init__(layout)
+        if deepffm_interaction not in INTERACTIONS:
+            raise ValueError(f"Arch.deepffm_interaction: {deepffm_interaction!r} ({', '.join(INTERACTIONS)})")
+        self.interaction = deepffm_interaction
+        num_fields = layout.num_fields
+        num_pairs = num_fields * (num_fields - 1) // 2
+        self.linear = LinearLogit(layout, embedding_init_std)
+        self.embedding = FieldAwareEmbedding(layout, embedding_dim, embedding_init_std)
+        pair_width = num_pairs * embedding_dim if self.interaction == "hadamard" else num_pairs
+        self.dnn = MLP(num_fields * embedding_dim + pair_width, hidden_units, hidden_activation, net_dropout,
+                       batch_norm, output_dim=1)
 
     def logit(self, ids, values=None):
         flat = self.embedding(ids, values)
@@ -35,6 +38,6 @@ class DeepFFM(CTRModel):
         return self.linear(ids, values) + self.dnn(paddle.concat(x, axis=1)).squeeze(-1)
 
 
-@register_model("deepffm", family="rec", small_config=small_config())
+@register_rec_model("deepffm", DeepFFM, small_config({"embedding_dim": 4, "hidden_units": [16, 16]}))
 def build_deepffm(cfg, layout) -> DeepFFM:
-    return DeepFFM(layout, cfg["Arch"])
+    return DeepFFM(layout, **model_arguments(cfg, DeepFFM))

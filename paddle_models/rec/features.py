@@ -32,10 +32,12 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..fileio import write_json_atomic
 
 CATEGORICAL, NUMERIC, SEQUENCE = "categorical", "numeric", "sequence"
 _COMMON_KEYS = {"name", "type", "source", "tower"}
@@ -60,19 +62,19 @@ class Table:
     2-D int64 array padded with -1. ``label``: float32 ``[N]`` or None. ``lines``: int64 ``[N]``.
     """
 
-    def __init__(self, columns: Dict[str, np.ndarray], label: Optional[np.ndarray], file: str,
-                 lines: Optional[np.ndarray] = None):
+    def __init__(self, columns: dict[str, np.ndarray], label: np.ndarray | None, file: str,
+                 lines: np.ndarray | None = None):
         self.columns = dict(columns)
         n = len(next(iter(self.columns.values()))) if self.columns else (0 if label is None else len(label))
         self.label = label
         self.file = file
         self.lines = np.arange(1, n + 1, dtype=np.int64) if lines is None else np.asarray(lines, np.int64)
-        self._numeric: Dict[str, np.ndarray] = {}
+        self._numeric: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.lines)
 
-    def take(self, idx) -> "Table":
+    def take(self, idx) -> Table:
         idx = np.asarray(idx)
         return Table({k: v[idx] for k, v in self.columns.items()},
                      None if self.label is None else self.label[idx], self.file, self.lines[idx])
@@ -166,8 +168,8 @@ class _Counter:
     """Counts of values over chunks (exact), memory bounded by the number of distinct values."""
 
     def __init__(self):
-        self.values: Optional[np.ndarray] = None
-        self.counts: Optional[np.ndarray] = None
+        self.values: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
 
     def add(self, values: np.ndarray):
         if len(values) == 0:
@@ -198,25 +200,25 @@ class Feature:
     name: str
     type: str
     source: str
-    tower: Optional[str] = None
+    tower: str | None = None
     min_count: int = 1
     hash_buckets: int = 0
     embed: bool = True
-    cross: Tuple[str, ...] = ()
+    cross: tuple[str, ...] = ()
     transform: str = "none"
     normalize: str = "none"
     bucketize: str = "none"
     num_buckets: int = 10
-    boundaries: Tuple[float, ...] = ()
+    boundaries: tuple[float, ...] = ()
     fill_na: float = 0.0
     sep: str = " "
     max_len: int = 5
     pooling: str = "mean"
-    share_vocab: Optional[str] = None
+    share_vocab: str | None = None
     keep: str = "first"
     # fitted state
-    vocab: Optional[np.ndarray] = None
-    stats: Dict[str, float] = field(default_factory=dict)
+    vocab: np.ndarray | None = None
+    stats: dict[str, float] = field(default_factory=dict)
     offset: int = 0
     size: int = 0
 
@@ -241,6 +243,16 @@ class Feature:
                 for k in keys}
 
 
+def _same(value):
+    return value
+
+
+#: how a feature spec's value is read (keys not named here are kept as given)
+_SPEC_TYPES = {"source": str, "min_count": int, "hash_buckets": int, "embed": bool, "cross": tuple,
+               "num_buckets": int, "boundaries": lambda values: tuple(float(b) for b in values), "fill_na": float,
+               "sep": str, "max_len": int}
+
+
 def _choice(where: str, key: str, value, allowed: Sequence[str]):
     if value not in allowed:
         raise FeatureError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
@@ -258,16 +270,10 @@ def parse_feature(spec: dict, where: str, default_min_count: int = 1) -> Feature
     if unknown:
         raise FeatureError(f"{where} ('{spec['name']}'): unknown key(s) {sorted(unknown)} for a {ftype} feature "
                            f"(allowed: {', '.join(sorted(_KEYS[ftype]))})")
-    f = Feature(name=str(spec["name"]), type=ftype, source=str(spec.get("source", spec["name"])),
-                tower=spec.get("tower"), min_count=int(spec.get("min_count", default_min_count)),
-                hash_buckets=int(spec.get("hash_buckets", 0)), embed=bool(spec.get("embed", True)),
-                cross=tuple(spec.get("cross", ())), transform=spec.get("transform", "none"),
-                normalize=spec.get("normalize", "none"), bucketize=spec.get("bucketize", "none"),
-                num_buckets=int(spec.get("num_buckets", 10)),
-                boundaries=tuple(float(b) for b in spec.get("boundaries", ())),
-                fill_na=float(spec.get("fill_na", 0.0)), sep=str(spec.get("sep", " ")),
-                max_len=int(spec.get("max_len", 5)), pooling=spec.get("pooling", "mean"),
-                share_vocab=spec.get("share_vocab"), keep=spec.get("keep", "first"))
+    given = {key: _SPEC_TYPES.get(key, _same)(value) for key, value in spec.items() if key not in ("name", "type")}
+    given.setdefault("source", str(spec["name"]))
+    given.setdefault("min_count", int(default_min_count))
+    f = Feature(name=str(spec["name"]), type=ftype, **given)  # keys not given: the defaults of Feature
     where = f"{where} ('{f.name}')"
     if f.tower is not None:
         _choice(where, "tower", f.tower, ("user", "item"))
@@ -292,11 +298,11 @@ class Layout:
     """What a model needs to know about its inputs (see the module docstring for the id columns)."""
     vocab_size: int                 # rows of the shared embedding table (row 0 = padding)
     num_sparse: int                 # embedded single-id columns
-    seq_lens: Tuple[int, ...] = ()  # id columns of each sequence feature
-    seq_pooling: Tuple[str, ...] = ()
+    seq_lens: tuple[int, ...] = ()  # id columns of each sequence feature
+    seq_pooling: tuple[str, ...] = ()
     num_wide: int = 0               # linear-only id columns (embed: false, crosses)
     num_dense: int = 0              # columns of ``values``
-    field_names: Tuple[str, ...] = ()
+    field_names: tuple[str, ...] = ()
     embed_vocab_size: int = 0       # rows the embedded columns can index (0: all of vocab_size)
 
     @property
@@ -322,7 +328,7 @@ class Layout:
 class FeatureMap:
     """Fit (on training tables) and apply the feature schema; saved as JSON beside the checkpoints."""
 
-    def __init__(self, features: List[Feature]):
+    def __init__(self, features: list[Feature]):
         names = [f.name for f in features]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -343,7 +349,7 @@ class FeatureMap:
         self.vocab_size = 1
 
     # ---- fitting ---------------------------------------------------------------------------------
-    def fit(self, tables, quantile_sample: int = 200_000) -> "FeatureMap":
+    def fit(self, tables, quantile_sample: int = 200_000) -> FeatureMap:
         """Vocabularies and statistics from the training rows.
 
         ``tables``: a list of :class:`Table` chunks, or a zero-argument callable returning an iterator of
@@ -351,23 +357,38 @@ class FeatureMap:
         the quantiles and once for the counts). Memory is bounded by the number of distinct values.
         """
         chunks = (lambda: iter(tables)) if not callable(tables) else tables
+        self._fit_quantile_boundaries(chunks, quantile_sample)
         counters = {f.name: _Counter() for f in self.features if self._needs_vocab(f)}
+        n_rows = self._fit_values(chunks, counters)
+        self._fit_crosses(chunks, counters)
+        self._assign_offsets()
+        self.fitted = True
+        self.num_train_rows = n_rows
+        return self
+
+    def _fit_quantile_boundaries(self, chunks, quantile_sample: int) -> None:
+        """Bucket boundaries of the ``bucketize: quantile`` features from their first ``quantile_sample`` rows."""
+        quantile = [f for f in self.features if f.bucketize == "quantile"]
+        if not quantile:
+            return
+        samples = {f.name: [] for f in quantile}
+        have = 0
+        for t in chunks():
+            take = min(len(t), quantile_sample - have)
+            for f in quantile:
+                samples[f.name].append(self._numeric(t, f)[:take])
+            have += take
+            if have >= quantile_sample:
+                break
+        for f in quantile:
+            values = np.concatenate(samples[f.name])
+            qs = np.quantile(values, np.linspace(0, 1, f.num_buckets + 1)[1:-1]) if len(values) else []
+            f.stats["boundaries"] = [float(q) for q in np.unique(qs)]
+
+    def _fit_values(self, chunks, counters: dict) -> int:
+        """One pass over the rows: the statistics of dense features and the vocabularies of the others
+        (crosses excepted); returns the number of rows."""
         sums = {f.name: [0.0, 0.0, 0, math.inf, -math.inf] for f in self.features if f.is_dense}
-        quant = [f for f in self.features if f.bucketize == "quantile"]
-        if quant:  # first pass: a sample of each quantile feature (the first ``quantile_sample`` rows)
-            samples = {f.name: [] for f in quant}
-            have = 0
-            for t in chunks():
-                take = min(len(t), quantile_sample - have)
-                for f in quant:
-                    samples[f.name].append(self._numeric(t, f)[:take])
-                have += take
-                if have >= quantile_sample:
-                    break
-            for f in quant:
-                vals = np.concatenate(samples[f.name])
-                qs = np.quantile(vals, np.linspace(0, 1, f.num_buckets + 1)[1:-1]) if len(vals) else []
-                f.stats["boundaries"] = [float(q) for q in np.unique(qs)]
         n_rows = 0
         for t in chunks():
             n_rows += len(t)
@@ -375,31 +396,36 @@ class FeatureMap:
                 if f.is_dense:
                     x = self._numeric(t, f)
                     s = sums[f.name]
-                    s[0] += float(x.sum()); s[1] += float((x * x).sum()); s[2] += len(x)
+                    s[0] += float(x.sum())
+                    s[1] += float((x * x).sum())
+                    s[2] += len(x)
                     if len(x):
-                        s[3] = min(s[3], float(x.min())); s[4] = max(s[4], float(x.max()))
+                        s[3] = min(s[3], float(x.min()))
+                        s[4] = max(s[4], float(x.max()))
                 elif f.name in counters and not f.cross:
                     counters[f.name].add(self._raw_ids(t, f))
         if n_rows == 0:
             raise FeatureError("cannot fit the feature map: the training split has no rows")
         for f in self.features:
             if f.is_dense:
-                s0, s1, cnt, lo, hi = sums[f.name]
-                mean = s0 / cnt
-                f.stats.update(mean=mean, std=math.sqrt(max(s1 / cnt - mean * mean, 0.0)), min=lo, max=hi)
+                s0, s1, count, lo, hi = sums[f.name]
+                mean = s0 / count
+                f.stats.update(mean=mean, std=math.sqrt(max(s1 / count - mean * mean, 0.0)), min=lo, max=hi)
             if f.name in counters and not f.cross:
                 f.vocab = counters[f.name].vocab(f.min_count)
+        return n_rows
+
+    def _fit_crosses(self, chunks, counters: dict) -> None:
+        """Vocabularies of the cross features: they count pairs of their parts' local ids, known only after
+        :meth:`_fit_values`, so one more pass."""
         crosses = [f for f in self.features if f.cross and f.name in counters]
-        if crosses:  # crosses count pairs of their parts' local ids, known only now: one more pass
-            for t in chunks():
-                for f in crosses:
-                    counters[f.name].add(self._raw_ids(t, f))
+        if not crosses:
+            return
+        for t in chunks():
             for f in crosses:
-                f.vocab = counters[f.name].vocab(f.min_count)
-        self._assign_offsets()
-        self.fitted = True
-        self.num_train_rows = n_rows
-        return self
+                counters[f.name].add(self._raw_ids(t, f))
+        for f in crosses:
+            f.vocab = counters[f.name].vocab(f.min_count)
 
     def _needs_vocab(self, f: Feature) -> bool:
         if f.share_vocab is not None:
@@ -491,10 +517,10 @@ class FeatureMap:
         return out
 
     # ---- encoding --------------------------------------------------------------------------------
-    def selected(self, tower: Optional[str] = None) -> List[Feature]:
+    def selected(self, tower: str | None = None) -> list[Feature]:
         return [f for f in self.features if tower is None or f.tower == tower]
 
-    def layout(self, tower: Optional[str] = None) -> Layout:
+    def layout(self, tower: str | None = None) -> Layout:
         fs = self.selected(tower)
         sparse = [f for f in fs if f.is_categorical and f.embed]
         seqs = [f for f in fs if f.type == SEQUENCE]
@@ -504,7 +530,7 @@ class FeatureMap:
                       num_wide=sum(1 for f in fs if f.is_linear_only), num_dense=sum(1 for f in fs if f.is_dense),
                       field_names=tuple(f.name for f in sparse + seqs + [f for f in fs if f.is_dense]))
 
-    def transform(self, t: Table, tower: Optional[str] = None) -> Dict[str, np.ndarray]:
+    def transform(self, t: Table, tower: str | None = None) -> dict[str, np.ndarray]:
         """``{"ids": int64 [N, n_id_cols], "values": float32 [N, n_dense]}`` (``values`` only when there are
         dense features) for the features of ``tower`` (all when None)."""
         if not self.fitted:
@@ -549,14 +575,10 @@ class FeatureMap:
                 "num_train_rows": getattr(self, "num_train_rows", None)}
 
     def save(self, path: str):
-        import os
-
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh)
-        os.replace(path + ".tmp", path)
+        write_json_atomic(path, self.to_dict(), ensure_ascii=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureMap":
+    def from_dict(cls, d: dict) -> FeatureMap:
         feats = []
         for i, spec in enumerate(d["features"]):
             spec = dict(spec)
@@ -576,7 +598,7 @@ class FeatureMap:
         return fm
 
     @classmethod
-    def load(cls, path: str) -> "FeatureMap":
+    def load(cls, path: str) -> FeatureMap:
         with open(path, encoding="utf-8") as fh:
             try:
                 d = json.load(fh)
@@ -584,6 +606,6 @@ class FeatureMap:
                 raise FeatureError(f"{path}: not a valid feature map (JSON error: {e})") from None
         return cls.from_dict(d)
 
-    def schema(self) -> List[dict]:
+    def schema(self) -> list[dict]:
         """The (unfitted) schema, to compare a saved map with the config."""
         return [f.spec() for f in self.features]

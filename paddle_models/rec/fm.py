@@ -5,19 +5,27 @@
 """
 from __future__ import annotations
 
-from .layers import CTRModel, FeatureEmbedding, LinearLogit, fm_interaction, register_model, small_config
+from .layers import (
+    CTRModel,
+    FeatureEmbedding,
+    LinearLogit,
+    fm_interaction,
+    model_arguments,
+    register_rec_model,
+    small_config,
+)
 
 
 class FM(CTRModel):
-    def __init__(self, layout, arch):
-        super().__init__(layout, arch)
-        self.linear = LinearLogit(layout, self.init_std)
-        self.embedding = FeatureEmbedding(layout, self.embedding_dim, self.init_std)
+    def __init__(self, layout, *, embedding_dim: int, embedding_init_std: float):
+        super().__init__(layout)
+        self.linear = LinearLogit(layout, embedding_init_std)
+        self.embedding = FeatureEmbedding(layout, embedding_dim, embedding_init_std)
 
     def logit(self, ids, values=None):
         return self.linear(ids, values) + fm_interaction(self.embedding(ids, values))
 
 
-@register_model("fm", family="rec", small_config=small_config())
+@register_rec_model("fm", FM, small_config({"embedding_dim": 4}))
 def build_fm(cfg, layout) -> FM:
-    return FM(layout, cfg["Arch"])
+    return FM(layout, **model_arguments(cfg, FM))

@@ -5,11 +5,16 @@ Inputs of every CTR model are the two arrays a :class:`~paddle_models.rec.featur
 ``ids`` (int64 ``[B, n_id_cols]``, rows of one shared table) and, when the data has dense numeric
 features, ``values`` (float32 ``[B, n_dense]``). ``forward`` returns the click probability; ``logit``
 the value before the sigmoid (training uses it with a numerically stable loss).
+
+A model's hyperparameters are the keyword-only arguments of its constructor, without defaults (those are in
+``defaults/rec.yaml``). :func:`register_rec_model` registers its builder with those ``Arch`` keys, and the
+builder passes exactly them (:func:`model_arguments`); a config that sets another ``Arch`` key is an error.
 """
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import paddle
@@ -67,10 +72,10 @@ class FeatureEmbedding(nn.Layer):
         return emb
 
 
-def pool_sequences(emb, ids, layout: Layout) -> List[paddle.Tensor]:
+def pool_sequences(emb, ids, layout: Layout) -> list[paddle.Tensor]:
     """One ``[B, 1, D]`` vector per sequence feature: masked mean (or sum) of its ids' rows."""
     out, off = [], layout.num_sparse
-    for n, pool in zip(layout.seq_lens, layout.seq_pooling):
+    for n, pool in zip(layout.seq_lens, layout.seq_pooling):  # noqa: B905 (paddle.jit's dy2static rejects strict=)
         seg = emb[:, off:off + n]
         mask = (ids[:, off:off + n] > 0).astype(emb.dtype).unsqueeze(-1)
         s = (seg * mask).sum(axis=1, keepdim=True)
@@ -139,7 +144,7 @@ class MLP(nn.Layer):
     Linear (``output_dim``) without activation."""
 
     def __init__(self, input_dim: int, hidden_units: Sequence[int], activation: str = "relu",
-                 dropout: float = 0.0, batch_norm: bool = False, output_dim: Optional[int] = None):
+                 dropout: float = 0.0, batch_norm: bool = False, output_dim: int | None = None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"Arch.hidden_activation: unknown {activation!r} ({', '.join(ACTIVATIONS)})")
@@ -201,18 +206,19 @@ class FieldAwareEmbedding(nn.Layer):
 
 
 class CTRModel(nn.Layer):
-    """Base of the CTR models: ``forward(ids[, values])`` -> probability; subclasses define ``logit``."""
+    """Base of the CTR models: ``forward(ids[, values])`` -> probability; subclasses define ``logit``.
+
+    A model's hyperparameters are the keyword-only arguments of its constructor (no defaults: they live in
+    ``defaults/rec.yaml``); its builder passes exactly those ``Arch`` keys (:func:`model_arguments`)."""
 
     kind = "ctr"
 
-    def __init__(self, layout: Layout, arch):
+    def __init__(self, layout: Layout):
         super().__init__()
         self.layout = layout
-        self.embedding_dim = int(arch["embedding_dim"])
-        self.init_std = float(arch["embedding_init_std"])
 
     @property
-    def input_names(self) -> List[str]:
+    def input_names(self) -> list[str]:
         return ["ids", "values"] if self.layout.num_dense else ["ids"]
 
     def logit(self, ids, values=None):
@@ -221,7 +227,7 @@ class CTRModel(nn.Layer):
     def forward(self, ids, values=None):
         return F.sigmoid(self.logit(ids, values))
 
-    def embedding_parameters(self) -> List[paddle.Tensor]:
+    def embedding_parameters(self) -> list[paddle.Tensor]:
         """The embedding tables (and first-order weights): what ``Arch.embedding_regularizer`` applies to."""
         out = []
         for layer in self.sublayers(include_self=True):
@@ -245,23 +251,45 @@ class CTRModel(nn.Layer):
                          "them; weights saved before the table was trimmed)", key, np.shape(have)[0] - rows)
         return state
 
-    def mlp_input_dim(self) -> int:
-        return self.layout.num_fields * self.embedding_dim
+
+# ---- hyperparameters and registration ---------------------------------------------------------
+#: ``Arch`` keys the rec task reads for every model: the L2 of the embedding tables and of the other weights
+TASK_ARCH_KEYS = ("embedding_regularizer", "net_regularizer")
 
 
-def mlp_from_arch(arch, input_dim: int, output_dim: Optional[int] = 1) -> MLP:
-    return MLP(input_dim, arch["hidden_units"], arch["hidden_activation"], float(arch["net_dropout"]),
-               bool(arch["batch_norm"]), output_dim)
+def model_parameters(model_cls) -> tuple[str, ...]:
+    """The hyperparameters of a rec model class: its constructor's keyword-only parameters, in order."""
+    signature = inspect.signature(model_cls.__init__)
+    return tuple(name for name, p in signature.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def small_config(arch: Optional[dict] = None, data: Optional[dict] = None) -> dict:
-    """A tiny instance for registry-wide tests: synthetic data, small dimensions."""
-    a = {"embedding_dim": 4, "hidden_units": [16, 16]}
-    a.update(arch or {})
+def model_arguments(cfg, model_cls) -> dict:
+    """``{key: cfg.Arch[key]}`` for each hyperparameter of ``model_cls`` (a loaded config has every key)."""
+    arch = cfg["Arch"]
+    return {name: arch[name] for name in model_parameters(model_cls)}
+
+
+def register_rec_model(name: str, model_cls, small_config: dict):
+    """``@register_model`` for the builder of a rec model class: the ``Arch`` keys the model takes are its
+    hyperparameters and :data:`TASK_ARCH_KEYS` (a config setting another is an error naming the key);
+    ``builder.model_class`` is the class."""
+    register = register_model(name, family="rec", small_config=small_config,
+                              arch_keys=model_parameters(model_cls) + TASK_ARCH_KEYS)
+
+    def deco(builder):
+        builder.model_class = model_cls
+        return register(builder)
+
+    return deco
+
+
+def small_config(arch: dict | None = None, data: dict | None = None) -> dict:
+    """A tiny instance for registry-wide tests: synthetic data; ``arch`` sets the model's small sizes."""
     d = {"format": "synthetic"}
     d.update(data or {})
-    return {"Arch": a, "Data": d, "Global": {"batch_size": 64, "eval_batch_size": 128}}
+    return {"Arch": dict(arch or {}), "Data": d, "Global": {"batch_size": 64, "eval_batch_size": 128}}
 
 
 __all__ = ["FeatureEmbedding", "LinearLogit", "MLP", "Dropout", "FieldAwareEmbedding", "CTRModel", "fm_interaction",
-           "mlp_from_arch", "small_config", "register_model", "xavier_linear"]
+           "model_arguments", "model_parameters", "register_rec_model", "small_config", "xavier_linear",
+           "TASK_ARCH_KEYS"]

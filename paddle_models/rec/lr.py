@@ -4,18 +4,18 @@
 """
 from __future__ import annotations
 
-from .layers import CTRModel, LinearLogit, register_model, small_config
+from .layers import CTRModel, LinearLogit, model_arguments, register_rec_model, small_config
 
 
 class LR(CTRModel):
-    def __init__(self, layout, arch):
-        super().__init__(layout, arch)
-        self.linear = LinearLogit(layout, self.init_std)
+    def __init__(self, layout, *, embedding_init_std: float):
+        super().__init__(layout)
+        self.linear = LinearLogit(layout, embedding_init_std)
 
     def logit(self, ids, values=None):
         return self.linear(ids, values)
 
 
-@register_model("lr", family="rec", small_config=small_config())
+@register_rec_model("lr", LR, small_config())
 def build_lr(cfg, layout) -> LR:
-    return LR(layout, cfg["Arch"])
+    return LR(layout, **model_arguments(cfg, LR))

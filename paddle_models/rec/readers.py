@@ -23,7 +23,7 @@ import csv
 import itertools
 import math
 import os
-from typing import Dict, Iterator, List, Optional
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def _open(path: str):
         import gzip
 
         return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, "r", encoding="utf-8-sig", newline="")  # a UTF-8 byte-order mark is accepted
+    return open(path, encoding="utf-8-sig", newline="")  # a UTF-8 byte-order mark is accepted
 
 
 def _line_chunks(fh, chunk_rows: int, start_line: int = 1):
@@ -65,59 +65,68 @@ def _label01(value: str, path: str, line: int, field: str = "label") -> float:
 
 
 # ---------------------------------------------------------------------------------------------- libfm
-def iter_libfm(path: str, field_names: Optional[List[str]] = None, chunk_rows: int = DEFAULT_CHUNK
+def iter_libfm(path: str, field_names: list[str] | None = None, chunk_rows: int = DEFAULT_CHUNK
                ) -> Iterator[Table]:
     names = list(field_names) if field_names else None
-    seen_field: Dict[int, tuple] = {}  # index -> (field position, first line): the field of every index
+    seen_field: dict[int, tuple] = {}  # index -> (field position, first line): the field of every index
     with _open(path) as fh:
         for first, block in _line_chunks(fh, chunk_rows):
             rows, labels, lines = [], [], []
             for k, raw in enumerate(block):
-                toks = raw.split()
-                if not toks:
+                tokens = raw.split()
+                if not tokens:
                     continue
-                ln = first + k
-                if names is None:
-                    names = [f"f{i}" for i in range(len(toks) - 1)]
-                if len(toks) - 1 != len(names):
-                    raise FeatureError(f"{path}: line {ln}: expected {len(names)} index:value tokens (one per field: "
-                                       f"{', '.join(names)}), got {len(toks) - 1}")
-                labels.append(_label01(toks[0], path, ln))
-                idx = []
-                for pos, tok in enumerate(toks[1:]):
-                    i, sep, v = tok.partition(":")
-                    try:
-                        iv, fv = int(i), float(v)
-                    except ValueError:
-                        raise FeatureError(f"{path}: line {ln}: field '{names[pos]}' (token {pos + 1}): bad token "
-                                           f"{tok!r}, expected <index>:<value>") from None
-                    if not sep or iv < 0:
-                        raise FeatureError(f"{path}: line {ln}: field '{names[pos]}' (token {pos + 1}): bad token "
-                                           f"{tok!r}, expected <index>:<value> with index >= 0")
-                    if fv != 1.0:
-                        raise FeatureError(f"{path}: line {ln}: field '{names[pos]}' (token {pos + 1}): value {v!r} "
-                                           f"in {tok!r}: only one-hot libfm (value 1) is supported")
-                    idx.append(iv)
-                rows.append(idx)
-                lines.append(ln)
+                names = names or [f"f{i}" for i in range(len(tokens) - 1)]
+                label, indices = _libfm_line(tokens, names, path, first + k)
+                labels.append(label)
+                rows.append(indices)
+                lines.append(first + k)
             if not rows:
                 continue
-            mat = np.asarray(rows, dtype=np.int64)
-            # the field of an index is its position: an index in two positions is inconsistent data
-            pairs = np.unique(mat * len(names) + np.arange(len(names))[None, :])
-            for p in pairs.tolist():
-                index, pos = divmod(p, len(names))
-                prev = seen_field.get(index)
-                if prev is None:
-                    r = int(np.flatnonzero(mat[:, pos] == index)[0])
-                    seen_field[index] = (pos, lines[r])
-                elif prev[0] != pos:
-                    r = int(np.flatnonzero(mat[:, pos] == index)[0])
-                    raise FeatureError(
-                        f"{path}: line {lines[r]}: field '{names[pos]}': index {index} was in field "
-                        f"'{names[prev[0]]}' on line {prev[1]}; every index must belong to one field")
-            yield Table({n: mat[:, j].copy() for j, n in enumerate(names)}, np.asarray(labels, np.float32), path,
+            matrix = np.asarray(rows, dtype=np.int64)
+            _check_libfm_fields(matrix, names, lines, seen_field, path)
+            yield Table({n: matrix[:, j].copy() for j, n in enumerate(names)}, np.asarray(labels, np.float32), path,
                         np.asarray(lines, np.int64))
+
+
+def _libfm_line(tokens: list[str], names: list[str], path: str, line: int) -> tuple[float, list[int]]:
+    """The label and the index of each ``index:1`` token (one per field) of one libfm line."""
+    if len(tokens) - 1 != len(names):
+        raise FeatureError(f"{path}: line {line}: expected {len(names)} index:value tokens (one per field: "
+                           f"{', '.join(names)}), got {len(tokens) - 1}")
+    label = _label01(tokens[0], path, line)
+    indices = []
+    for pos, token in enumerate(tokens[1:]):
+        where = f"{path}: line {line}: field '{names[pos]}' (token {pos + 1})"
+        index, sep, value = token.partition(":")
+        try:
+            index_value, float_value = int(index), float(value)
+        except ValueError:
+            raise FeatureError(f"{where}: bad token {token!r}, expected <index>:<value>") from None
+        if not sep or index_value < 0:
+            raise FeatureError(f"{where}: bad token {token!r}, expected <index>:<value> with index >= 0")
+        if float_value != 1.0:
+            raise FeatureError(f"{where}: value {value!r} in {token!r}: only one-hot libfm (value 1) is supported")
+        indices.append(index_value)
+    return label, indices
+
+
+def _check_libfm_fields(matrix: np.ndarray, names: list[str], lines: list[int], seen_field: dict[int, tuple],
+                        path: str) -> None:
+    """The field of an index is its position: an index in two positions (in this chunk, or against
+    ``seen_field`` from earlier chunks, updated here) is inconsistent data."""
+    pairs = np.unique(matrix * len(names) + np.arange(len(names))[None, :])
+    for pair in pairs.tolist():
+        index, pos = divmod(pair, len(names))
+        previous = seen_field.get(index)
+        if previous is None:
+            row = int(np.flatnonzero(matrix[:, pos] == index)[0])
+            seen_field[index] = (pos, lines[row])
+        elif previous[0] != pos:
+            row = int(np.flatnonzero(matrix[:, pos] == index)[0])
+            raise FeatureError(
+                f"{path}: line {lines[row]}: field '{names[pos]}': index {index} was in field "
+                f"'{names[previous[0]]}' on line {previous[1]}; every index must belong to one field")
 
 
 # ---------------------------------------------------------------------------------------------- criteo csv/tsv
@@ -179,7 +188,7 @@ def iter_slot(path: str, label_col: str = "click", dense_slot: str = "dense_feat
     layout = None  # (n_dense, [slot names]) fixed by the first line
     with _open(path) as fh:
         for first, block in _line_chunks(fh, chunk_rows):
-            cols: Dict[str, list] = {}
+            cols: dict[str, list] = {}
             labels, lines = [], []
             for k, raw in enumerate(block):
                 toks = raw.split()
@@ -242,30 +251,31 @@ def read_atomic(path: str) -> Table:
                 raise FeatureError(f"{path}: line {ln}: expected {len(names)} tab-separated fields, got {len(parts)}")
             rows.append(parts)
             lines.append(ln)
-    arr = np.asarray(rows, dtype=str).reshape(len(rows), len(names))
-    cols = {}
-    for j, (n, t) in enumerate(zip(names, types)):
-        if t == "float":
-            col = np.full(len(rows), np.nan)
-            for i, s in enumerate(arr[:, j]):
-                if s.strip() == "":
-                    continue
-                try:
-                    v = float(s)
-                except ValueError:
-                    v = math.nan
-                if not math.isfinite(v):
-                    raise FeatureError(f"{path}: line {lines[i]}: field '{n}': {s!r} is not a finite number")
-                col[i] = v
-            cols[n] = col
-        else:
-            cols[n] = arr[:, j]
-    t = Table(cols, None, path, np.asarray(lines, np.int64))
-    t.types = dict(zip(names, types))
-    return t
+    cells = np.asarray(rows, dtype=str).reshape(len(rows), len(names))
+    columns = {name: _float_column(cells[:, j], path, lines, name) if kind == "float" else cells[:, j]
+               for j, (name, kind) in enumerate(zip(names, types, strict=True))}
+    table = Table(columns, None, path, np.asarray(lines, np.int64))
+    table.types = dict(zip(names, types, strict=True))
+    return table
 
 
-def read_recbole(prefix: str) -> Dict[str, Table]:
+def _float_column(cells: np.ndarray, path: str, lines: list[int], name: str) -> np.ndarray:
+    """A ``float`` column of an atomic file: blank cells are NaN, anything else must be a finite number."""
+    column = np.full(len(cells), np.nan)
+    for i, text in enumerate(cells):
+        if text.strip() == "":
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise FeatureError(f"{path}: line {lines[i]}: field '{name}': {text!r} is not a finite number")
+        column[i] = value
+    return column
+
+
+def read_recbole(prefix: str) -> dict[str, Table]:
     """``{"inter": Table, "user": Table or None, "item": Table or None}`` from ``<prefix>.inter`` etc.
     ``prefix`` may also be the dataset folder (``.../ml-100k`` -> ``.../ml-100k/ml-100k``)."""
     if os.path.isdir(prefix):
@@ -281,19 +291,28 @@ def read_recbole(prefix: str) -> Dict[str, Table]:
 
 
 # ---------------------------------------------------------------------------------------------- dispatch
+def reader_settings(data_cfg: dict) -> dict:
+    """``data_cfg`` (a ``Data`` section, or part of one: ``{}``) completed with the rec schema's defaults."""
+    from ..config import family_defaults
+
+    return {**family_defaults("rec")["Data"], **data_cfg}
+
+
 def iter_table(fmt: str, path: str, data_cfg: dict, chunk_rows: int = DEFAULT_CHUNK) -> Iterator[Table]:
-    """Chunks of ``path`` in the ``Data.format`` layout (libfm, criteo, slot)."""
+    """Chunks of ``path`` in the ``Data.format`` layout (libfm, criteo, slot), read with the ``Data``
+    section's ``field_names`` / ``delimiter``, ``label_col``, ``has_header`` (see :func:`reader_settings`)."""
+    settings = reader_settings(data_cfg)
     if fmt == "libfm":
-        return iter_libfm(path, list(data_cfg.get("field_names") or []) or None, chunk_rows)
+        return iter_libfm(path, list(settings["field_names"]) or None, chunk_rows)
     if fmt == "criteo":
-        return iter_csv(path, data_cfg.get("delimiter", "auto"), data_cfg.get("label_col") or "label",
-                        data_cfg.get("has_header", "auto"), chunk_rows)
+        return iter_csv(path, settings["delimiter"], settings["label_col"] or "label", settings["has_header"],
+                        chunk_rows)
     if fmt == "slot":
-        return iter_slot(path, data_cfg.get("label_col") or "click", chunk_rows=chunk_rows)
+        return iter_slot(path, settings["label_col"] or "click", chunk_rows=chunk_rows)
     raise FeatureError(f"Data.format: {fmt!r} cannot be read in chunks (libfm, criteo, slot)")
 
 
-def concat_tables(chunks: List[Table], source: str = "") -> Table:
+def concat_tables(chunks: list[Table], source: str = "") -> Table:
     """One table of ``chunks``; none is an error naming ``source`` (the file read)."""
     if not chunks:
         raise FeatureError(f"{source or 'input'}: no rows read (the file is empty or holds only blank lines)")

@@ -2,17 +2,15 @@
 reproducible from ``Data.synthetic.seed``."""
 from __future__ import annotations
 
-from typing import Dict
-
 import numpy as np
 
 from .features import Table
 
 
-def synthetic_ctr_table(s: dict, seed_offset: int = 0) -> Table:
+def synthetic_ctr_table(synthetic_cfg: dict) -> Table:
     """Rows with a planted signal (first-order weights + a pairwise interaction of c0 and c1 + numerics)."""
-    rng = np.random.RandomState(int(s["seed"]))
-    n, cards = int(s["rows"]), [int(c) for c in s["cardinalities"]]
+    rng = np.random.RandomState(int(synthetic_cfg["seed"]))
+    n, cards = int(synthetic_cfg["rows"]), [int(c) for c in synthetic_cfg["cardinalities"]]
     cols, score = {}, np.zeros(n)
     for j, c in enumerate(cards):
         v = rng.randint(0, c, n)
@@ -21,11 +19,11 @@ def synthetic_ctr_table(s: dict, seed_offset: int = 0) -> Table:
     if len(cards) >= 2:
         inter = rng.randn(cards[0], cards[1]) * 1.5
         score += inter[cols["c0"], cols["c1"]]
-    for k in range(int(s["numeric"])):
+    for k in range(int(synthetic_cfg["numeric"])):
         x = rng.randn(n) * 3 + 1
         cols[f"n{k}"] = x
         score += 0.5 * np.tanh(x)
-    L = int(s["sequence_len"])
+    L = int(synthetic_cfg["sequence_len"])
     if L > 0:
         lens = rng.randint(0, L + 1, n)
         seq = rng.randint(0, 10, (n, L))
@@ -37,17 +35,19 @@ def synthetic_ctr_table(s: dict, seed_offset: int = 0) -> Table:
     return Table(cols, label, "<synthetic>")
 
 
-def synthetic_recbole(s: dict) -> Dict[str, Table]:
+def synthetic_recbole(synthetic_cfg: dict) -> dict[str, Table]:
     """Users and items in 4 clusters: every user interacts, in random order, with distinct items of its own
     cluster (as many as ``rows / users`` allows); items carry their cluster as a ``genre`` feature."""
-    rng = np.random.RandomState(int(s["seed"]))
-    n_users, n_items = int(s["cardinalities"][0]), int(s["cardinalities"][1])
+    rng = np.random.RandomState(int(synthetic_cfg["seed"]))
+    n_users, n_items = int(synthetic_cfg["cardinalities"][0]), int(synthetic_cfg["cardinalities"][1])
     users, items, ts = [], [], []
     for u in range(n_users):
         pool = np.arange(n_items)[np.arange(n_items) % 4 == u % 4]
-        k = max(3, min(len(pool), int(s["rows"]) // n_users))
+        k = max(3, min(len(pool), int(synthetic_cfg["rows"]) // n_users))
         for t, it in enumerate(rng.permutation(pool)[:k]):
-            users.append(str(u)); items.append(str(it)); ts.append(float(t))
+            users.append(str(u))
+            items.append(str(it))
+            ts.append(float(t))
     inter = Table({"user_id": np.asarray(users), "item_id": np.asarray(items), "timestamp": np.asarray(ts)},
                   None, "<synthetic>.inter")
     item = Table({"item_id": np.arange(n_items).astype(str), "genre": (np.arange(n_items) % 4).astype(str)},

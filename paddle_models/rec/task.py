@@ -2,11 +2,11 @@
 
 CTR models (``kind = "ctr"``): batches ``{"ids", ["values"], "label"[, "group"]}``; loss = binary cross
 entropy of the predicted click probability; metrics ``auc``, ``logloss`` (and ``gauc`` with
-``Metric.user_field``); the best checkpoint has the highest validation AUC. Optimizers: the ``Optimizer``
-section over all weights, with ``Arch.embedding_regularizer`` / ``Arch.net_regularizer`` as L2 on the
-embedding tables / other weights; Wide&Deep gets two optimizers, FTRL-Proximal (``Optimizer.wide``) on
-the wide part and the ``Optimizer`` section (AdaGrad in its configs) on the deep part, both stepped on
-every training step.
+``Metric.user_field``); the best checkpoint has the highest validation AUC. Optimizers (built by
+``engine.optim.build_optimizer`` over parameter groups): the ``Optimizer`` section over all weights, with
+``Arch.embedding_regularizer`` / ``Arch.net_regularizer`` as the weight decay of the embedding tables / other
+weights; Wide&Deep gets two optimizers, FTRL-Proximal (``Optimizer.wide``) on the wide part and the
+``Optimizer`` section (AdaGrad in its configs) on the deep part, both stepped on every training step.
 
 Retrieval (DSSM, ``kind = "retrieval"``): training batches are (user, item) pairs, the loss is the
 in-batch softmax cross entropy; evaluation ranks every catalogue item for each user (training items
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Dict, List, Tuple
 
 import numpy as np
 import paddle
@@ -25,53 +24,22 @@ import paddle.nn.functional as F
 from paddle.static import InputSpec
 
 from .. import metrics as metric_fns
-from ..engine.task import ServingNotSupported, Task, build_scheduler
+from ..engine.optim import ParamGroup, PlateauScale, assign_groups, build_optimizer, build_scheduler, schedulers_of
+from ..engine.task import ServingNotSupported, Task
 from ..predictions import probability_cell, write_csv
 from ..registry import build_model, model_entry, register_task
 from . import serving
 from .data import RecData
-from .optim import FTRL, PlateauScale
 
 
 def model_kind(name: str) -> str:
-    return getattr(model_entry(name)["builder"], "kind", "ctr")
+    """``ctr`` or ``retrieval``: the ``kind`` of the model class registered as ``name``."""
+    return model_entry(name)["builder"].model_class.kind
 
 
 def _inner(model):
     """The model itself when wrapped in paddle.DataParallel."""
     return getattr(model, "_layers", model)
-
-
-def _make_optimizer(ocfg, groups, learning_rate):
-    """An optimizer of the ``Optimizer`` section over parameter groups ``[(params, l2), ...]``."""
-    groups = [(ps, wd) for ps, wd in groups if ps]
-    if len({wd for _, wd in groups}) <= 1:  # one group: the plain (faster) form
-        params = [p for ps, _ in groups for p in ps]
-        wd = groups[0][1] if groups else 0.0
-        param_arg, wd_arg = params, (wd or None)
-    else:
-        param_arg = [{"params": ps, "weight_decay": wd} for ps, wd in groups]
-        wd_arg = None
-    name = ocfg["name"].lower()
-    clip = paddle.nn.ClipGradByGlobalNorm(float(ocfg["grad_clip"])) if float(ocfg.get("grad_clip") or 0) > 0 else None
-    common = {"learning_rate": learning_rate, "parameters": param_arg, "grad_clip": clip}
-    if name == "adam":
-        return paddle.optimizer.Adam(beta1=ocfg["beta1"], beta2=ocfg["beta2"], epsilon=ocfg["epsilon"],
-                                     weight_decay=wd_arg, **common)
-    if name == "adamw":  # decoupled decay: the regularizers are decay coefficients here
-        return paddle.optimizer.AdamW(beta1=ocfg["beta1"], beta2=ocfg["beta2"], epsilon=ocfg["epsilon"],
-                                      weight_decay=wd_arg or 0.0, **common)
-    if name == "adagrad":
-        return paddle.optimizer.Adagrad(epsilon=ocfg["epsilon"], weight_decay=wd_arg, **common)
-    if name == "sgd":
-        return paddle.optimizer.SGD(weight_decay=wd_arg, **common)
-    raise ValueError(f"Optimizer.name: unknown optimizer {ocfg['name']!r} (Adam, AdamW, Adagrad, SGD)")
-
-
-def _make_ftrl(wcfg, params, learning_rate) -> FTRL:
-    return FTRL(learning_rate, l1=float(wcfg["l1"]), l2=float(wcfg["l2"]), lr_power=float(wcfg["lr_power"]),
-                beta=float(wcfg["beta"]), initial_accumulator_value=float(wcfg["initial_accumulator_value"]),
-                parameters=params)
 
 
 @register_task("rec")
@@ -86,27 +54,27 @@ class RecTask(Task):
         self.best_metric = "auc" if self.kind == "ctr" else f"recall@{self.topk[0]}"
         self.data = RecData(cfg, retrieval=self.kind == "retrieval")
         self._catalog_tensor = None
-        self._plateau: List[PlateauScale] = []
+        self._plateau: list[PlateauScale] = []
 
     def default_eval_split(self) -> str:
         """The split ``tools/eval.py`` should score when none is named: ``test`` when ``Data.test_path`` is set
         (``-o Data.test_path=FILE`` evaluates FILE), else ``val``."""
-        return "test" if self.cfg["Data"].get("test_path") else "val"
+        return "test" if self.cfg["Data"]["test_path"] else "val"
 
     # ---- setup -----------------------------------------------------------------------------------
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
-        self.data.prepare(output_dir, is_main, checkpoint=self.cfg["Global"].get("checkpoint"))
+        self.data.prepare(output_dir, is_main, checkpoint=self.cfg["Global"]["checkpoint"])
 
     def preprocessing_fingerprint(self):
         """The feature map's fingerprint: sha256 of its canonical JSON (vocabularies, statistics, layout)."""
-        fmap = self.data.prepare(checkpoint=self.cfg["Global"].get("checkpoint"))
+        fmap = self.data.prepare(checkpoint=self.cfg["Global"]["checkpoint"])
         text = json.dumps(fmap.to_dict(), sort_keys=True, default=str).encode("utf-8")
         return {"kind": "feature map", "path": os.path.join(os.path.abspath(self.output_dir), "feature_map.json"),
                 "sha256": hashlib.sha256(text).hexdigest()}
 
     def build_model(self) -> paddle.nn.Layer:
         """The model over the fitted feature layout (loaded beside ``Global.checkpoint``, or fitted)."""
-        fmap = self.data.prepare(checkpoint=self.cfg["Global"].get("checkpoint"))
+        fmap = self.data.prepare(checkpoint=self.cfg["Global"]["checkpoint"])
         if self.kind == "retrieval":
             return build_model(self.cfg, user_layout=fmap.layout("user"), item_layout=fmap.layout("item"))
         return build_model(self.cfg, layout=fmap.layout())
@@ -145,13 +113,13 @@ class RecTask(Task):
         return loss, {}
 
     @paddle.no_grad()
-    def predict_step(self, model, batch) -> Dict[str, np.ndarray]:
+    def predict_step(self, model, batch) -> dict[str, np.ndarray]:
         if self.kind == "ctr":
             prob = model(*self._ctr_inputs(batch))
             out = {"prob": prob.numpy().astype(np.float64), "label": batch["label"].numpy()}
             if "group" in batch:
-                g = batch["group"]
-                out["group"] = g.numpy() if isinstance(g, paddle.Tensor) else np.asarray(g)
+                group = batch["group"]
+                out["group"] = group.numpy() if isinstance(group, paddle.Tensor) else np.asarray(group)
             return out
         net = _inner(model)
         if self._catalog_tensor is None:
@@ -161,20 +129,20 @@ class RecTask(Task):
         scores = paddle.matmul(users, items, transpose_y=True).numpy().astype(np.float64)
         target = batch["target"].numpy()
         if self.cfg["Metric"]["exclude_seen"]:
-            ex = batch["exclude"].numpy()
-            rows, cols = np.nonzero(ex >= 0)
-            scores[rows, ex[rows, cols]] = -np.inf
+            exclude = batch["exclude"].numpy()
+            rows, cols = np.nonzero(exclude >= 0)
+            scores[rows, exclude[rows, cols]] = -np.inf
         top = metric_fns.top_k_items(scores, max(self.topk))
         return {"topk": top, "target": target}
 
-    def compute_metrics(self, outputs: Dict[str, np.ndarray]) -> Dict[str, float]:
-        res = self._metrics(outputs)
-        for s in self._plateau:  # only set while training: every evaluation then is a validation one
-            if s.observe(res.get(self.best_metric)):
-                res["lr_reduced_to"] = s.last_lr
-        return res
+    def compute_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        result = self._metrics(outputs)
+        for scale in self._plateau:  # only set while training: every evaluation then is a validation one
+            if scale.observe(result.get(self.best_metric)):
+                result["lr_reduced_to"] = scale.last_lr
+        return result
 
-    def _metrics(self, outputs: Dict[str, np.ndarray]) -> Dict[str, float]:
+    def _metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         if self.kind == "ctr":
             y, p = outputs["label"], outputs["prob"]
             res = {"logloss": metric_fns.logloss(y, p), "samples": int(len(y)), "pos_rate": float(np.mean(y))}
@@ -208,36 +176,40 @@ class RecTask(Task):
         return {"predictions": write_csv(path, header, rows)}
 
     # ---- optimization ----------------------------------------------------------------------------
-    def build_optimizers(self, model, total_steps: int) -> Tuple[List[paddle.optimizer.Optimizer], list]:
+    def build_optimizers(self, model, total_steps: int) -> tuple[list[paddle.optimizer.Optimizer], list]:
+        """The ``Optimizer`` section over the embedding and network groups (:meth:`_regularized_groups`);
+        Wide&Deep: that over the deep part, and FTRL-Proximal (``Optimizer.wide``) over the wide part."""
         net = _inner(model)
-        arch, ocfg = self.cfg["Arch"], self.cfg["Optimizer"]
-        er, nr = float(arch["embedding_regularizer"]), float(arch["net_regularizer"])
-        emb_ids = {id(p) for p in net.embedding_parameters()}
-        factor = float(ocfg["reduce_on_plateau"])
-
-        def schedule(lr):
-            s = lr
-            if factor > 0:
-                s = PlateauScale(lr, factor, float(ocfg["min_lr"]), self.best_mode)
-                self._plateau.append(s)
-            return s
-
+        optimizer_cfg = self.cfg["Optimizer"]
         self._plateau = []
-        sched = schedule(build_scheduler(ocfg, total_steps))
-        scheds = [sched] if isinstance(sched, paddle.optimizer.lr.LRScheduler) else []
-        if hasattr(net, "wide_parameters"):  # Wide & Deep: FTRL on the wide part, the Optimizer section on the deep
-            wide = net.wide_parameters()
-            deep = net.deep_parameters()
-            wide_lr = schedule(float(ocfg["wide"]["lr"]))
-            wide_opt = _make_ftrl(ocfg["wide"], wide, wide_lr)
-            scheds += [wide_lr] if isinstance(wide_lr, paddle.optimizer.lr.LRScheduler) else []
-            deep_opt = _make_optimizer(ocfg, [([p for p in deep if id(p) in emb_ids], er),
-                                              ([p for p in deep if id(p) not in emb_ids], nr)], sched)
-            return [deep_opt, wide_opt], scheds
-        params = [p for p in net.parameters() if not p.stop_gradient]
-        opt = _make_optimizer(ocfg, [([p for p in params if id(p) in emb_ids], er),
-                                     ([p for p in params if id(p) not in emb_ids], nr)], sched)
-        return [opt], scheds
+        schedule = self._on_plateau(build_scheduler(optimizer_cfg, total_steps))
+        if not hasattr(net, "wide_parameters"):
+            optimizer = build_optimizer(optimizer_cfg, self._regularized_groups(net, net.parameters()), schedule)
+            return [optimizer], schedulers_of(schedule)
+        wide_rate = self._on_plateau(float(optimizer_cfg["wide"]["lr"]))
+        wide = build_optimizer(optimizer_cfg["wide"], [ParamGroup("wide", tuple(net.wide_parameters()), 0.0)],
+                               wide_rate, name="FTRL")
+        deep = build_optimizer(optimizer_cfg, self._regularized_groups(net, net.deep_parameters()), schedule)
+        return [deep, wide], schedulers_of(schedule, wide_rate)
+
+    def _regularized_groups(self, net, parameters) -> list[ParamGroup]:
+        """``parameters`` as the embedding tables at ``Arch.embedding_regularizer`` and the other weights at
+        ``Arch.net_regularizer`` (the optimizer's L2, or AdamW's decoupled decay)."""
+        arch = self.cfg["Arch"]
+        embedding_ids = {id(p) for p in net.embedding_parameters()}
+        rules = [("embedding", float(arch["embedding_regularizer"]), lambda p: id(p) in embedding_ids)]
+        return assign_groups(parameters, rules, ("network", float(arch["net_regularizer"])))
+
+    def _on_plateau(self, learning_rate):
+        """``learning_rate`` scaled down after validations without a better best metric
+        (``Optimizer.reduce_on_plateau`` > 0), else unchanged."""
+        optimizer_cfg = self.cfg["Optimizer"]
+        factor = float(optimizer_cfg["reduce_on_plateau"])
+        if factor <= 0:
+            return learning_rate
+        scaled = PlateauScale(learning_rate, factor, float(optimizer_cfg["min_lr"]), self.best_mode)
+        self._plateau.append(scaled)
+        return scaled
 
     # ---- export ------------------------------------------------------------------------------------
     def export_input_spec(self, model) -> list:
@@ -291,7 +263,7 @@ class RecTask(Task):
 
     def export_metadata(self, out_dir: str) -> dict:
         """The fitted feature map copied into ``out_dir`` and named under ``preprocess``; CTR labels."""
-        return serving.export_metadata(self.data, self.kind, self.cfg["Global"].get("checkpoint"), out_dir)
+        return serving.export_metadata(self.data, self.kind, self.cfg["Global"]["checkpoint"], out_dir)
 
     # ---- serving (a task made by ``for_export``) ----------------------------------------------------
     def prepare_items(self, records: list, limits=None):

@@ -9,16 +9,17 @@ with FTRL-Proximal (L1) and the deep part with AdaGrad, both on every step: ``wi
 """
 from __future__ import annotations
 
-from .layers import (CTRModel, FeatureEmbedding, LinearLogit, mlp_from_arch, register_model,
-                     small_config)
+from .layers import MLP, CTRModel, FeatureEmbedding, LinearLogit, model_arguments, register_rec_model, small_config
 
 
 class WideDeep(CTRModel):
-    def __init__(self, layout, arch):
-        super().__init__(layout, arch)
-        self.wide = LinearLogit(layout, self.init_std)
-        self.embedding = FeatureEmbedding(layout, self.embedding_dim, self.init_std)
-        self.dnn = mlp_from_arch(arch, self.mlp_input_dim())
+    def __init__(self, layout, *, embedding_dim: int, embedding_init_std: float, hidden_units: list,
+                 hidden_activation: str, net_dropout: float, batch_norm: bool):
+        super().__init__(layout)
+        self.wide = LinearLogit(layout, embedding_init_std)
+        self.embedding = FeatureEmbedding(layout, embedding_dim, embedding_init_std)
+        self.dnn = MLP(layout.num_fields * embedding_dim, hidden_units, hidden_activation, net_dropout, batch_norm,
+                       output_dim=1)
 
     def logit(self, ids, values=None):
         deep = self.dnn(self.embedding(ids, values).flatten(1)).squeeze(-1)
@@ -32,7 +33,7 @@ class WideDeep(CTRModel):
         return [p for p in self.parameters() if id(p) not in wide]
 
 
-@register_model("widedeep", family="rec",
-                small_config=small_config(data={"crosses": [["c0", "c1"]]}))
+@register_rec_model("widedeep", WideDeep, small_config({"embedding_dim": 4, "hidden_units": [16, 16]},
+                                                      data={"crosses": [["c0", "c1"]]}))
 def build_widedeep(cfg, layout) -> WideDeep:
-    return WideDeep(layout, cfg["Arch"])
+    return WideDeep(layout, **model_arguments(cfg, WideDeep))

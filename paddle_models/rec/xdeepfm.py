@@ -12,8 +12,16 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
-from .layers import (CTRModel, FeatureEmbedding, LinearLogit, mlp_from_arch, register_model,
-                     small_config, xavier_linear)
+from .layers import (
+    MLP,
+    CTRModel,
+    FeatureEmbedding,
+    LinearLogit,
+    model_arguments,
+    register_rec_model,
+    small_config,
+    xavier_linear,
+)
 
 
 class CIN(nn.Layer):
@@ -56,13 +64,16 @@ class CIN(nn.Layer):
 
 
 class XDeepFM(CTRModel):
-    def __init__(self, layout, arch):
-        super().__init__(layout, arch)
-        self.linear = LinearLogit(layout, self.init_std)
-        self.embedding = FeatureEmbedding(layout, self.embedding_dim, self.init_std)
-        self.cin = CIN(layout.num_fields, arch["cin_layer_units"], arch["cin_split_half"])
+    def __init__(self, layout, *, embedding_dim: int, embedding_init_std: float, hidden_units: list,
+                 hidden_activation: str, net_dropout: float, batch_norm: bool, cin_layer_units: list,
+                 cin_split_half: bool):
+        super().__init__(layout)
+        self.linear = LinearLogit(layout, embedding_init_std)
+        self.embedding = FeatureEmbedding(layout, embedding_dim, embedding_init_std)
+        self.cin = CIN(layout.num_fields, cin_layer_units, cin_split_half)
         self.cin_out = xavier_linear(self.cin.output_dim, 1)
-        self.dnn = mlp_from_arch(arch, self.mlp_input_dim()) if arch["hidden_units"] else None
+        self.dnn = MLP(layout.num_fields * embedding_dim, hidden_units, hidden_activation, net_dropout, batch_norm,
+                       output_dim=1) if hidden_units else None
 
     def logit(self, ids, values=None):
         emb = self.embedding(ids, values)
@@ -72,6 +83,7 @@ class XDeepFM(CTRModel):
         return out
 
 
-@register_model("xdeepfm", family="rec", small_config=small_config({"cin_layer_units": [6, 6]}))
+@register_rec_model("xdeepfm", XDeepFM, small_config({"embedding_dim": 4, "hidden_units": [16, 16],
+                                                     "cin_layer_units": [6, 6]}))
 def build_xdeepfm(cfg, layout) -> XDeepFM:
-    return XDeepFM(layout, cfg["Arch"])
+    return XDeepFM(layout, **model_arguments(cfg, XDeepFM))

@@ -14,6 +14,9 @@ weight decay all work as for the built-in optimizers). Per coordinate, with grad
 
 L1 sets weights exactly to zero (the sparsity the paper is about). With ``beta = 0`` and ``l2 = 2 * l2'``
 this is Paddle's (and TensorFlow's) ``ftrl`` kernel with ``l2'``.
+
+:func:`paddle_models.engine.optim.build_optimizer` builds it with ``name="FTRL"`` from a section of its
+settings (the rec family's ``Optimizer.wide``, for Wide&Deep's wide part).
 """
 from __future__ import annotations
 
@@ -81,70 +84,3 @@ class FTRL(Optimizer):
         paddle.assign(z_new, output=z)
         paddle.assign(w_new, output=param)
         return None
-
-
-
-
-class PlateauScale(paddle.optimizer.lr.LRScheduler):
-    """FuxiCTR's ``reduce_lr_on_plateau``: the learning rate (a float, or another scheduler's value) times a
-    scale that is multiplied by ``factor`` after every evaluation whose monitored metric did not improve
-    (never below ``min_lr``). The Trainer steps it once per optimizer step like any scheduler; the rec task
-    reports each validation result to :meth:`observe` (from ``compute_metrics``). Its state (scale, best)
-    is saved in checkpoints with the other scheduler state."""
-
-    def __init__(self, inner, factor: float = 0.1, min_lr: float = 1e-6, mode: str = "max"):
-        if not 0 < factor < 1:
-            raise ValueError(f"Optimizer.reduce_on_plateau: factor must be in (0, 1), got {factor}")
-        self.inner = inner
-        self.factor, self.min_lr, self.mode = float(factor), float(min_lr), mode
-        self.scale, self.best, self.num_decays = 1.0, None, 0
-        self._started = False  # the base class steps once in __init__: the inner scheduler already did
-        base = inner.last_lr if isinstance(inner, paddle.optimizer.lr.LRScheduler) else float(inner)
-        super().__init__(base)
-        self._started = True
-
-    def _inner_lr(self) -> float:
-        return self.inner.last_lr if isinstance(self.inner, paddle.optimizer.lr.LRScheduler) else float(self.inner)
-
-    def get_lr(self) -> float:
-        lr = self._inner_lr()
-        return max(lr * self.scale, min(self.min_lr, lr))
-
-    def step(self, epoch=None):
-        if self._started and isinstance(self.inner, paddle.optimizer.lr.LRScheduler):
-            self.inner.step()
-        super().step(epoch)
-
-    def observe(self, value: float) -> bool:
-        """Report an evaluation; returns True when the learning rate was reduced."""
-        if value is None or value != value:  # NaN: not an improvement
-            improved = False
-        elif self.best is None:
-            improved = True
-        else:
-            improved = value > self.best if self.mode == "max" else value < self.best
-        if improved:
-            self.best = float(value)
-            return False
-        self.scale *= self.factor
-        self.num_decays += 1
-        self.last_lr = self.get_lr()
-        return True
-
-    def state_keys(self):
-        self.keys = ["last_epoch", "last_lr", "scale", "best", "num_decays"]
-
-    def state_dict(self):
-        d = super().state_dict()
-        if isinstance(self.inner, paddle.optimizer.lr.LRScheduler):
-            d["inner"] = self.inner.state_dict()
-        return d
-
-    def set_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        inner = state_dict.pop("inner", None)
-        super().set_state_dict(state_dict)
-        if inner is not None and isinstance(self.inner, paddle.optimizer.lr.LRScheduler):
-            self.inner.set_state_dict(inner)
-
-    set_dict = set_state_dict
