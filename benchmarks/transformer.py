@@ -28,8 +28,14 @@ import paddle  # noqa: E402
 import paddle.nn as nn  # noqa: E402
 
 from paddle_models.transformer.decoding import greedy_search  # noqa: E402
-from paddle_models.transformer.model import (BOS_ID, EOS_ID, PAD_ID, SinusoidalPositionalEncoding,  # noqa: E402
-                                             Transformer, padding_mask)
+from paddle_models.transformer.model import (  # noqa: E402
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SinusoidalPositionalEncoding,
+    Transformer,
+    padding_mask,
+)
 from paddle_models.transformer.task import label_smoothed_nll  # noqa: E402
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
 
 #: (layer type, attribute, default value) that a Paddle version may add to the repr.
 NORMALIZABLE = (
@@ -34,12 +33,12 @@ _ROOT = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)\((?P<rest>.*)$")
 class Node:
     path: str
     type: str
-    attrs: List[str]
+    attrs: list[str]
     line: int
-    children: List[str] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
 
 
-def split_args(text: str) -> List[str]:
+def split_args(text: str) -> list[str]:
     """Split ``a, b=[1, 2], c=(1, 1)`` at top-level commas."""
     out, depth, cur = [], 0, ""
     for ch in text:
@@ -57,7 +56,7 @@ def split_args(text: str) -> List[str]:
     return out
 
 
-def parse_tree(text: str, source: str = "<print>") -> Dict[str, Node]:
+def parse_tree(text: str, source: str = "<print>") -> dict[str, Node]:
     """Parse a printed module tree into ``{path: Node}`` (root path ``""``), in print order."""
     lines = [ln.rstrip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln.strip()]
@@ -66,11 +65,11 @@ def parse_tree(text: str, source: str = "<print>") -> Dict[str, Node]:
     m = _ROOT.match(lines[0].strip())
     if not m:
         raise ValueError(f"{source}: line 1: expected 'TypeName(' to start the print, got {lines[0]!r}")
-    nodes: Dict[str, Node] = {}
+    nodes: dict[str, Node] = {}
     rest = m.group("rest")
     root_args = rest[:-1] if rest.endswith(")") else rest
     nodes[""] = Node("", m.group("type"), split_args(root_args), 1)
-    stack: List[Tuple[int, str]] = [(-1, "")]  # (indent, path) of open containers
+    stack: list[tuple[int, str]] = [(-1, "")]  # (indent, path) of open containers
     for i, ln in enumerate(lines[1:], start=2):
         if ln.strip() == ")":
             indent = len(ln) - len(ln.lstrip())
@@ -105,7 +104,7 @@ def _balanced(s: str) -> bool:
     return d == 0
 
 
-def _normalize(type_: str, exp: List[str], got: List[str], applied: Dict[str, int]):
+def _normalize(type_: str, exp: list[str], got: list[str], applied: dict[str, int]):
     exp, got = list(exp), list(got)
     for t, key, default in NORMALIZABLE:
         if t != type_:
@@ -118,10 +117,10 @@ def _normalize(type_: str, exp: List[str], got: List[str], applied: Dict[str, in
     return exp, got
 
 
-def compare_trees(expected: Dict[str, Node], found: Dict[str, Node]):
+def compare_trees(expected: dict[str, Node], found: dict[str, Node]):
     """Return (differences, normalized): differences as (path, expected, found) triples."""
-    diffs: List[Tuple[str, str, str]] = []
-    applied: Dict[str, int] = {}
+    diffs: list[tuple[str, str, str]] = []
+    applied: dict[str, int] = {}
 
     def walk(path: str):
         e, f = expected[path], found[path]
@@ -178,7 +177,7 @@ def alias(path: str) -> str:
     return ""
 
 
-def format_report(result: dict, max_lines: Optional[int] = 200) -> str:
+def format_report(result: dict, max_lines: int | None = 200) -> str:
     out = []
     for path, exp, got in result["differences"][:max_lines]:
         a = alias(path)

@@ -18,7 +18,8 @@ import math
 import operator
 import os
 import re
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import yaml
 
@@ -131,7 +132,7 @@ def _read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: config file not found")
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = load_yaml(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
@@ -282,7 +283,7 @@ def _drop_saved_defaults(raw: dict, arch_keys, arch_schema: dict) -> None:
             del arch[key]
 
 
-def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), data: Optional[dict] = None,
+def load_config(path: str | None = None, overrides: Iterable[str] = (), data: dict | None = None,
                 saved: bool = False) -> AttrDict:
     """Load ``path`` (or a ready ``data`` dict), apply ``overrides`` and validate against the family defaults.
     ``saved``: the file is a config.yaml this project wrote (an export folder's, a run's); see

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .fileio import write_json_atomic
 
@@ -35,7 +35,7 @@ def make_data(out_dir: str, train: int, val: int, test: int, seed: int = 2026, i
     return summary
 
 
-def train_and_eval(data_dir: str, out_dir: str, modalities: Sequence[str], epochs: Optional[int] = None,
+def train_and_eval(data_dir: str, out_dir: str, modalities: Sequence[str], epochs: int | None = None,
                    extra: Sequence[str] = (), progress: bool = True) -> dict:
     from .config import load_config
     from .engine.trainer import Trainer
@@ -57,7 +57,7 @@ def train_and_eval(data_dir: str, out_dir: str, modalities: Sequence[str], epoch
 
 
 def run_demo(out_root: str = "output/demo", train: int = 2400, val: int = 600, test: int = 600,
-             epochs: Optional[int] = None, ablations: bool = False, extra: Sequence[str] = (),
+             epochs: int | None = None, ablations: bool = False, extra: Sequence[str] = (),
              progress: bool = True) -> dict:
     t0 = time.time()
     data_dir = os.path.join(out_root, "data")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import os
-from typing import Dict, List, Set
 
 FAMILIES = ("multimodal", "rec", "transformer")
 TOOL_LAYER = ("cli", "commands")  # the command-line plumbing and the commands
@@ -30,7 +29,7 @@ def _resolve(current: str, is_package: bool, level: int, name: str) -> str:
     return ".".join(base + ([name] if name else []))
 
 
-def import_graph(root: str, package: str = "") -> Dict[str, Set[str]]:
+def import_graph(root: str, package: str = "") -> dict[str, set[str]]:
     """``{module: modules of the package it imports}`` for every ``.py`` file under ``root`` (the package
     folder); ``package`` defaults to the folder's name."""
     package = package or os.path.basename(os.path.abspath(root))
@@ -41,14 +40,14 @@ def import_graph(root: str, package: str = "") -> Dict[str, Set[str]]:
                 p = os.path.join(d, n)
                 files[module_name(root, p, package)] = p
     known = set(files)
-    graph: Dict[str, Set[str]] = {}
+    graph: dict[str, set[str]] = {}
     for mod, path in sorted(files.items()):
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), filename=path)
         is_pkg = path.endswith("__init__.py")
-        deps: Set[str] = set()
+        deps: set[str] = set()
         for node in ast.walk(tree):
-            targets: List[str] = []
+            targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -65,7 +64,7 @@ def import_graph(root: str, package: str = "") -> Dict[str, Set[str]]:
     return graph
 
 
-def find_cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Every strongly connected group of more than one module (each is at least one cycle), sorted."""
     index, low, stack, on, out = {}, {}, [], set(), []
     counter = [0]
@@ -98,8 +97,8 @@ def find_cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
     return sorted(out)
 
 
-def engine_violations(graph: Dict[str, Set[str]], package: str = "paddle_models",
-                      families=FAMILIES) -> List[str]:
+def engine_violations(graph: dict[str, set[str]], package: str = "paddle_models",
+                      families=FAMILIES) -> list[str]:
     """``engine -> x`` edges where ``x`` is a family package (or inside one) or the tool layer (``cli``,
     ``commands`` and its modules)."""
     forbidden = [f"{package}.{f}" for f in families + TOOL_LAYER]
@@ -113,5 +112,5 @@ def engine_violations(graph: Dict[str, Set[str]], package: str = "paddle_models"
     return bad
 
 
-def format_graph(graph: Dict[str, Set[str]]) -> str:
+def format_graph(graph: dict[str, set[str]]) -> str:
     return "\n".join(f"{m} -> {', '.join(sorted(d)) if d else '(none)'}" for m, d in sorted(graph.items()))

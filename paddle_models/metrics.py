@@ -15,7 +15,8 @@ scikit-learn).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def accuracy(y_true, y_pred) -> float:
     return float(np.mean(t == p))
 
 
-def confusion_matrix(y_true, y_pred, num_classes: Optional[int] = None) -> np.ndarray:
+def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
     """``cm[i, j]`` = number of samples of true class ``i`` predicted as class ``j`` (int64)."""
     t = _labels_int(y_true, "y_true")
     p = _labels_int(y_pred, "y_pred")
@@ -101,7 +102,7 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def precision_recall_f1(y_true, y_pred, num_classes: Optional[int] = None):
+def precision_recall_f1(y_true, y_pred, num_classes: int | None = None):
     """Per-class ``(precision, recall, f1, support)`` arrays.
 
     A class with no prediction has precision 0, a class with no sample recall 0 and F1 is 0 when
@@ -117,8 +118,8 @@ def precision_recall_f1(y_true, y_pred, num_classes: Optional[int] = None):
     return precision, recall, f1, support.astype(np.int64)
 
 
-def classification_report(y_true, y_pred, num_classes: Optional[int] = None,
-                          label_names: Optional[Sequence[str]] = None) -> Dict:
+def classification_report(y_true, y_pred, num_classes: int | None = None,
+                          label_names: Sequence[str] | None = None) -> dict:
     """Accuracy, macro / weighted averages, per-class metrics and the confusion matrix.
 
     Returns a dict with ``accuracy``, ``macro_precision``, ``macro_recall``, ``macro_f1``,
@@ -152,7 +153,7 @@ def classification_report(y_true, y_pred, num_classes: Optional[int] = None,
     }
 
 
-def format_confusion_matrix(cm, label_names: Optional[Sequence[str]] = None) -> str:
+def format_confusion_matrix(cm, label_names: Sequence[str] | None = None) -> str:
     """A plain-text table of a confusion matrix (rows: true class, columns: predicted)."""
     cm = np.asarray(cm)
     c = cm.shape[0]
@@ -262,7 +263,7 @@ def gauc(user_ids, y_true, y_score, return_details: bool = False):
 TrueItems = Union[Sequence[int], Sequence[Sequence[int]], np.ndarray]
 
 
-def _true_sets(true_items, n_users: int) -> List[set]:
+def _true_sets(true_items, n_users: int) -> list[set]:
     """Normalise held-out items: one int per user, or a list / set of ints per user."""
     if isinstance(true_items, np.ndarray) and true_items.ndim == 1 and \
             np.issubdtype(true_items.dtype, np.integer):

@@ -14,7 +14,7 @@ import json
 import math
 import os
 from collections import OrderedDict
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def _atomic_savefig(fig, path: str, dpi: int = 110) -> str:
     return path
 
 
-def plot_confusion_matrix(cm, path: str, label_names: Optional[Sequence[str]] = None,
+def plot_confusion_matrix(cm, path: str, label_names: Sequence[str] | None = None,
                           title: str = "Confusion matrix") -> str:
     """Write a confusion-matrix PNG (rows: true, columns: predicted) and return its path."""
     plt = _pyplot()
@@ -74,10 +74,10 @@ def plot_confusion_matrix(cm, path: str, label_names: Optional[Sequence[str]] = 
         plt.close(fig)
 
 
-def read_metrics_log(path: str) -> List[dict]:
+def read_metrics_log(path: str) -> list[dict]:
     """Records of a JSON-lines metrics log; a malformed line raises naming file and line."""
     records = []
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -92,9 +92,9 @@ def read_metrics_log(path: str) -> List[dict]:
     return records
 
 
-def curve_series(records: Sequence[dict]) -> "OrderedDict[str, OrderedDict[str, Tuple[list, list]]]":
+def curve_series(records: Sequence[dict]) -> OrderedDict[str, OrderedDict[str, tuple[list, list]]]:
     """Group a metrics log into ``{panel: {series: (xs, ys)}}`` (see module doc)."""
-    panels: "OrderedDict[str, OrderedDict[str, Tuple[list, list]]]" = OrderedDict()
+    panels: OrderedDict[str, OrderedDict[str, tuple[list, list]]] = OrderedDict()
     fallback_x = 0
     for rec in records:
         x = None
@@ -126,7 +126,7 @@ def curve_series(records: Sequence[dict]) -> "OrderedDict[str, OrderedDict[str, 
     return panels
 
 
-def plot_training_curves(metrics_jsonl: str, path: str, title: Optional[str] = None) -> str:
+def plot_training_curves(metrics_jsonl: str, path: str, title: str | None = None) -> str:
     """Write a PNG with one panel per metric (loss, lr, macro_f1, ...) from a metrics log."""
     plt = _pyplot()
     panels = curve_series(read_metrics_log(metrics_jsonl))

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
-_MODELS: Dict[str, dict] = {}
-_TASKS: Dict[str, Callable] = {}
-_TASK_DEFAULTS: Dict[str, dict] = {}
+_MODELS: dict[str, dict] = {}
+_TASKS: dict[str, Callable] = {}
+_TASK_DEFAULTS: dict[str, dict] = {}
 _FAMILY_MODULES = ("paddle_models.multimodal", "paddle_models.rec", "paddle_models.transformer")
 PLUGINS_ENV = "PADDLE_MODELS_PLUGINS"
 _loaded = False
 
 
-def register_model(name: str, family: str, small_config: Optional[dict] = None,
-                   arch_keys: Optional[Sequence[str]] = None):
+def register_model(name: str, family: str, small_config: dict | None = None,
+                   arch_keys: Sequence[str] | None = None):
     """Register a builder ``fn(cfg, **inputs) -> paddle.nn.Layer`` under ``name``. A builder reads no file:
     what it needs besides the config (the rec family's fitted feature layout) comes as arguments from the
     family's ``Task.build_model``.
@@ -47,7 +47,7 @@ def register_model(name: str, family: str, small_config: Optional[dict] = None,
     return deco
 
 
-def register_task(family: str, defaults: Optional[dict] = None):
+def register_task(family: str, defaults: dict | None = None):
     """Register the family's ``Task`` class. ``defaults`` is the config schema of a plug-in family (the
     sections it adds over ``defaults/common.yaml``, as a dict); built-in families keep theirs in
     ``paddle_models/defaults/<family>.yaml``."""
@@ -61,7 +61,7 @@ def register_task(family: str, defaults: Optional[dict] = None):
     return deco
 
 
-def task_defaults(family: str) -> Optional[dict]:
+def task_defaults(family: str) -> dict | None:
     """The config schema a plug-in family registered with its task (None for built-in families)."""
     _ensure_loaded()
     return _TASK_DEFAULTS.get(family)
@@ -84,7 +84,7 @@ def _ensure_loaded():
             raise
 
 
-def list_models(family: Optional[str] = None) -> List[str]:
+def list_models(family: str | None = None) -> list[str]:
     _ensure_loaded()
     return sorted(n for n, e in _MODELS.items() if family is None or e["family"] == family)
 

@@ -5,11 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from paddle_models import ConfigError, get_task, load_config
 from paddle_models.engine.trainer import Trainer
-
-from conftest import ROOT
 
 CFG = str(ROOT / "configs" / "multimodal" / "jsonl_small.yaml")
 
@@ -119,7 +118,6 @@ def test_config_errors_name_the_key(tmp_path):
 import logging  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import struct  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402

@@ -4,7 +4,6 @@ import os
 
 import paddle
 import pytest
-
 from conftest import ROOT
 
 

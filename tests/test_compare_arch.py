@@ -5,11 +5,10 @@ import sys
 
 import paddle
 import pytest
+from conftest import ROOT
 
 from paddle_models import archcompare, load_config
 from paddle_models.multimodal.network import network_from_config
-
-from conftest import ROOT
 
 FIXTURE = ROOT / "paddle_models" / "multimodal" / "fixtures" / "network_printed.txt"
 CFG101 = ROOT / "configs" / "multimodal" / "ernie_m_resnet101.yaml"

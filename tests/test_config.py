@@ -1,10 +1,9 @@
 """Config loading: defaults as schema, overrides, and errors that name the key."""
 import pytest
+from conftest import ROOT
 
 from paddle_models import ConfigError, build_model, list_models, load_config
 from paddle_models.config import parse_override
-
-from conftest import ROOT
 
 CFG = str(ROOT / "configs" / "multimodal" / "ernie_m_resnet101.yaml")
 

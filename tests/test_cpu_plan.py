@@ -8,10 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 from paddle_models.runtime import check_precision, cpu_info, cpu_plan
-
-from conftest import ROOT
 
 # first processor blocks of real machines (flags cut to what matters plus some others)
 INTEL_SPR = """processor\t: 0

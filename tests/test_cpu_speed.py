@@ -8,11 +8,10 @@ import sys
 import numpy as np
 import paddle
 import pytest
+from conftest import ROOT
 
 from paddle_models.engine.fast_linear import linear_with_fast_grad, use_fast_linear_grad
 from paddle_models.runtime import cpu_info
-
-from conftest import ROOT
 
 
 def _grads(layer, x_np, x_grad):

@@ -10,7 +10,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from paddle_models.config import load_config
 from paddle_models.engine.trainer import Trainer

@@ -6,9 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
-
 from conftest import ROOT
+from safetensors.numpy import load_file
 
 CFG = str(ROOT / "configs" / "multimodal" / "jsonl_small.yaml")
 

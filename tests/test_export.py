@@ -14,6 +14,7 @@ import numpy as np
 import paddle
 import pytest
 import yaml
+from conftest import train_small_multimodal
 
 from paddle_models.config import load_config
 from paddle_models.engine.artifact import EXPORT_META, load_npz, read_export_meta
@@ -22,11 +23,8 @@ from paddle_models.engine.loader import Loader, to_tensors
 from paddle_models.engine.parity import ParityError, max_rel_err
 from paddle_models.engine.predictor import Predictor
 from paddle_models.engine.task import Task
-from paddle_models.engine.trainer import Trainer
 from paddle_models.inference import task_for_export
 from paddle_models.registry import get_task, list_models, model_entry
-
-from conftest import train_small_multimodal
 
 
 def multimodal_input(model_dir, meta, path, **kw):

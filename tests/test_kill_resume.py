@@ -1,7 +1,7 @@
 """SIGKILL in the middle of an epoch, then --resume: same metrics and weights as an uninterrupted run."""
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,9 +10,8 @@ import time
 import numpy as np
 import paddle
 import pytest
-from safetensors.numpy import load_file
-
 from conftest import ROOT
+from safetensors.numpy import load_file
 
 CFG = str(ROOT / "configs" / "multimodal" / "jsonl_small.yaml")
 TRAIN = str(ROOT / "tools" / "train.py")

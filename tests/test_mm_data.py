@@ -10,8 +10,8 @@ from PIL import Image
 
 from paddle_models.multimodal import dataset as D
 from paddle_models.multimodal import images
-from paddle_models.multimodal.collate import MultimodalCollate
 from paddle_models.multimodal import tokenizer as tk
+from paddle_models.multimodal.collate import MultimodalCollate
 
 
 def _data_root():

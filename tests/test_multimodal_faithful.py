@@ -3,10 +3,9 @@ import time
 
 import numpy as np
 import paddle
+from conftest import ROOT
 
 from paddle_models import build_model, get_task, load_config
-
-from conftest import ROOT
 
 
 def test_faithful_build_and_forward(tmp_path):

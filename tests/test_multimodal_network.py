@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 from paddle_models import load_config
-from paddle_models.multimodal.network import SMALL_ARCH, NetWork, network_from_config
+from paddle_models.multimodal.network import SMALL_ARCH, network_from_config
 from paddle_models.multimodal.weights import WeightLoadError, load_pretrained, map_resnet_state
 
 

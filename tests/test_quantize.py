@@ -3,7 +3,6 @@ gate (passes on a trained demo model, fails loudly with a forced threshold or a 
 and serving on it without extra flags, and the int8 numerics against fp32 within the stated tolerance."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import train_small_multimodal
 
 from paddle_models.config import load_config
 from paddle_models.engine.artifact import EXPORT_META, read_export_meta, version_hash
 from paddle_models.engine.export import ExportError, export_model
 from paddle_models.engine.predictor import OnnxPredictor, Predictor, open_predictor
-from paddle_models.engine.quantize import (QuantizeError, agreement, check_agreement, class_probabilities,
-                                           split_batches)
-from paddle_models.engine.trainer import Trainer
+from paddle_models.engine.quantize import QuantizeError, agreement, check_agreement, class_probabilities, split_batches
 from paddle_models.registry import get_task
-
-from conftest import train_small_multimodal
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "multimodal" / "jsonl_small.yaml")

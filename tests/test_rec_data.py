@@ -10,8 +10,8 @@ import pytest
 from paddle_models.config import load_config
 from paddle_models.rec import readers as R
 from paddle_models.rec.data import RecData
-from paddle_models.rec.retrieval_split import prepare_leave_last_out
 from paddle_models.rec.features import FeatureError, FeatureMap, Table, parse_feature
+from paddle_models.rec.retrieval_split import prepare_leave_last_out
 
 DATA = Path(os.environ.get("PADDLE_MODELS_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 FRAPPE = DATA / "frappe" / "frappe.validation.libfm"

@@ -6,8 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
-
 from conftest import ROOT
 
 CHILD = r'''

@@ -10,7 +10,7 @@ import pytest
 from paddle_models.config import _merge, load_config
 from paddle_models.engine.checkpoint import load_model_weights
 from paddle_models.engine.trainer import Trainer
-from paddle_models.metrics import auc, gauc, logloss
+from paddle_models.metrics import auc, gauc
 from paddle_models.registry import get_task, model_entry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

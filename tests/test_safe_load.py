@@ -14,8 +14,14 @@ import pytest
 
 from paddle_models import UnsafeModelFile, load_config
 from paddle_models.engine import checkpoint as ck
-from paddle_models.engine.checkpoint import (CheckpointError, file_sha256, load_checkpoint, load_model_weights,
-                                             resolve_weights, save_checkpoint)
+from paddle_models.engine.checkpoint import (
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    load_model_weights,
+    resolve_weights,
+    save_checkpoint,
+)
 from paddle_models.safe_pickle import safe_load
 
 

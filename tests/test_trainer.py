@@ -5,14 +5,13 @@ import os
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from safetensors.numpy import load_file
 
 from paddle_models import get_task, load_config
 from paddle_models.engine.checkpoint import CheckpointError, load_model_weights, verify_checkpoint
 from paddle_models.engine.loader import epoch_indices
 from paddle_models.engine.trainer import NonFiniteLossError, Trainer
-
-from conftest import ROOT
 
 CFG = str(ROOT / "configs" / "multimodal" / "jsonl_small.yaml")
 

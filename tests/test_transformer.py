@@ -9,19 +9,37 @@ import itertools
 import numpy as np
 import paddle
 import pytest
+from conftest import ROOT
 
 from paddle_models import get_task, load_config
 from paddle_models.registry import model_entry
 from paddle_models.transformer import data as D
-from paddle_models.transformer.decoding import (DecoderStepGraph, EncoderGraph, beam_search, export_greedy,
-                                                greedy_search, length_penalty, sequence_logprob, strip_special)
-from paddle_models.transformer.model import (BOS_ID, EOS_ID, PAD_ID, DecoderLayer, EncoderLayer,
-                                             LearnedPositionalEncoding, MultiHeadAttention, PositionwiseFeedForward,
-                                             Transformer, causal_mask, padding_mask, scaled_dot_product_attention,
-                                             sinusoid_table)
+from paddle_models.transformer.decoding import (
+    DecoderStepGraph,
+    EncoderGraph,
+    beam_search,
+    export_greedy,
+    greedy_search,
+    length_penalty,
+    sequence_logprob,
+    strip_special,
+)
+from paddle_models.transformer.model import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    DecoderLayer,
+    EncoderLayer,
+    LearnedPositionalEncoding,
+    MultiHeadAttention,
+    PositionwiseFeedForward,
+    Transformer,
+    causal_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+    sinusoid_table,
+)
 from paddle_models.transformer.task import label_smoothed_nll
-
-from conftest import ROOT
 
 TOL = 1e-5
 

@@ -13,7 +13,6 @@ import time
 import numpy as np
 import paddle
 import pytest
-
 from conftest import ROOT
 
 ENV = {**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH": str(ROOT)}

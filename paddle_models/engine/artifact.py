@@ -30,7 +30,6 @@ import hashlib
 import io
 import os
 import zipfile
-from typing import Dict, List, Optional
 
 import numpy as np
 import yaml
@@ -66,7 +65,7 @@ def file_sha256(path: str) -> str:
 
 
 # ---- npz without pickle, byte-stable ----------------------------------------------------------------
-def save_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` with fixed zip timestamps (numpy stamps the current time: files would differ)."""
     with atomic_write(path, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
@@ -77,7 +76,7 @@ def save_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
             zf.writestr(info, buf.getvalue())
 
 
-def load_npz(path: str) -> Dict[str, np.ndarray]:
+def load_npz(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
@@ -122,7 +121,7 @@ def spec_entry(spec) -> dict:
     return {"name": spec.name, "shape": shape, "dtype": str(dtype).replace("paddle.", "")}
 
 
-def output_names(meta: dict, variant: str, n: int) -> List[str]:
+def output_names(meta: dict, variant: str, n: int) -> list[str]:
     """``output_<i>``, except a whole model's single output named by its family (multimodal: ``logits``)."""
     pre = meta.get("preprocess") or {}
     if n == 1 and variant == "model" and pre.get("output"):
@@ -130,7 +129,7 @@ def output_names(meta: dict, variant: str, n: int) -> List[str]:
     return [f"output_{i}" for i in range(n)]
 
 
-def default_variant(meta: dict, variant: Optional[str] = None) -> str:
+def default_variant(meta: dict, variant: str | None = None) -> str:
     """``variant`` if given, else ``model`` (or the only variant)."""
     variants = meta["variants"]
     if variant is None:

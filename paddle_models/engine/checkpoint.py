@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import random
-from typing import Optional
 
 import numpy as np
 import paddle
@@ -189,7 +188,7 @@ def _rename_state(state: dict, mapping: dict) -> dict:
     return out
 
 
-def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_state: Optional[dict] = None,
+def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_state: dict | None = None,
                     rng: bool = True) -> str:
     """Write a checkpoint folder atomically at ``path``; returns ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -249,7 +248,7 @@ def verify_checkpoint(path: str) -> dict:
     return manifest
 
 
-def resume_path(path: str) -> Optional[str]:
+def resume_path(path: str) -> str | None:
     """The checkpoint to resume from: ``path`` if it verifies; else its ``.prev`` copy (left by a kill
     between the two renames of a save) with a warning; None when neither exists. A damaged checkpoint
     without a good ``.prev`` is an error."""
@@ -304,7 +303,7 @@ def load_checkpoint(path: str, model, optimizers=(), schedulers=(), restore_rng:
     return state
 
 
-def trainer_state_of(path: str) -> Optional[dict]:
+def trainer_state_of(path: str) -> dict | None:
     """The ``trainer.json`` of the checkpoint holding ``path`` (a checkpoint folder or a weights file in
     one); None when there is none (a bare weights file)."""
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
@@ -319,7 +318,7 @@ def trainer_state_of(path: str) -> Optional[dict]:
     return state if isinstance(state, dict) else None
 
 
-def check_preprocessing(path: str, current: Optional[dict]) -> None:
+def check_preprocessing(path: str, current: dict | None) -> None:
     """Raise CheckpointError when the checkpoint at ``path`` was trained with other preprocessing than
     ``current`` (both fingerprints ``{"kind", "path", "sha256"}``, see ``Task.preprocessing_fingerprint``).
     Nothing is checked when either side has no fingerprint (a bare weights file, a task without one)."""

@@ -26,7 +26,7 @@ class StopRequest:
         self.requested = True
         log.warning("interrupt: stopping after the current step (Ctrl-C again to stop at once)")
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         self.requested = False
         if self.enabled and threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._on_sigint)

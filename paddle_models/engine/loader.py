@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-from typing import Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import paddle
@@ -40,7 +40,7 @@ class ShuffledBatches:
         self.n, self.batch_size, self.seed, self.shuffle = int(n), int(batch_size), int(seed), bool(shuffle)
         self.rank, self.world_size = int(rank), int(world_size)
 
-    def batches(self, epoch: int) -> List[np.ndarray]:
+    def batches(self, epoch: int) -> list[np.ndarray]:
         order = epoch_indices(self.n, self.seed, epoch, self.shuffle, self.rank, self.world_size)
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
@@ -58,7 +58,7 @@ class FixedBatches:
         self.fixed = [np.asarray(b, dtype=np.int64) for b in batches]
         self.seed, self.shuffle, self.rank, self.world_size = int(seed), bool(shuffle), int(rank), int(world_size)
 
-    def batches(self, epoch: int) -> List[np.ndarray]:
+    def batches(self, epoch: int) -> list[np.ndarray]:
         order = epoch_indices(len(self.fixed), self.seed, epoch, self.shuffle, self.rank, self.world_size)
         return [self.fixed[int(i)] for i in order]
 
@@ -115,7 +115,7 @@ class Loader:
     def num_batches(self, n_indices: int) -> int:
         return int(math.ceil(n_indices / self.batch_size))
 
-    def batches(self, indices: Optional[np.ndarray] = None, skip: int = 0, index_batches=None) -> Iterator:
+    def batches(self, indices: np.ndarray | None = None, skip: int = 0, index_batches=None) -> Iterator:
         """Collated batches: of ``index_batches`` (a list of index arrays, e.g. from a batch sampler), else of
         ``indices`` cut into ``batch_size`` chunks, else (iterable datasets) of the stream; the first
         ``skip`` batches are left out (resume inside an epoch)."""

@@ -14,12 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
 
 from .artifact import load_npz, read_export_meta, save_npz
 
 PROBE_TOL = 1e-4
-_PROBE_CACHE: Dict[tuple, dict] = {}
+_PROBE_CACHE: dict[tuple, dict] = {}
 
 
 def default_threads(threads: int = 0) -> int:
@@ -27,12 +26,12 @@ def default_threads(threads: int = 0) -> int:
     return int(threads) if threads and int(threads) > 0 else (os.cpu_count() or 1)
 
 
-def _probe_command(model_dir: str, variant: str, threads: int, input_files: List[str], out_dir: str) -> List[str]:
+def _probe_command(model_dir: str, variant: str, threads: int, input_files: list[str], out_dir: str) -> list[str]:
     return [sys.executable, "-m", "paddle_models.engine.predictor", "--probe", model_dir, "--variant", variant,
             "--threads", str(threads), "--out", out_dir, "--inputs", *input_files]
 
 
-def probe_onednn(model_dir: str, variant: str = "model", threads: int = 0, inputs: Optional[list] = None,
+def probe_onednn(model_dir: str, variant: str = "model", threads: int = 0, inputs: list | None = None,
                  timeout: float = 900.0, use_cache: bool = True) -> dict:
     """Run ``variant`` with oneDNN on and off in a subprocess on ``inputs`` (default: the saved example).
 

@@ -1,7 +1,7 @@
 """Parity numerics: how far an exported graph's outputs are from the dygraph model's."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -10,7 +10,7 @@ class ParityError(RuntimeError):
     """Two sets of outputs cannot be compared (count or shapes differ)."""
 
 
-def flatten_outputs(out) -> List[np.ndarray]:
+def flatten_outputs(out) -> list[np.ndarray]:
     """A model output (Tensor, tuple/list, dict) as a flat list of numpy arrays, in a fixed order."""
     if isinstance(out, dict):
         return [a for k in sorted(out) for a in flatten_outputs(out[k])]
@@ -45,6 +45,6 @@ def max_rel_err(outputs: Sequence[np.ndarray], references: Sequence[np.ndarray])
     return worst
 
 
-def first_sample(inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def first_sample(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The batch reduced to its first sample (only the batch axis is cut)."""
     return {k: np.ascontiguousarray(v[:1]) for k, v in inputs.items()}

@@ -39,7 +39,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def _shape_text(shape) -> str:
     return "[" + ", ".join("N" if d == -1 else str(d) for d in shape) + "]"
 
 
-def check_inputs(specs: Sequence[dict], inputs, where: str = "") -> Dict[str, np.ndarray]:
+def check_inputs(specs: Sequence[dict], inputs, where: str = "") -> dict[str, np.ndarray]:
     """Validate ``inputs`` (dict name -> array) against the export's input specs; return numpy arrays in
     spec order. No silent casts: a wrong dtype is an error."""
     pre = f"{where}: " if where else ""
@@ -77,7 +77,7 @@ def check_inputs(specs: Sequence[dict], inputs, where: str = "") -> Dict[str, np
     missing = [n for n in expected if n not in inputs]
     if missing:
         raise InputError(f"{pre}missing input {missing[0]!r}; the graph takes {', '.join(expected)}")
-    out: Dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
     batch = None
     for s in specs:
         name, shape, dtype = s["name"], list(s["shape"]), str(s["dtype"])
@@ -160,7 +160,7 @@ class _ExportedGraph:
 
     engine = ""
 
-    def __init__(self, model_dir: str, variant: Optional[str] = None, threads: int = 0):
+    def __init__(self, model_dir: str, variant: str | None = None, threads: int = 0):
         self.model_dir = os.path.abspath(model_dir)
         self.meta = read_export_meta(self.model_dir)
         variants = self.meta["variants"]
@@ -170,8 +170,8 @@ class _ExportedGraph:
                              f"(variants: {', '.join(variants)})")
         self.variant = variant
         self.entry = variants[variant]
-        self.input_specs: List[dict] = list(self.entry["inputs"])
-        self.output_specs: List[dict] = list(self.entry.get("outputs") or [])
+        self.input_specs: list[dict] = list(self.entry["inputs"])
+        self.output_specs: list[dict] = list(self.entry.get("outputs") or [])
         self.input_names = [s["name"] for s in self.input_specs]
         self.threads = default_threads(threads)
 
@@ -181,7 +181,7 @@ class _ExportedGraph:
             raise FileNotFoundError(f"{path}: missing from the export folder (listed in {EXPORT_META})")
         return path
 
-    def _checked(self, inputs) -> Dict[str, np.ndarray]:
+    def _checked(self, inputs) -> dict[str, np.ndarray]:
         return check_inputs(self.input_specs, inputs, where=f"{os.path.basename(self.model_dir)} [{self.variant}]")
 
     def _check_graph_inputs(self, graph_file: str, names) -> None:
@@ -193,7 +193,7 @@ class _ExportedGraph:
     def describe(self) -> dict:
         return {"engine": self.engine, "model_dir": self.model_dir, "variant": self.variant, "threads": self.threads}
 
-    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``{output name: array}`` (names from ``export.yaml``: ``logits`` for the multimodal model)."""
         outs = self.run_list(inputs)
         names = [o["name"] for o in self.output_specs] if len(self.output_specs) == len(outs) else \
@@ -202,7 +202,7 @@ class _ExportedGraph:
 
     __call__ = run
 
-    def example_inputs(self) -> Dict[str, np.ndarray]:
+    def example_inputs(self) -> dict[str, np.ndarray]:
         """The inputs saved at export for the parity check."""
         return load_npz(os.path.join(self.model_dir, self.entry["example"]))
 
@@ -212,8 +212,8 @@ class Predictor(_ExportedGraph):
 
     engine = "paddle_inference"
 
-    def __init__(self, model_dir: str, variant: Optional[str] = None, threads: int = 0, onednn="auto",
-                 onednn_cache_capacity: int = 16, fallback: bool = True, precision: Optional[str] = None,
+    def __init__(self, model_dir: str, variant: str | None = None, threads: int = 0, onednn="auto",
+                 onednn_cache_capacity: int = 16, fallback: bool = True, precision: str | None = None,
                  keep_buffers="auto"):
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -230,7 +230,7 @@ class Predictor(_ExportedGraph):
         self.model_file = self._file("model_file")
         self.params_file = self._file("params_file") if self.entry.get("params_file") else ""
         self.keep_buffers = _keep_buffers(keep_buffers, self.params_file)
-        self.kept_bytes: Optional[int] = None  # intermediates held between calls, measured on the first run
+        self.kept_bytes: int | None = None  # intermediates held between calls, measured on the first run
         self.onednn_cache_capacity = int(onednn_cache_capacity)
         self.requested_onednn = _mode("onednn", onednn)
         self.fallback = bool(fallback)  # False: a oneDNN failure raises instead of falling back
@@ -299,7 +299,7 @@ class Predictor(_ExportedGraph):
         self._create(False)
 
     # ---- running -------------------------------------------------------------------------------------
-    def _run_checked(self, arrays: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    def _run_checked(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         for name, h in self._input_handles:
             h.reshape(arrays[name].shape)
             h.copy_from_cpu(arrays[name])
@@ -330,7 +330,7 @@ class Predictor(_ExportedGraph):
             self._ran = True
             self.kept_bytes = max(0, _host_allocated() - allocated)
 
-    def run_list(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    def run_list(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Outputs in the export's order (a list of numpy arrays)."""
         arrays = self._checked(inputs)
         if not self.onednn:
@@ -358,7 +358,7 @@ class OnnxPredictor(_ExportedGraph):
     engine = "onnxruntime"
     onednn, onednn_note, keep_buffers, kept_bytes = False, "", None, None
 
-    def __init__(self, model_dir: str, variant: Optional[str] = None, threads: int = 0, precision: str = "fp32"):
+    def __init__(self, model_dir: str, variant: str | None = None, threads: int = 0, precision: str = "fp32"):
         if precision not in ("fp32", "int8"):
             raise ValueError(f"onnxruntime precision: {precision!r} is not fp32 or int8")
         super().__init__(model_dir, variant, threads)
@@ -372,7 +372,7 @@ class OnnxPredictor(_ExportedGraph):
         self._session = onnx_session(self.onnx_file, self.threads)
         self._check_graph_inputs(self.onnx_file, [i.name for i in self._session.get_inputs()])
 
-    def run_list(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    def run_list(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Outputs in the export's order (a list of numpy arrays)."""
         return self._session.run(None, self._checked(inputs))
 
@@ -383,13 +383,13 @@ class OnnxPredictor(_ExportedGraph):
 ENGINES = ("auto", "paddle", "onnxruntime")
 
 
-def has_int8(model_dir: str, variant: Optional[str] = None) -> bool:
+def has_int8(model_dir: str, variant: str | None = None) -> bool:
     """The export folder holds an int8 graph for ``variant`` (``tools/export.py --quantize int8``)."""
     meta = read_export_meta(model_dir)
     return bool((meta["variants"].get(default_variant(meta, variant)) or {}).get("int8_file"))
 
 
-def open_predictor(model_dir: str, variant: Optional[str] = None, threads: int = 0, engine: str = "auto",
+def open_predictor(model_dir: str, variant: str | None = None, threads: int = 0, engine: str = "auto",
                    precision: str = "auto", onednn="auto", keep_buffers="auto"):
     """The predictor an export folder asks for: with ``engine`` and ``precision`` ``"auto"``, an export with
     an int8 graph runs it on onnxruntime (:class:`OnnxPredictor` ``precision="int8"``), any other runs on

@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Dict, Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def check_agreement(result: dict, min_agreement: float, where: str = "") -> None
 
 
 # ---- quantizing an ONNX graph ---------------------------------------------------------------------------
-def _reader(batches: List[Dict[str, np.ndarray]]):
+def _reader(batches: list[dict[str, np.ndarray]]):
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Batches(CalibrationDataReader):
@@ -117,15 +117,20 @@ def _reader(batches: List[Dict[str, np.ndarray]]):
 
 
 def quantize_onnx(onnx_file: str, out_file: str, method: str = DEFAULT_METHOD,
-                  calibration: Optional[Iterable[Dict[str, np.ndarray]]] = None) -> dict:
+                  calibration: Iterable[dict[str, np.ndarray]] | None = None) -> dict:
     """Write the int8 graph of ``onnx_file`` to ``out_file``; ``calibration``: input batches (dicts of arrays
     named as the graph's inputs; required by ``onnx-static``). Returns ``method``, ``calibration_batches``,
     ``seconds`` and the file size."""
     if method not in METHODS:
         raise QuantizeError(f"quantize method {method!r} is not one of {', '.join(METHODS)}")
     try:
-        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                              quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as e:
         raise QuantizeError(f"int8 quantization needs onnxruntime's quantization tools ({e})") from None
@@ -162,14 +167,14 @@ def quantize_onnx(onnx_file: str, out_file: str, method: str = DEFAULT_METHOD,
             "bytes": os.path.getsize(out_file)}
 
 
-def run_session(sess, batches: Iterable[Dict[str, np.ndarray]]) -> List[np.ndarray]:
+def run_session(sess, batches: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
     """The first output of an onnxruntime session on each batch."""
     names = [i.name for i in sess.get_inputs()]
     return [sess.run(None, {k: b[k] for k in names})[0] for b in batches]
 
 
-def quantize_and_check(onnx_file: str, out_file: str, calibration: List[Dict[str, np.ndarray]],
-                       heldout: List[Dict[str, np.ndarray]], method: str = DEFAULT_METHOD,
+def quantize_and_check(onnx_file: str, out_file: str, calibration: list[dict[str, np.ndarray]],
+                       heldout: list[dict[str, np.ndarray]], method: str = DEFAULT_METHOD,
                        min_agreement: float = MIN_AGREEMENT, threads: int = 0) -> dict:
     """:func:`quantize_onnx`, then the agreement gate of the int8 graph against ``onnx_file`` on ``heldout``
     batches. On failure ``out_file`` is removed and :class:`QuantizeError` raised. Returns the quantization
@@ -195,7 +200,7 @@ def quantize_and_check(onnx_file: str, out_file: str, calibration: List[Dict[str
 
 # ---- items from a task's splits -------------------------------------------------------------------------
 def split_batches(task, split: str, items: int, input_names: Sequence[str], batch_size: int = 8,
-                  skip: int = 0) -> List[Dict[str, np.ndarray]]:
+                  skip: int = 0) -> list[dict[str, np.ndarray]]:
     """Up to ``items`` items of ``task.dataset(split)`` (after the first ``skip``), in order, collated by the
     task's collate of that split into batches of at most ``batch_size``, reduced to ``input_names``."""
     ds = task.dataset(split)
@@ -228,5 +233,5 @@ def split_batches(task, split: str, items: int, input_names: Sequence[str], batc
     return out
 
 
-def _stack(samples: list) -> Dict[str, np.ndarray]:
+def _stack(samples: list) -> dict[str, np.ndarray]:
     return {k: np.stack([np.asarray(s[k]) for s in samples]) for k in samples[0]}

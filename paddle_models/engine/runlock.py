@@ -40,7 +40,7 @@ class OutputLock:
         self.what = what
         self._fd = None
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX

@@ -43,8 +43,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
 
 from .artifact import default_variant, read_export_meta, to_builtin, version_hash
 from .task import RecordError, ServingNotSupported
@@ -68,7 +68,7 @@ class ServeOptions:
     max_image_pixels: int = 40_000_000  # width x height of one image: decompression bombs (422)
     max_text_chars: int = 10_000        # one text (422)
     truncate: bool = True               # False: a text over the model's max_len tokens is a 422
-    token: Optional[str] = None         # bearer token for /v1/* and /metrics (401 without it)
+    token: str | None = None         # bearer token for /v1/* and /metrics (401 without it)
     retry_after_s: int = 1              # Retry-After of a 503
 
     def limits(self) -> dict:
@@ -83,8 +83,8 @@ class LoadedModel:
     meta: dict
     version: str
     task: object
-    runners: List[Callable]
-    predictors: List[object]
+    runners: list[Callable]
+    predictors: list[object]
     loaded_at: float = field(default_factory=time.time)
 
     def facts(self) -> dict:
@@ -139,7 +139,7 @@ class Batcher:
                  on_depth: Callable[[int], None], bucket: bool = True):
         self.max_batch, self.max_wait_s = max(1, int(max_batch)), max(0.0, float(max_wait_s))
         self.bucket = bool(bucket)
-        self._q: "collections.deque[_Entry]" = collections.deque()
+        self._q: collections.deque[_Entry] = collections.deque()
         self._queued = 0
         self._cond = threading.Condition()
         self._stop = False
@@ -163,7 +163,7 @@ class Batcher:
         for t in self._threads:
             t.join(timeout=5)
 
-    def _take(self) -> Optional[List[_Entry]]:
+    def _take(self) -> list[_Entry] | None:
         """The next group: the head entry and the following ones of the same model, up to max_batch records;
         waits until max_batch records are queued or the head has waited max_wait_s."""
         with self._cond:
@@ -236,7 +236,7 @@ def bucket_size(n: int, max_batch: int) -> int:
     return min(size, max_batch)
 
 
-def pad_rows(batch: Dict, n: int, size: int) -> Dict:
+def pad_rows(batch: dict, n: int, size: int) -> dict:
     """``batch`` with its numeric arrays of ``n`` rows grown to ``size`` rows by repeating the first row (the
     extra rows' outputs are dropped; rows do not interact in a forward pass)."""
     if size == n:
@@ -252,14 +252,14 @@ def pad_rows(batch: Dict, n: int, size: int) -> Dict:
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, body: dict, headers: Optional[dict] = None):
+    def __init__(self, status: int, body: dict, headers: dict | None = None):
         self.status, self.body, self.headers = status, body, headers or {}
 
 
 class Server:
     """The FastAPI app over a :class:`LoadedModel` with dynamic batching, limits, drain and reload."""
 
-    def __init__(self, model: LoadedModel, options: ServeOptions, reload_fn: Optional[Callable[[], LoadedModel]] = None):
+    def __init__(self, model: LoadedModel, options: ServeOptions, reload_fn: Callable[[], LoadedModel] | None = None):
         from fastapi import FastAPI
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 

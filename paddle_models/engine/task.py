@@ -57,7 +57,6 @@ A family that serves no request records raises :class:`ServingNotSupported` (the
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -95,7 +94,7 @@ def record_id(index: int, rec, fields) -> str:
     return rid
 
 
-def prepare_each(records: list, prepare) -> Tuple[list, List[Optional[RecordError]]]:
+def prepare_each(records: list, prepare) -> tuple[list, list[RecordError | None]]:
     """``(items, errors)``: ``prepare(index, record)`` of each record, or None and its RecordError."""
     items, errors = [], []
     for i, rec in enumerate(records):
@@ -124,8 +123,8 @@ class Task:
     def __init__(self, cfg):
         self.cfg = cfg
         self.output_dir = cfg["Global"]["output_dir"]
-        self.export_dir: Optional[str] = None
-        self.export_meta: Optional[dict] = None
+        self.export_dir: str | None = None
+        self.export_meta: dict | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
@@ -133,7 +132,7 @@ class Task:
         ``output_dir`` so eval/export/infer reuse it. Rank 0 runs it first; other ranks after a barrier
         (with ``is_main=False``: they must only load what rank 0 wrote)."""
 
-    def preprocessing_fingerprint(self) -> Optional[dict]:
+    def preprocessing_fingerprint(self) -> dict | None:
         """What turns raw data into this model's inputs, identified: ``{"kind": "tokenizer", "path": ...,
         "sha256": ...}`` (a vocabulary, a feature map...). Called after ``prepare``; it must also work on a
         task that was not prepared (export), finding the files as ``prepare`` would. The Trainer writes it
@@ -173,24 +172,24 @@ class Task:
         return {}
 
     # ---- steps -------------------------------------------------------------------------------
-    def forward_loss(self, model, batch) -> Tuple[paddle.Tensor, Dict[str, float]]:
+    def forward_loss(self, model, batch) -> tuple[paddle.Tensor, dict[str, float]]:
         """Mean loss of the batch (a scalar Tensor) and extra scalars to log."""
         _missing(self, "forward_loss")
 
-    def predict_step(self, model, batch) -> Dict[str, np.ndarray]:
+    def predict_step(self, model, batch) -> dict[str, np.ndarray]:
         """Per-sample outputs of one eval batch, as numpy arrays with the batch on axis 0."""
         _missing(self, "predict_step")
 
-    def compute_metrics(self, outputs: Dict[str, np.ndarray]) -> Dict[str, float]:
+    def compute_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         """Metrics from all eval outputs (concatenated over batches and ranks)."""
         _missing(self, "compute_metrics")
 
-    def write_eval_artifacts(self, outputs: Dict[str, np.ndarray], metrics: dict, out_dir: str, split: str) -> dict:
+    def write_eval_artifacts(self, outputs: dict[str, np.ndarray], metrics: dict, out_dir: str, split: str) -> dict:
         """Write confusion matrices, prediction files... Return {name: path} to report."""
         return {}
 
     # ---- optimization ------------------------------------------------------------------------
-    def build_optimizers(self, model, total_steps: int) -> Tuple[List[paddle.optimizer.Optimizer], list]:
+    def build_optimizers(self, model, total_steps: int) -> tuple[list[paddle.optimizer.Optimizer], list]:
         """Optimizers and LR schedulers (each scheduler is stepped once per optimizer step).
         The default builds one optimizer from the ``Optimizer`` section over all trainable parameters, biases
         and normalization weights exempt from decay with ``Optimizer.no_decay_bias_norm``
@@ -205,7 +204,7 @@ class Task:
         """``paddle.static.InputSpec`` list for ``paddle.jit.save`` (dynamic batch and lengths)."""
         _missing(self, "export_input_spec")
 
-    def export_variants(self, model) -> Dict[str, tuple]:
+    def export_variants(self, model) -> dict[str, tuple]:
         """Named graphs to export: ``{name: (layer, input_spec, example_inputs)}``. The default is the
         whole model; DSSM exports its user and item towers, the Transformer its encoder and a decoder step."""
         return {"model": (model, self.export_input_spec(model), self.example_batch(model))}
@@ -223,7 +222,7 @@ class Task:
 
     # ---- serving -----------------------------------------------------------------------------
     @classmethod
-    def for_export(cls, model_dir: str, meta: dict, cfg) -> "Task":
+    def for_export(cls, model_dir: str, meta: dict, cfg) -> Task:
         """A task that serves the export folder ``model_dir`` (``meta`` is its export.yaml, ``cfg`` the
         config saved beside it). Serving methods read their settings from ``self.export_meta``."""
         task = cls(cfg)
@@ -236,8 +235,8 @@ class Task:
         raise ValueError(f"the {self.family} family reads no raw input files; give a .npz of input arrays "
                          f"named as in export.yaml")
 
-    def prepare_inputs(self, records: list, limits: Optional[dict] = None
-                       ) -> Tuple[Optional[Dict[str, np.ndarray]], List[Optional[RecordError]]]:
+    def prepare_inputs(self, records: list, limits: dict | None = None
+                       ) -> tuple[dict[str, np.ndarray] | None, list[RecordError | None]]:
         """Request records -> (one batch of the graph's input arrays plus ``id`` for the good records, in
         order; ``errors[i]`` is None for a good record, else the :class:`RecordError` naming its field).
         Default: :meth:`prepare_items` then :meth:`collate_items` on the good items."""
@@ -247,7 +246,7 @@ class Task:
         good = [it for it, e in zip(items, errors) if e is None]
         return (self.collate_items(good) if good else None), errors
 
-    def prepare_items(self, records: list, limits: Optional[dict] = None) -> Tuple[list, List[Optional[RecordError]]]:
+    def prepare_items(self, records: list, limits: dict | None = None) -> tuple[list, list[RecordError | None]]:
         """Request records -> (``items[i]`` for each good record, None for a bad one; ``errors[i]``).
         ``limits`` are the server's (``max_image_bytes``, ``max_image_pixels``, ``max_text_chars``,
         ``truncate``). Default, for a family that overrides only :meth:`prepare_inputs`: its batch split
@@ -264,7 +263,7 @@ class Task:
             k += 1
         return items, errors
 
-    def collate_items(self, items: list) -> Dict[str, np.ndarray]:
+    def collate_items(self, items: list) -> dict[str, np.ndarray]:
         """Items from :meth:`prepare_items` (possibly of several requests) -> one batch. Default: the
         one-row batches of the default ``prepare_items`` concatenated, arrays zero-padded on every axis but
         the first to the largest shape."""
@@ -278,7 +277,7 @@ class Task:
         names = list(pred.input_names)
         return lambda batch: pred.run({k: batch[k] for k in names})
 
-    def prediction_rows(self, outputs: Dict[str, np.ndarray], batch: Dict[str, np.ndarray]) -> List[dict]:
+    def prediction_rows(self, outputs: dict[str, np.ndarray], batch: dict[str, np.ndarray]) -> list[dict]:
         """One row per item of ``batch`` from the graph's ``outputs`` (``{name: array}``, names from
         export.yaml). Default for classifiers (one logits output): id, label, label_name, probabilities."""
         names = list((self.export_meta or {}).get("labels") or getattr(self, "label_names", None) or [])
@@ -295,7 +294,7 @@ class Task:
         return rows
 
 
-def concat_batches(batches: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+def concat_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Batches (dicts of arrays with the batch on axis 0, or lists) -> one batch; numeric arrays are
     zero-padded on the other axes to the largest shape among them."""
     out = {}

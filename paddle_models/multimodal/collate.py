@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, List
 
 import numpy as np
 
@@ -49,10 +48,10 @@ class MultimodalCollate:
         self.cache_size = int(cache_size)
         self.ids_as_list = bool(ids_as_list)
         self.min_captions, self.min_evidence_images = max(0, int(min_captions)), max(0, int(min_evidence_images))
-        self._cache: "OrderedDict[str, List[int]]" = OrderedDict()
+        self._cache: OrderedDict[str, list[int]] = OrderedDict()
         self.truncated = 0  # texts cut to max_len (this process)
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         """``[CLS] ids [SEP]`` of one text, at most ``max_len`` ids (same as the tokenizer's
         ``__call__(text, max_length=max_len, truncation=True)``)."""
         ids = self._cache.get(text)
@@ -68,7 +67,7 @@ class MultimodalCollate:
                     self._cache.popitem(last=False)
         return ids
 
-    def __call__(self, samples: List[dict]) -> Dict[str, np.ndarray]:
+    def __call__(self, samples: list[dict]) -> dict[str, np.ndarray]:
         if not samples:
             raise ValueError("collate: empty batch")
         ids = [str(x["id"]) for x in samples]

@@ -7,7 +7,7 @@ import functools
 import logging
 import multiprocessing
 import os
-from typing import Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class MultimodalDataset(_DatasetBase):
     replaces any bad image by zeros (an evidence image keeps its slot). :meth:`summary` gives the counts.
     """
 
-    def __init__(self, records: List[Record], root: str, *, fmt: str, label_names: Sequence[str],
+    def __init__(self, records: list[Record], root: str, *, fmt: str, label_names: Sequence[str],
                  transform: ImageTransform, on_bad_image: str = "error", use_text: bool = True,
                  use_image: bool = True, max_captions: int = -1, max_evidence_images: int = -1,
                  mr2_baseline_captions: bool = True, source: str = ""):
@@ -109,18 +109,18 @@ class MultimodalDataset(_DatasetBase):
         self.max_evidence_images = int(max_evidence_images)
         self.mr2_baseline_captions = mr2_baseline_captions
         self.source = source
-        self.skipped_items: List[str] = []
+        self.skipped_items: list[str] = []
         if use_image and on_bad_image == "skip":
             self.records = records = self._drop_bad_post_images(records)
         self._counts = _SharedCounts(len(records), 2)
 
-    def _drop_bad_post_images(self, records: List[Record]) -> List[Record]:
+    def _drop_bad_post_images(self, records: list[Record]) -> list[Record]:
         """``records`` without the items whose post image is missing or does not decode (too many pixels,
         truncated, not an image); the dropped ids go to ``skipped_items``. A warning names the first; when
         fewer than half the items are left, a second warning says so."""
         from concurrent.futures import ThreadPoolExecutor
 
-        def problem(r: Record) -> Optional[str]:
+        def problem(r: Record) -> str | None:
             if r.image is None:
                 return None
             path = safe_join(self.root, r.image, r.where, "image")
@@ -148,7 +148,7 @@ class MultimodalDataset(_DatasetBase):
                            len(kept), len(records))
         return kept
 
-    def limit(self, n: int) -> "MultimodalDataset":
+    def limit(self, n: int) -> MultimodalDataset:
         """Keep only the first ``n`` items (``n`` <= 0: all)."""
         if n > 0 and len(self.records) > n:
             self.records = self.records[:n]
@@ -168,7 +168,7 @@ class MultimodalDataset(_DatasetBase):
         return np.array([r.label for r in self.records], dtype=np.int64)
 
     @property
-    def ids(self) -> List[str]:
+    def ids(self) -> list[str]:
         return [r.id for r in self.records]
 
     def summary(self) -> dict:
@@ -195,8 +195,8 @@ class MultimodalDataset(_DatasetBase):
                         yield t
 
     # ---- evidence -------------------------------------------------------------------------------
-    def _read_annotation(self, rel_dir: Optional[str], fname: str, r: Record,
-                         fieldname: str) -> Optional[dict]:
+    def _read_annotation(self, rel_dir: str | None, fname: str, r: Record,
+                         fieldname: str) -> dict | None:
         """An item's annotation JSON; None when the folder or file is absent (counted)."""
         if rel_dir is None:
             return None
@@ -220,7 +220,7 @@ class MultimodalDataset(_DatasetBase):
             missing = int(r.inv_path is not None and inv is None) + \
                 int(r.direct_path is not None and direct is None)
             self._counts.set(idx, _MISSING_ANN, missing)
-        captions: List[str] = []
+        captions: list[str] = []
         inv_where = f"{r.where}: {os.path.join(r.inv_path or '', 'inverse_annotation.json')}"
         dir_where = f"{r.where}: {os.path.join(r.direct_path or '', 'direct_annotation.json')}"
         if self.mr2_baseline_captions:
@@ -236,13 +236,13 @@ class MultimodalDataset(_DatasetBase):
                 captions.extend(c for c in mr2_inverse_captions(inv, inv_where) if c.strip())
             if direct is not None:
                 captions.extend(c for c in mr2_direct_captions(direct, dir_where) if c.strip())
-        images: List[str] = []
+        images: list[str] = []
         if direct is not None:
             for name in mr2_direct_images(direct, dir_where):
                 images.append(os.path.join(r.direct_path, name))
         return captions, images
 
-    def _captions(self, idx: int, r: Record, count: bool = True) -> List[str]:
+    def _captions(self, idx: int, r: Record, count: bool = True) -> list[str]:
         if self.fmt == "mr2":
             caps, _ = self._mr2_evidence(idx, r, count=count)
         else:
@@ -252,7 +252,7 @@ class MultimodalDataset(_DatasetBase):
         return caps
 
     # ---- images ---------------------------------------------------------------------------------
-    def _load_image(self, r: Record, rel: str, fieldname: str) -> Optional[np.ndarray]:
+    def _load_image(self, r: Record, rel: str, fieldname: str) -> np.ndarray | None:
         """Transformed image, or None when it is bad and the policy is not ``error``."""
         path = safe_join(self.root, rel, r.where, fieldname)
         if not os.path.isfile(path):
@@ -270,8 +270,8 @@ class MultimodalDataset(_DatasetBase):
 
     def __getitem__(self, idx: int) -> dict:
         r = self.records[idx]
-        captions: List[str] = []
-        ev_rel: List[str] = []
+        captions: list[str] = []
+        ev_rel: list[str] = []
         if self.fmt == "mr2":
             if (self.use_text and self.max_captions != 0) or \
                     (self.use_image and self.max_evidence_images != 0):
@@ -334,7 +334,7 @@ def data_value(data_cfg, key: str):
     return copy.deepcopy(_data_schema()[key]) if value is None else value
 
 
-def split_file(fmt: str, root: str, split: str, files: Optional[dict] = None) -> str:
+def split_file(fmt: str, root: str, split: str, files: dict | None = None) -> str:
     """The file of ``split`` for a format (``Data.files`` may name it explicitly)."""
     if files and split in files and files[split]:
         return safe_join(root, files[split], "Data.files", split)
@@ -349,7 +349,7 @@ def split_file(fmt: str, root: str, split: str, files: Optional[dict] = None) ->
     return os.path.join(os.path.abspath(root), name)
 
 
-def label_names_of(data_cfg) -> List[str]:
+def label_names_of(data_cfg) -> list[str]:
     """``Data.label_names``; when a partial dict leaves it out, the format's own class names
     (``readers.DEFAULT_LABEL_NAMES``: MR2 ``non-rumor, rumor, unverified``...)."""
     fmt = data_value(data_cfg, "format")
@@ -372,7 +372,7 @@ def image_transform_of(data_cfg) -> ImageTransform:
 
 
 def build_dataset(data_cfg, split: str, use_text: bool = True, use_image: bool = True,
-                  require_label: Optional[bool] = None) -> MultimodalDataset:
+                  require_label: bool | None = None) -> MultimodalDataset:
     """The dataset of ``split`` (``train`` / ``val`` / ``test`` / any file stem) from the ``Data``
     config section (keys: see ``paddle_models/defaults/multimodal.yaml``; a partial dict takes the
     defaults written there, see :func:`data_value`; ``Data.root`` is required).

@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -78,7 +77,7 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-def _sentence(rng: np.random.RandomState, templates: List[str], word: Optional[str]) -> str:
+def _sentence(rng: np.random.RandomState, templates: list[str], word: str | None) -> str:
     tpl = templates[rng.randint(len(templates))]
     subj = SUBJECTS[rng.randint(len(SUBJECTS))]
     fill = FILLERS[rng.randint(len(FILLERS))]
@@ -149,7 +148,7 @@ def generate_split(split: str, n: int, seed: int, image_size: int = 64, rule: st
 
 
 def make_demo_data(out_dir: str, n_train: int = 3000, n_val: int = 600, n_test: int = 600,
-                   seed: int = 2026, image_size: int = 64, rule: str = "sum") -> Dict:
+                   seed: int = 2026, image_size: int = 64, rule: str = "sum") -> dict:
     """Write the dataset under ``out_dir``; return a summary (counts, label balance, files)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")

@@ -3,7 +3,7 @@ transform (ImageNet statistics by default), producing float32 ``[3, H, W]`` arra
 from __future__ import annotations
 
 import logging
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -107,7 +107,7 @@ class ImageTransform:
         self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
 
     @property
-    def shape(self) -> Tuple[int, int, int]:
+    def shape(self) -> tuple[int, int, int]:
         return (3, self.crop, self.crop)
 
     def resize_crop(self, img):

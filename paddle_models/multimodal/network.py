@@ -33,7 +33,7 @@ In both modes the ResNet's BatchNorm layers use running statistics while trainin
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import paddle
 import paddle.nn as nn
@@ -42,7 +42,7 @@ from paddle.vision.models import resnet as pv_resnet
 NEG_INF = -1e9
 
 
-def _build_resnet_trunk(depth: int, layers: Optional[Sequence[int]] = None, widths: Optional[Sequence[int]] = None,
+def _build_resnet_trunk(depth: int, layers: Sequence[int] | None = None, widths: Sequence[int] | None = None,
                         stem_width: int = 64):
     """Children of a paddle.vision ResNet up to layer4 (no avgpool, no fc) and its output channels.
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
 
 from .images import DataError
 
@@ -40,11 +40,11 @@ class Record:
     text: str
     label: int                           # -1: unlabelled
     where: str                           # "file: line 3" / 'file: item "17"' for messages
-    image: Optional[str] = None          # path relative to the root
-    evidence_texts: List[str] = field(default_factory=list)
-    evidence_images: List[str] = field(default_factory=list)
-    direct_path: Optional[str] = None    # MR2: folders relative to the root, read lazily
-    inv_path: Optional[str] = None
+    image: str | None = None          # path relative to the root
+    evidence_texts: list[str] = field(default_factory=list)
+    evidence_images: list[str] = field(default_factory=list)
+    direct_path: str | None = None    # MR2: folders relative to the root, read lazily
+    inv_path: str | None = None
 
 
 def safe_join(root: str, rel, where: str, fieldname: str) -> str:
@@ -74,7 +74,7 @@ def safe_join(root: str, rel, where: str, fieldname: str) -> str:
 
 def _load_json_file(path: str):
     try:
-        with open(path, "r", encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark is accepted
+        with open(path, encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark is accepted
             return json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
@@ -121,7 +121,7 @@ def _record_id(value, where: str, seen: dict, position, used_at: str) -> str:
     return rid
 
 
-def _str_list(value, where: str, fieldname: str) -> List[str]:
+def _str_list(value, where: str, fieldname: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -132,7 +132,7 @@ def _str_list(value, where: str, fieldname: str) -> List[str]:
     return list(value)
 
 
-def _check_labels_consistent(records: List[Record], present: List[bool], path: str,
+def _check_labels_consistent(records: list[Record], present: list[bool], path: str,
                              require_label: bool) -> None:
     if not records:
         return
@@ -148,11 +148,11 @@ def _check_labels_consistent(records: List[Record], present: List[bool], path: s
 
 # ---------------------------------------------------------------------------- JSONL
 def read_jsonl(path: str, root: str, label_names: Sequence[str], require_label: bool = False,
-               need_image: bool = True, allow_empty_text: bool = False) -> List[Record]:
+               need_image: bool = True, allow_empty_text: bool = False) -> list[Record]:
     """Records of a JSONL file (see the module doc). Image paths are checked against ``root``."""
-    records: List[Record] = []
-    present: List[bool] = []
-    seen_ids: Dict[str, int] = {}
+    records: list[Record] = []
+    present: list[bool] = []
+    seen_ids: dict[str, int] = {}
     for lineno, line in enumerate(_utf8_lines(path), 1):
         if not line.strip():
             continue
@@ -171,7 +171,7 @@ def _utf8_lines(path: str) -> list[str]:
     """The lines of a UTF-8 text file (a byte-order mark is accepted)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
-    with open(path, "r", encoding="utf-8-sig") as f:
+    with open(path, encoding="utf-8-sig") as f:
         try:
             return f.readlines()
         except UnicodeDecodeError as e:
@@ -214,7 +214,7 @@ def _jsonl_record(obj: dict, rid: str, where: str, root: str, label_names: Seque
 
 # ---------------------------------------------------------------------------- MR2
 def read_mr2_items(path: str, root: str, label_names: Sequence[str], require_label: bool = False,
-                   need_image: bool = True, allow_empty_text: bool = False) -> List[Record]:
+                   need_image: bool = True, allow_empty_text: bool = False) -> list[Record]:
     """Records of an MR2 ``dataset_items_<split>.json``; evidence is read later, per item."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
@@ -222,8 +222,8 @@ def read_mr2_items(path: str, root: str, label_names: Sequence[str], require_lab
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object keyed by item id (\"0\", \"1\", ...), "
                         f"got {type(data).__name__}")
-    records: List[Record] = []
-    present: List[bool] = []
+    records: list[Record] = []
+    present: list[bool] = []
     for key, item in data.items():
         where = f'{path}: item "{key}"'
         if not isinstance(item, dict):
@@ -257,7 +257,7 @@ def _mr2_clean(s: str) -> str:
     return s.replace("&#39;", " ").replace("<b>", "").replace("</b>", "")
 
 
-def _page_captions(page: dict, title_key: str, where: str) -> List[str]:
+def _page_captions(page: dict, title_key: str, where: str) -> list[str]:
     out = []
     if title_key in page:
         if not isinstance(page[title_key], str):
@@ -284,7 +284,7 @@ INVERSE_TITLE_ONLY_KEYS = ("partially_matched_no_text", "fully_matched_no_text")
 DIRECT_KEYS = ("images_with_captions", "images_with_no_captions", "images_with_caption_matched_tags")
 
 
-def _entries(ann: dict, key: str, where: str) -> List[dict]:
+def _entries(ann: dict, key: str, where: str) -> list[dict]:
     lst = ann.get(key, [])
     if lst is None:
         return []
@@ -296,9 +296,9 @@ def _entries(ann: dict, key: str, where: str) -> List[dict]:
     return lst
 
 
-def mr2_inverse_captions(ann: dict, where: str) -> List[str]:
+def mr2_inverse_captions(ann: dict, where: str) -> list[str]:
     """Texts of ``inverse_annotation.json`` in the baseline's order (without its leading '')."""
-    caps: List[str] = []
+    caps: list[str] = []
     for key in INVERSE_CAPTION_KEYS:
         for i, page in enumerate(_entries(ann, key, where)):
             caps.extend(_page_captions(page, "title", f"{where}: {key}[{i}]"))
@@ -311,16 +311,16 @@ def mr2_inverse_captions(ann: dict, where: str) -> List[str]:
     return caps
 
 
-def mr2_direct_captions(ann: dict, where: str) -> List[str]:
+def mr2_direct_captions(ann: dict, where: str) -> list[str]:
     """Texts of ``direct_annotation.json`` (page titles and captions; without the leading '')."""
-    caps: List[str] = []
+    caps: list[str] = []
     for key in DIRECT_KEYS:
         for i, page in enumerate(_entries(ann, key, where)):
             caps.extend(_page_captions(page, "page_title", f"{where}: {key}[{i}]"))
     return caps
 
 
-def mr2_direct_images(ann: dict, where: str) -> List[str]:
+def mr2_direct_images(ann: dict, where: str) -> list[str]:
     """File names of the text-search evidence images (looked up by name in the item's folder)."""
     names = []
     for key in DIRECT_KEYS:
@@ -337,7 +337,7 @@ def mr2_direct_images(ann: dict, where: str) -> List[str]:
 # ---------------------------------------------------------------------------- MVSA
 def read_mvsa(path: str, root: str, label_names: Sequence[str], require_label: bool = False,
               image_dir: str = "", allow_empty_text: bool = False,
-              native_names: Sequence[str] = DEFAULT_LABEL_NAMES["mvsa"]) -> List[Record]:
+              native_names: Sequence[str] = DEFAULT_LABEL_NAMES["mvsa"]) -> list[Record]:
     """Records of an MVSA split file (CLMLF's JSON list of ``{id, text, emotion_label}``)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
@@ -345,8 +345,8 @@ def read_mvsa(path: str, root: str, label_names: Sequence[str], require_label: b
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     remap = _native_remap(native_names, label_names, path)
-    records: List[Record] = []
-    present: List[bool] = []
+    records: list[Record] = []
+    present: list[bool] = []
     seen = {}
     for i, obj in enumerate(data):
         where = f"{path}: record {i}"
@@ -378,7 +378,7 @@ def read_mvsa(path: str, root: str, label_names: Sequence[str], require_label: b
     return records
 
 
-def _native_remap(native: Sequence[str], wanted: Sequence[str], path: str) -> List[int]:
+def _native_remap(native: Sequence[str], wanted: Sequence[str], path: str) -> list[int]:
     """Index map from a format's native label order to the configured ``label_names`` order."""
     if list(wanted) == list(native):
         return list(range(len(native)))

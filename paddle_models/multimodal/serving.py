@@ -18,7 +18,6 @@ import binascii
 import io
 import os
 import shutil
-from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -41,7 +40,7 @@ class ExportMetadataError(ValueError):
     """What the export needs from the training run is missing (the tokenizer)."""
 
 
-def export_metadata(cfg, label_names, tokenizer_dir: Optional[str], out_dir: str) -> dict:
+def export_metadata(cfg, label_names, tokenizer_dir: str | None, out_dir: str) -> dict:
     """``labels`` and ``preprocess`` for export.yaml; copies the tokenizer into ``out_dir/tokenizer``."""
     if tokenizer_dir is None:
         raise ExportMetadataError("no tokenizer for this model: set Data.tokenizer, or point Global.checkpoint "
@@ -80,7 +79,7 @@ def export_tokenizer(model_dir: str, meta: dict):
     return load_tokenizer(os.path.join(model_dir, _preprocess(model_dir, meta)["tokenizer"]))
 
 
-def data_settings(model_dir: str, meta: dict, overrides: Optional[dict] = None) -> dict:
+def data_settings(model_dir: str, meta: dict, overrides: dict | None = None) -> dict:
     """The export's ``Data`` settings with ``overrides`` applied (settings fixed by training refuse a change)."""
     data = dict(_preprocess(model_dir, meta)["data"])
     for k, v in (overrides or {}).items():
@@ -92,7 +91,7 @@ def data_settings(model_dir: str, meta: dict, overrides: Optional[dict] = None) 
     return data
 
 
-def modalities(model_dir: str, meta: dict) -> Tuple[bool, bool]:
+def modalities(model_dir: str, meta: dict) -> tuple[bool, bool]:
     names = list(_preprocess(model_dir, meta).get("modalities") or ["text", "image"])
     return "text" in names, "image" in names
 
@@ -105,7 +104,7 @@ def detect_format(path: str) -> str:
     if low.endswith(".jsonl"):
         return "jsonl"
     if low.endswith(".json"):
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             head = f.read(4096).lstrip()
         if head.startswith("{"):
             return "mr2"
@@ -117,8 +116,8 @@ def detect_format(path: str) -> str:
                      f"dataset_items_<split>.json, or a .npz of input arrays)")
 
 
-def read_input_file(model_dir: str, meta: dict, input_file: str, tokenizer, on_bad_image: Optional[str] = None,
-                    data_overrides: Optional[dict] = None):
+def read_input_file(model_dir: str, meta: dict, input_file: str, tokenizer, on_bad_image: str | None = None,
+                    data_overrides: dict | None = None):
     """(dataset, collate) for a raw input file, built by the training code with the export's ``Data``
     settings and tokenizer. ``data_overrides`` changes some settings for this input
     (``{"allow_empty_text": True}``)."""
@@ -248,7 +247,7 @@ def _record_images(index: int, rid, rec, data: dict, transform, limits: dict):
 
 
 def records_to_items(records: list, data: dict, label_names, tokenizer, use_text: bool, use_image: bool,
-                     limits: dict) -> Tuple[list, List[Optional[RecordError]]]:
+                     limits: dict) -> tuple[list, list[RecordError | None]]:
     """(dataset item of each good record or None, per-record errors): validation and image decoding."""
     transform = image_transform_of(data)
     return prepare_each(records, lambda i, rec: record_to_item(i, rec, data, label_names, transform, use_text,

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Optional
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from ..metrics import classification_report, format_confusion_matrix
 from ..engine.task import Task
+from ..metrics import classification_report, format_confusion_matrix
 from ..predictions import write_class_probabilities, write_csv
 from ..registry import register_task
 from . import serving
@@ -36,7 +35,7 @@ def tokenizer_candidates(cfg) -> list:
     return list(dict.fromkeys(candidates))  # once each (near the file-system root the parents repeat)
 
 
-def find_tokenizer_dir(cfg) -> Optional[str]:
+def find_tokenizer_dir(cfg) -> str | None:
     """Data.tokenizer, else the tokenizer saved beside a checkpoint's run, else <output_dir>/tokenizer."""
     if cfg["Data"]["tokenizer"]:
         return cfg["Data"]["tokenizer"]
@@ -62,7 +61,7 @@ class MultimodalTask(Task):
             raise ValueError(f"Data.label_names has {len(self.label_names)} names but Arch.num_classes is "
                              f"{cfg['Arch']['num_classes']}")
         self.tokenizer = None
-        self._datasets: Dict[str, MultimodalDataset] = {}
+        self._datasets: dict[str, MultimodalDataset] = {}
 
     # ---- setup -------------------------------------------------------------------------------
     def split_name(self, split: str) -> str:
@@ -100,7 +99,7 @@ class MultimodalTask(Task):
                 f"the tokenizer it was trained with: set Data.tokenizer to that run's tokenizer folder "
                 f"(a new one is trained only when training from scratch)")
 
-    def preprocessing_fingerprint(self) -> Optional[dict]:
+    def preprocessing_fingerprint(self) -> dict | None:
         """The tokenizer's fingerprint (sha256 of its SentencePiece model and vocab.txt)."""
         tok_dir = getattr(self, "tokenizer_dir", None) or find_tokenizer_dir(self.cfg)
         if tok_dir is None or not os.path.isfile(os.path.join(tok_dir, "vocab.txt")):
@@ -240,13 +239,13 @@ class MultimodalTask(Task):
             self.tokenizer = serving.export_tokenizer(self.export_dir, self.export_meta)
         return self.tokenizer
 
-    def read_inputs(self, input_file: str, on_bad_image: Optional[str] = None,
-                    data_overrides: Optional[dict] = None):
+    def read_inputs(self, input_file: str, on_bad_image: str | None = None,
+                    data_overrides: dict | None = None):
         """JSONL, MR2 ``dataset_items_<split>.json`` or MVSA files, read with the export's settings."""
         return serving.read_input_file(self.export_dir, self.export_meta, input_file, self._export_tokenizer(),
                                        on_bad_image=on_bad_image, data_overrides=data_overrides)
 
-    def prepare_items(self, records: list, limits: Optional[dict] = None):
+    def prepare_items(self, records: list, limits: dict | None = None):
         """Each record validated, its images decoded and transformed: dataset items (tokenized at collate)."""
         data = serving.data_settings(self.export_dir, self.export_meta)
         use_text, use_image = serving.modalities(self.export_dir, self.export_meta)

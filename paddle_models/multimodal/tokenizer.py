@@ -25,7 +25,7 @@ import io
 import json
 import os
 import re
-from typing import Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..fileio import write_bytes_atomic
 
@@ -54,13 +54,13 @@ def _ernie_m_splitter():
         def EncodeAsPieces(self, text):  # noqa: N802 (SentencePiece's name)
             return [text]
 
-        def split(self, piece: str) -> List[str]:
+        def split(self, piece: str) -> list[str]:
             return self._tokenize(piece)
 
     return _OnePiece()
 
 
-def _clean_texts(texts: Iterable[str]) -> List[str]:
+def _clean_texts(texts: Iterable[str]) -> list[str]:
     out = []
     for t in texts:
         if not isinstance(t, str):
@@ -240,14 +240,14 @@ def vocab_size(tokenizer) -> int:
     return len(tokenizer.vocab)
 
 
-def read_texts(paths: Sequence[str], field: Optional[str] = None) -> List[str]:
+def read_texts(paths: Sequence[str], field: str | None = None) -> list[str]:
     """Texts for tokenizer training from files: JSONL (``text`` field, or ``field``), JSON (an MR2
     ``dataset_items_*.json`` dict of items with ``caption``, or a list of objects with ``text``, as
     MVSA), or plain text (one text per line). The format is chosen by content, not by extension.
     """
-    out: List[str] = []
+    out: list[str] = []
     for path in paths:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             content = f.read()
         stripped = content.lstrip()
         parsed = None
@@ -282,7 +282,7 @@ def read_texts(paths: Sequence[str], field: Optional[str] = None) -> List[str]:
     return out
 
 
-def _texts_from_json(obj, path: str, field: Optional[str]) -> List[str]:
+def _texts_from_json(obj, path: str, field: str | None) -> list[str]:
     keys = [field] if field else ["text", "caption"]
     items = obj.values() if isinstance(obj, dict) else obj
     if not isinstance(items, (list, type({}.values()))):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
@@ -30,7 +29,7 @@ class WeightLoadError(RuntimeError):
     pass
 
 
-def _read_state(path: str) -> Dict[str, np.ndarray]:
+def _read_state(path: str) -> dict[str, np.ndarray]:
     """The state dict in ``path``: a ``.safetensors`` file, a pickled ``.pdparams`` (read by the restricted
     unpickler of ``paddle_models.safe_pickle``: nothing in the file is run), or a folder holding one of
     ``model.safetensors`` (a checkpoint of our Trainer), ``model_state.pdparams`` (PaddleNLP), ``model.pdparams``."""
@@ -56,8 +55,8 @@ def _read_state(path: str) -> Dict[str, np.ndarray]:
     return state
 
 
-def apply_state(layer: paddle.nn.Layer, state: Dict[str, np.ndarray], source: str, strict: bool = True,
-                prefix: str = "", ignored: Optional[List[str]] = None) -> dict:
+def apply_state(layer: paddle.nn.Layer, state: dict[str, np.ndarray], source: str, strict: bool = True,
+                prefix: str = "", ignored: list[str] | None = None) -> dict:
     """Set ``state`` (names relative to ``layer``) into ``layer``; report and (strict) fail on problems."""
     own = layer.state_dict()
     missing = [k for k in own if k not in state]
@@ -107,7 +106,7 @@ def load_ernie(model, spec: str, strict: bool = True) -> dict:
     return apply_state(model.ernie, state, f"ERNIE-M weights {spec}", strict, prefix="ernie.")
 
 
-def map_resnet_state(state: Dict[str, np.ndarray]):
+def map_resnet_state(state: dict[str, np.ndarray]):
     """paddle.vision ResNet names -> EncoderCNN.resnet (Sequential) names; returns (mapped, ignored)."""
     mapped, ignored = {}, []
     for k, v in state.items():
@@ -144,7 +143,7 @@ def load_resnet(model, spec: str, strict: bool = True) -> dict:
                        ignored=ignored)
 
 
-def load_pretrained(model, pretrained_cfg, checkpoint_follows: bool = False) -> List[dict]:
+def load_pretrained(model, pretrained_cfg, checkpoint_follows: bool = False) -> list[dict]:
     """Load what ``Arch.pretrained`` names; warn loudly about encoders left random (unless a whole-model
     checkpoint, ``Global.checkpoint``, is loaded right after: ``checkpoint_follows``)."""
     strict = bool(pretrained_cfg.get("strict", True))

@@ -15,7 +15,6 @@ DSSM exports its two towers for retrieval; it takes no request records here
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from .features import CATEGORICAL, NUMERIC, SEQUENCE, FeatureError, FeatureMap, 
 CTR_LABELS = ["no_click", "click"]
 
 
-def export_metadata(data, kind: str, checkpoint: Optional[str], out_dir: str) -> dict:
+def export_metadata(data, kind: str, checkpoint: str | None, out_dir: str) -> dict:
     """``labels`` and ``preprocess`` for export.yaml; writes the fitted feature map into ``out_dir``."""
     data.prepare(out_dir, checkpoint=checkpoint)
     meta = {"preprocess": {"family": "rec", "kind": kind, "feature_map": FEATURE_MAP_FILE}}
@@ -48,9 +47,9 @@ def load_feature_map(model_dir: str, meta: dict) -> FeatureMap:
     return FeatureMap.load(path)
 
 
-def _columns(fmap: FeatureMap) -> Dict[str, str]:
+def _columns(fmap: FeatureMap) -> dict[str, str]:
     """Source column -> kind of value it holds (``numeric``, ``categorical`` or ``sequence``)."""
-    cols: Dict[str, str] = {}
+    cols: dict[str, str] = {}
     for f in fmap.selected():
         if f.cross or not f.source:
             continue
@@ -103,17 +102,17 @@ def _column_array(kind: str, values: list, sep: str) -> np.ndarray:
     return np.array(["" if v is None else str(v) for v in values])
 
 
-def _encode(fmap: FeatureMap, cols: Dict[str, str], records: list) -> Dict[str, np.ndarray]:
+def _encode(fmap: FeatureMap, cols: dict[str, str], records: list) -> dict[str, np.ndarray]:
     sep = {f.source: f.sep for f in fmap.selected() if f.type == SEQUENCE}
     table = Table({c: _column_array(k, [r.get(c) for r in records], sep.get(c, " ")) for c, k in cols.items()},
                   None, "<request>")
     return fmap.transform(table)
 
 
-def records_to_items(records: list, fmap: FeatureMap) -> Tuple[list, List[Optional[RecordError]]]:
+def records_to_items(records: list, fmap: FeatureMap) -> tuple[list, list[RecordError | None]]:
     """(``{"ids": [n_ids], "values": [n_dense], "id": str}`` per good record or None, per-record errors)."""
     cols = _columns(fmap)
-    errors: List[Optional[RecordError]] = []
+    errors: list[RecordError | None] = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             errors.append(RecordError(i, None, "record", f"expected a JSON object, got {type(rec).__name__}"))
@@ -152,13 +151,13 @@ def records_to_items(records: list, fmap: FeatureMap) -> Tuple[list, List[Option
     return items, errors
 
 
-def collate(items: list) -> Dict[str, np.ndarray]:
+def collate(items: list) -> dict[str, np.ndarray]:
     out = {k: np.stack([it[k] for it in items]) for k in items[0] if k != "id"}
     out["id"] = np.array([it["id"] for it in items])
     return out
 
 
-def ctr_rows(outputs: Dict[str, np.ndarray], batch) -> List[dict]:
+def ctr_rows(outputs: dict[str, np.ndarray], batch) -> list[dict]:
     """One row per item: id, label (1 when the click probability is >= 0.5), label_name, probabilities."""
     p = np.asarray(next(iter(outputs.values())), np.float64).reshape(-1)
     ids = batch.get("id") if isinstance(batch, dict) else None

@@ -2,10 +2,23 @@
 
 Importing this package registers the ``transformer`` model and the ``transformer`` family's task.
 """
-from .model import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, DecoderLayer, EncoderLayer, LearnedPositionalEncoding,
-                    MultiHeadAttention, PositionwiseFeedForward, SinusoidalPositionalEncoding, Transformer,
-                    causal_mask, padding_mask, scaled_dot_product_attention)
 from .decoding import beam_search, greedy_search
+from .model import (
+                    BOS_ID,
+                    EOS_ID,
+                    PAD_ID,
+                    UNK_ID,
+                    DecoderLayer,
+                    EncoderLayer,
+                    LearnedPositionalEncoding,
+                    MultiHeadAttention,
+                    PositionwiseFeedForward,
+                    SinusoidalPositionalEncoding,
+                    Transformer,
+                    causal_mask,
+                    padding_mask,
+                    scaled_dot_product_attention,
+)
 from .task import TransformerTask, label_smoothed_nll
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "DecoderLayer", "EncoderLayer", "LearnedPositionalEncoding",

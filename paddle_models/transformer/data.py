@@ -10,18 +10,18 @@ from __future__ import annotations
 import gzip
 import os
 import random
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import paddle
 
 from .model import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-Example = Tuple[np.ndarray, np.ndarray, str]
+Example = tuple[np.ndarray, np.ndarray, str]
 
 
 # ---- text files -----------------------------------------------------------------------------------
-def read_lines(path: str) -> List[str]:
+def read_lines(path: str) -> list[str]:
     """Lines of a UTF-8 text file, plain or gzipped (detected by its magic bytes), without newlines."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: file not found")
@@ -38,7 +38,7 @@ def read_lines(path: str) -> List[str]:
     return lines
 
 
-def read_parallel(src_path: str, tgt_path: str) -> Tuple[List[str], List[str]]:
+def read_parallel(src_path: str, tgt_path: str) -> tuple[list[str], list[str]]:
     """Two line-aligned files (line i of one translates line i of the other)."""
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
@@ -98,10 +98,10 @@ class SpmTokenizer:
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         return self.sp.encode(text, out_type=int)
 
-    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self.sp.encode(list(texts), out_type=int)
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -114,7 +114,7 @@ class ToyTokenizer:
     def __init__(self, vocab_size: int):
         self.vocab_size = vocab_size
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         return [int(t) for t in text.split()]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -123,7 +123,7 @@ class ToyTokenizer:
 
 # ---- examples -------------------------------------------------------------------------------------
 def make_examples(tokenizer, src_lines: Sequence[str], tgt_lines: Sequence[str], max_positions: int,
-                  drop_long: bool, where: str = "") -> Tuple[List[Example], int]:
+                  drop_long: bool, where: str = "") -> tuple[list[Example], int]:
     """Tokenize parallel lines. Pairs with an empty side are skipped. A side longer than the model's
     positions (``max_positions - 1``, one slot is EOS/BOS) is dropped when ``drop_long`` (training),
     else truncated. Returns the examples and how many pairs were skipped or dropped."""
@@ -147,7 +147,7 @@ def make_examples(tokenizer, src_lines: Sequence[str], tgt_lines: Sequence[str],
 
 
 def make_toy_examples(n: int, task: str, vocab_size: int, min_len: int, max_len: int, seed: int,
-                      exclude: Optional[set] = None) -> List[Example]:
+                      exclude: set | None = None) -> list[Example]:
     """``n`` random sequences of symbols 4..vocab_size-1, each ``min_len..max_len`` long; the target is
     the same sequence (``copy``) or reversed (``reverse``). Sequences in ``exclude`` are not generated."""
     if task not in ("copy", "reverse"):
@@ -159,7 +159,7 @@ def make_toy_examples(n: int, task: str, vocab_size: int, min_len: int, max_len:
         raise ValueError(f"Data.toy_min_len/toy_max_len: need 1 <= {min_len} <= {max_len}")
     rng = np.random.RandomState(seed)
     exclude = exclude or set()
-    out: List[Example] = []
+    out: list[Example] = []
     attempts = 0
     while len(out) < n:
         attempts += 1
@@ -180,7 +180,7 @@ def make_toy_examples(n: int, task: str, vocab_size: int, min_len: int, max_len:
 class ExampleDataset(paddle.io.Dataset):
     """One example per item; the task's batch sampler groups them (by tokens, or ``Global.batch_size``)."""
 
-    def __init__(self, examples: List[Example]):
+    def __init__(self, examples: list[Example]):
         self.examples = examples
 
     def __len__(self):
@@ -190,8 +190,8 @@ class ExampleDataset(paddle.io.Dataset):
         return self.examples[i]
 
 
-def token_batches(lengths: Sequence[Tuple[int, int]], max_tokens: int, seed: int = 0,
-                  max_sentences: int = 0) -> List[List[int]]:
+def token_batches(lengths: Sequence[tuple[int, int]], max_tokens: int, seed: int = 0,
+                  max_sentences: int = 0) -> list[list[int]]:
     """Group example indices into batches of similar length with at most ``max_tokens`` padded tokens.
 
     Examples are sorted by (target, source) length with random tie-breaking; a batch grows while

@@ -8,8 +8,6 @@ Outputs are ``[B, L]`` int64 numpy arrays: tokens up to and including EOS, then 
 """
 from __future__ import annotations
 
-from typing import List, Optional
-
 import numpy as np
 import paddle
 
@@ -37,7 +35,7 @@ def _step_logits(model, tokens, memory, memory_mask, cache, t):
 
 @paddle.no_grad()
 def greedy_search(model, src_ids, max_len: int, use_cache: bool = True, bos_id: int = BOS_ID,
-                  eos_id: Optional[int] = EOS_ID, pad_id: int = PAD_ID) -> np.ndarray:
+                  eos_id: int | None = EOS_ID, pad_id: int = PAD_ID) -> np.ndarray:
     """Pick the most probable token at each step, for a whole batch at once.
 
     Stops when every sentence has produced ``eos_id`` or after ``max_len`` tokens; ``eos_id=None``
@@ -119,7 +117,7 @@ class _BeamSearch:
         self.offsets = (paddle.arange(B, dtype="int64") * K).unsqueeze(1)
         self.rank = paddle.arange(2 * K, dtype="int64").unsqueeze(0)
         self.best_norm = np.full([B], -np.inf)
-        self.best_seq: List[Optional[np.ndarray]] = [None] * B
+        self.best_seq: list[np.ndarray | None] = [None] * B
 
     def best_extensions(self, t: int):
         """(total log-probabilities, source beam, token), each ``[B, 2K]``: the ``2K`` best one-token
@@ -187,7 +185,7 @@ def decode_batch(model, src_ids, beam_size: int = 1, max_len: int = 64, alpha: f
     return beam_search(model, src_ids, beam_size, max_len, alpha=alpha, use_cache=use_cache)
 
 
-def strip_special(row, eos_id: int = EOS_ID, pad_id: int = PAD_ID, bos_id: int = BOS_ID) -> List[int]:
+def strip_special(row, eos_id: int = EOS_ID, pad_id: int = PAD_ID, bos_id: int = BOS_ID) -> list[int]:
     """Token ids up to (not including) the first EOS, without PAD/BOS."""
     out = []
     for t in np.asarray(row).tolist():

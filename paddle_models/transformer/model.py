@@ -25,7 +25,6 @@ decoding step costs O(t) instead of recomputing the whole prefix (O(t^2)). See `
 from __future__ import annotations
 
 import math
-from typing import List, Optional
 
 import numpy as np
 import paddle
@@ -300,7 +299,7 @@ class Transformer(nn.Layer):
             x = self.encoder_norm(x)
         return x, src_mask
 
-    def decode(self, tgt_ids, memory, memory_mask, cache: Optional[List[dict]] = None, start: int = 0,
+    def decode(self, tgt_ids, memory, memory_mask, cache: list[dict] | None = None, start: int = 0,
                last_only: bool = False):
         """Logits ``[B, T, vocab]`` for target positions ``start .. start+T-1``.
 
@@ -324,7 +323,7 @@ class Transformer(nn.Layer):
             x = self.decoder_norm(x)
         return self.project(x[:, -1:] if last_only else x)
 
-    def init_cache(self, memory) -> List[dict]:
+    def init_cache(self, memory) -> list[dict]:
         """Per decoder layer: empty self-attention keys/values and the projected encoder memory."""
         batch = memory.shape[0]
         caches = []
@@ -340,7 +339,7 @@ class Transformer(nn.Layer):
         return self.decode(tgt_ids, memory, src_mask)
 
 
-def reorder_cache(cache: List[dict], index) -> List[dict]:
+def reorder_cache(cache: list[dict], index) -> list[dict]:
     """Select rows ``index`` (``[N]`` int64) of every cached tensor (beam search reordering)."""
     return [{k: paddle.index_select(v, index, axis=0) for k, v in layer.items()} for layer in cache]
 

@@ -9,7 +9,6 @@ same decoding ``tools/eval.py`` does with ``Decode.beam_size: 1``.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -52,11 +51,11 @@ def record_to_item(index: int, rec, tokenizer, preprocess: dict, limits: dict) -
 
 
 def records_to_items(records: list, tokenizer, preprocess: dict,
-                     limits: dict) -> Tuple[list, List[Optional[RecordError]]]:
+                     limits: dict) -> tuple[list, list[RecordError | None]]:
     return prepare_each(records, lambda i, rec: record_to_item(i, rec, tokenizer, preprocess, limits))
 
 
-def collate_items(items: list, preprocess: dict) -> Dict[str, np.ndarray]:
+def collate_items(items: list, preprocess: dict) -> dict[str, np.ndarray]:
     return {"src_ids": pad_batch([it["src_ids"] for it in items], int(preprocess["pad_id"])),
             "id": np.array([it["id"] for it in items])}
 
@@ -82,8 +81,8 @@ def greedy_runner(make_predictor, preprocess: dict):
     return run
 
 
-def translation_rows(outputs: Dict[str, np.ndarray], batch: Dict[str, np.ndarray], tokenizer,
-                     preprocess: dict) -> List[dict]:
+def translation_rows(outputs: dict[str, np.ndarray], batch: dict[str, np.ndarray], tokenizer,
+                     preprocess: dict) -> list[dict]:
     rows = []
     for rid, row in zip(batch["id"], outputs["tokens"]):
         ids = strip_special(row, eos_id=int(preprocess["eos_id"]), pad_id=int(preprocess["pad_id"]),

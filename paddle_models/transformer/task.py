@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 from functools import partial
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -22,8 +21,18 @@ from ..engine.task import Task
 from ..fileio import atomic_write
 from ..registry import register_task
 from . import serving
-from .data import (Example, ExampleDataset, SpmTokenizer, ToyTokenizer, collate, make_examples, make_toy_examples,
-                   read_parallel, token_batches, train_sentencepiece)
+from .data import (
+    Example,
+    ExampleDataset,
+    SpmTokenizer,
+    ToyTokenizer,
+    collate,
+    make_examples,
+    make_toy_examples,
+    read_parallel,
+    token_batches,
+    train_sentencepiece,
+)
 from .decoding import DecoderStepGraph, EncoderGraph, decode_batch, max_output_len, strip_special
 from .model import BOS_ID, EOS_ID, PAD_ID
 
@@ -86,8 +95,8 @@ class TransformerTask(Task):
             raise ValueError(f"Data.kind: unknown {self.kind!r} (multi30k, toy)")
         self.best_metric = "exact_match" if self.kind == "toy" else "bleu"
         self.tokenizer = None
-        self._toy_cache: Dict[str, list] = {}
-        self.skipped: Dict[str, int] = {}  # sentence pairs dropped per split (empty side, too long for training)
+        self._toy_cache: dict[str, list] = {}
+        self.skipped: dict[str, int] = {}  # sentence pairs dropped per split (empty side, too long for training)
 
     # ---- setup -------------------------------------------------------------------------------
     def _data_path(self, key: str) -> str:
@@ -177,7 +186,7 @@ class TransformerTask(Task):
                                                            exclude=held_keys, **args)
         return self._toy_cache[split]
 
-    def examples(self, split: str) -> List[Example]:
+    def examples(self, split: str) -> list[Example]:
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r} (train, val, test)")
         if self.kind == "toy":
@@ -228,12 +237,12 @@ class TransformerTask(Task):
         return int(batch["src_ids"].shape[0])
 
     # ---- steps -------------------------------------------------------------------------------
-    def forward_loss(self, model, batch) -> Tuple[paddle.Tensor, Dict[str, float]]:
+    def forward_loss(self, model, batch) -> tuple[paddle.Tensor, dict[str, float]]:
         logits = model(batch["src_ids"], batch["tgt_in"])
         loss, nll, ntok = label_smoothed_nll(logits, batch["tgt_out"], float(self.cfg["Loss"]["label_smoothing"]))
         return loss, {"nll": float(nll), "tokens": float(ntok)}
 
-    def predict_step(self, model, batch) -> Dict[str, np.ndarray]:
+    def predict_step(self, model, batch) -> dict[str, np.ndarray]:
         decode_cfg = self.cfg["Decode"]
         src = batch["src_ids"]
         src = src if isinstance(src, paddle.Tensor) else paddle.to_tensor(src)
@@ -252,7 +261,7 @@ class TransformerTask(Task):
         return {"hyp": np.array(hyps, dtype=object), "ref": np.asarray(batch["ref"], dtype=object),
                 "nll_sum": nll_sum.astype("float64"), "ntok": ntok.astype("float64")}
 
-    def compute_metrics(self, outputs: Dict[str, np.ndarray]) -> Dict[str, float]:
+    def compute_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         hyps = [str(h) for h in outputs["hyp"]]
         refs = [str(r) for r in outputs["ref"]]
         ntok = float(np.sum(outputs["ntok"]))
@@ -349,7 +358,7 @@ class TransformerTask(Task):
             self._serve_tok = serving.export_tokenizer(self.export_dir, self._serving_pre())
         return self._serve_tok
 
-    def prepare_items(self, records: list, limits: Optional[dict] = None):
+    def prepare_items(self, records: list, limits: dict | None = None):
         """Records ``{"id", "src"}``: the source text tokenized with the export's vocabulary (+ EOS)."""
         server_limits = {"max_text_chars": 10_000, "truncate": True, **(limits or {})}
         return serving.records_to_items(records, self._serving_tokenizer(), self._serving_pre(), server_limits)
