@@ -72,7 +72,8 @@ def child(args):
     batch = {
         "input_ids": rng.randint(5, vocab, (B, L)).astype("int64"), "attention_mask": np.ones((B, L), "int64"),
         "caption_ids": rng.randint(5, vocab, (B, NC, L)).astype("int64"), "caption_mask": np.ones((B, NC, L), "int64"),
-        "image": rng.randn(B, 3, S, S).astype("float32"), "evidence_images": rng.randn(B, NI, 3, S, S).astype("float32"),
+        "image": rng.randn(B, 3, S, S).astype("float32"),
+        "evidence_images": rng.randn(B, NI, 3, S, S).astype("float32"),
         "evidence_mask": np.ones((B, NI), "float32"), "label": np.array([0, 1], "int64"),
     }
     t = {k: paddle.to_tensor(v) for k, v in batch.items()}
@@ -201,7 +202,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3, help="timed steps (mean)")
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "multimodal", "ernie_m_resnet101.yaml"))
     ap.add_argument("--torch-python", default=None,
-                    help="a Python with torch, torchvision and transformers for the twin (default: this one, if it has them)")
+                    help="a Python with torch, torchvision and transformers for the twin "
+                         "(default: this one, if it has them)")
     ap.add_argument("--only", default=None,
                     help="comma-separated setting keys: baseline,threads,defaults,onednn,frozen,bf16,twin,twin_bf16")
     ap.add_argument("--json", action="store_true")
@@ -258,7 +260,8 @@ def main():
         print("PyTorch twin: not run (torch, torchvision and transformers are not importable here; pass "
               "--torch-python PYTHON to time it in the same run)")
     if args.json:
-        print(json.dumps({"rows": rows, "twin": twin, "twin_bf16": twin_bf16, "cpu": {**cpu, "name": cpu_name(cpu), "plan": plan}}))
+        print(json.dumps({"rows": rows, "twin": twin, "twin_bf16": twin_bf16,
+                          "cpu": {**cpu, "name": cpu_name(cpu), "plan": plan}}))
 
 
 if __name__ == "__main__":

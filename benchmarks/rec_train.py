@@ -118,7 +118,8 @@ def fuxi_kwargs(name, arch):
     """FuxiCTR constructor arguments with our config's architecture (their names differ per model)."""
     hidden = [int(h) for h in (arch.get("hidden_units") or [])]
     deep = dict(net_dropout=float(arch["net_dropout"]), batch_norm=bool(arch["batch_norm"]),
-                embedding_regularizer=_reg(arch["embedding_regularizer"]), net_regularizer=_reg(arch["net_regularizer"]))
+                embedding_regularizer=_reg(arch["embedding_regularizer"]),
+                net_regularizer=_reg(arch["net_regularizer"]))
     act = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU", "leaky_relu": "LeakyReLU"}[
         arch["hidden_activation"]]
     if name in ("lr", "fm", "ffm"):  # these take one `regularizer` for both embeddings and weights
@@ -263,7 +264,8 @@ def main():
                     notes[m] = FuxiRunner.DIFFERS[m]
             except LookupError as e:  # a model FuxiCTR doesn't have: a note
                 notes[m] = str(e)
-            except Exception as e:  # a FuxiCTR version with other signatures: the table still prints, the exit status is 1
+            except Exception as e:
+                # a FuxiCTR version with other signatures: the table still prints, the exit status is 1
                 notes[m] = f"FuxiCTR side FAILED: {type(e).__name__}: {e}"
                 failed.append(m)
     best = {m: 0.0 for m in args.models}

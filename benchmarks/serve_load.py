@@ -5,8 +5,9 @@
 
 Without export folders it builds them in a temporary folder (the multimodal demo preset trained a few
 steps and its int8 export, a small DeepFM on synthetic rows). For each export (``demo_int8``: the int8 graph
-served as tools/serve.py picks it, on onnxruntime; ``demo_onnx``, opt-in: the same folder's fp32 ONNX graph), with dynamic batching (``--max-batch 32``) and
-without (``--max-batch 1``): one record per request at concurrency 1, 8, 32, 128 (closed loop, bounded by
+served as tools/serve.py picks it, on onnxruntime; ``demo_onnx``, opt-in: the same folder's fp32 ONNX
+graph), with dynamic batching (``--max-batch 32``) and without (``--max-batch 1``): one record per request
+at concurrency 1, 8, 32, 128 (closed loop, bounded by
 ``--requests`` per level). Then, on the batching multimodal server: an overload phase (open loop at about
 4x the measured capacity for ``--overload-s`` seconds, every request with a 60 s client timeout) and a soak
 of ``--soak`` requests at concurrency 32 with the server's RSS sampled before and after. Checks: every
@@ -387,7 +388,8 @@ def main():
                 srv.stop()
     by = {(s["model"], s["max_batch"], s["concurrency"]): s for s in result["load"]}
     if ("demo", 32, 32) in by and ("demo", 1, 32) in by:
-        result["demo_batching_speedup_c32"] = round(by[("demo", 32, 32)]["rps"] / max(by[("demo", 1, 32)]["rps"], 1e-9), 2)
+        result["demo_batching_speedup_c32"] = round(
+            by[("demo", 32, 32)]["rps"] / max(by[("demo", 1, 32)]["rps"], 1e-9), 2)
     if a.load_only:
         print("problems: " + ("; ".join(result["problems"]) if result["problems"] else "none"), flush=True)
         if a.json:

@@ -56,9 +56,9 @@ def main():
             return self
 
         def forward(self, ids, cap_ids, image, ev_images):
-            b, nc, l = cap_ids.shape
-            seq = self.text(torch.cat([ids, cap_ids.reshape(-1, l)]), attention_mask=None).last_hidden_state
-            post, caps = seq[:b], seq[b:].reshape(b, nc, l, -1)
+            b, nc, length = cap_ids.shape
+            seq = self.text(torch.cat([ids, cap_ids.reshape(-1, length)]), attention_mask=None).last_hidden_state
+            post, caps = seq[:b], seq[b:].reshape(b, nc, length, -1)
             avg = caps.mean(1)
             t_att, _ = self.att_text(post, avg, avg, need_weights=False)
             ni = ev_images.shape[1]

@@ -145,9 +145,9 @@ def main():
                 t_ref.append(train_step_seconds(ref, opt_ref, b))
                 t_ours.append(train_step_seconds(ours, opt_ours, b))
     tokens = [b[3] for _ in range(args.rounds) for b in batches]
-    train_ours = statistics.median(n / t for n, t in zip(tokens, t_ours))
-    train_ref = statistics.median(n / t for n, t in zip(tokens, t_ref))
-    ratio = statistics.median(tr / to for to, tr in zip(t_ours, t_ref))
+    train_ours = statistics.median(n / t for n, t in zip(tokens, t_ours, strict=True))
+    train_ref = statistics.median(n / t for n, t in zip(tokens, t_ref, strict=True))
+    ratio = statistics.median(tr / to for to, tr in zip(t_ours, t_ref, strict=True))
 
     # decoding: cache vs full recomputation, same model and sources
     rng = np.random.RandomState(args.seed + 1)

@@ -295,7 +295,7 @@ def load_config(path: str | None = None, overrides: Iterable[str] = (), data: di
     parsed = [(o, *parse_override(o)) for o in overrides]
     # Arch.name may itself be overridden; find it first.
     name = (raw.get("Arch") or {}).get("name") if isinstance(raw.get("Arch"), dict) else None
-    for text, keys, value in parsed:
+    for _text, keys, value in parsed:
         if keys == ["Arch", "name"]:
             name = value
     if not name:

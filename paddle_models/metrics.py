@@ -16,7 +16,6 @@ scikit-learn).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 
@@ -240,7 +239,7 @@ def gauc(user_ids, y_true, y_score, return_details: bool = False):
     inv_sorted = inverse[order]
     bounds = np.flatnonzero(np.r_[True, inv_sorted[1:] != inv_sorted[:-1], True])
     total_w, total, used, skipped = 0.0, 0.0, 0, 0
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         idx = order[a:b]
         tt = t[idx]
         pos = int(tt.sum())
@@ -260,7 +259,7 @@ def gauc(user_ids, y_true, y_score, return_details: bool = False):
 
 
 # ----------------------------------------------------------------------------- ranking
-TrueItems = Union[Sequence[int], Sequence[Sequence[int]], np.ndarray]
+TrueItems = Sequence[int] | Sequence[Sequence[int]] | np.ndarray
 
 
 def _true_sets(true_items, n_users: int) -> list[set]:

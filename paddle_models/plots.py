@@ -136,7 +136,8 @@ def plot_training_curves(metrics_jsonl: str, path: str, title: str | None = None
     cols = min(3, n)
     rows = int(math.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, (panel, series) in zip(axes.ravel(), panels.items()):
+    # the grid can hold more axes than there are panels (the spare ones are turned off below)
+    for ax, (panel, series) in zip(axes.ravel(), panels.items(), strict=False):
         for name, (xs, ys) in series.items():
             marker = "o" if len(xs) < 30 else None
             ax.plot(xs, ys, label=name, marker=marker, markersize=3)

@@ -61,8 +61,10 @@ def case(tmp_path, mutate, raw_lines=(), extra=()):
 
 
 CASES = {
-    "malformed JSONL line": (lambda root, recs: None, ['{"id": "bad", "text": "x", '], r"train.jsonl: line 13: invalid JSON"),
-    "missing field": (lambda root, recs: recs[4].pop("text"), (), r"train.jsonl: line 5 \(id p4\): text: missing field"),
+    "malformed JSONL line": (lambda root, recs: None, ['{"id": "bad", "text": "x", '],
+                             r"train.jsonl: line 13: invalid JSON"),
+    "missing field": (lambda root, recs: recs[4].pop("text"), (),
+                      r"train.jsonl: line 5 \(id p4\): text: missing field"),
     "label outside the label set": (lambda root, recs: recs[2].update(label="furious"), (),
                                     r"line 3 \(id p2\): label: 'furious' is not one of the label names"),
     "empty text": (lambda root, recs: recs[1].update(text="  "), (), r"line 2 \(id p1\): text: empty"),
@@ -250,7 +252,8 @@ def test_skip_drops_items_whose_post_image_does_not_decode(tmp_path, caplog):
         ds = build_dataset(cfg["Data"], "train")
     assert len(ds) == 10 and ds.summary()["skipped_items"] == 2 and "p2" not in ds.ids and "p7" not in ds.ids
     assert "skipped 2 of 12 items whose post image is missing or cannot be decoded" in caplog.text
-    assert "line 3 (id p2): img/bomb.png: cannot decode image (ValueError: image too large to decode safely" in caplog.text
+    assert ("line 3 (id p2): img/bomb.png: cannot decode image (ValueError: image too large to decode safely"
+            in caplog.text)
 
 
 @pytest.mark.parametrize("side", [30000, 7000])  # beyond PIL's own limit, and beyond only ours (40 Mpx)

@@ -52,7 +52,8 @@ def test_changed_number_is_reported_at_its_path(model101, printed):
 def test_removed_block_is_reported_once_at_its_top(model101, printed):
     lines = printed.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.strip() == "(22): BottleneckBlock(")
-    end = next(i for i in range(start + 1, len(lines)) if lines[i] == lines[start].replace("(22): BottleneckBlock(", ")"))
+    closing = lines[start].replace("(22): BottleneckBlock(", ")")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] == closing)
     edited = "\n".join(lines[:start] + lines[end + 1:])
     res = archcompare.compare_model(model101, edited)
     assert [d[0] for d in res["differences"]] == ["resnet.resnet.6.22"]

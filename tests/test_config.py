@@ -35,7 +35,8 @@ def test_int_is_accepted_for_float():
 
 
 @pytest.mark.parametrize("text, match", [
-    ("Arch:\n  name: ernie_m_resnet\nGlobal:\n  epoch: 3\n", r"unknown key 'Global.epoch' \(did you mean 'Global.epochs'\?\)"),
+    ("Arch:\n  name: ernie_m_resnet\nGlobal:\n  epoch: 3\n",
+     r"unknown key 'Global.epoch' \(did you mean 'Global.epochs'\?\)"),
     ("Arch:\n  name: ernie_m_resnet\n  resnet:\n    deep: 3\n", r"unknown key 'Arch.resnet.deep'"),
     ("Arch:\n  name: ernie_m_resnet\nGlobal:\n  epochs: two\n", r"Global.epochs: expected int, got str \('two'\)"),
     ("Arch:\n  name: ernie_m_resnet\nGlobal:\n  progress: 1\n", r"Global.progress: expected bool"),

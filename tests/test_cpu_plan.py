@@ -18,7 +18,8 @@ vendor_id\t: GenuineIntel
 cpu family\t: 6
 model\t\t: 143
 model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
-flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8
+flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni \
+avx512_bf16 amx_bf16 amx_tile amx_int8
 
 processor\t: 1
 vendor_id\t: SomethingElse

@@ -93,7 +93,8 @@ def test_fast_linear_model_exports_to_static(tmp_path):
 
 def test_functional_fast_linear_gradient_against_numpy():
     rng = np.random.RandomState(4)
-    x_np, w_np, b_np = rng.randn(7, 3).astype("float32"), rng.randn(3, 5).astype("float32"), rng.randn(5).astype("float32")
+    x_np, w_np, b_np = (rng.randn(7, 3).astype("float32"), rng.randn(3, 5).astype("float32"),
+                        rng.randn(5).astype("float32"))
     x, w, b = (paddle.to_tensor(a, stop_gradient=False) for a in (x_np, w_np, b_np))
     y = linear_with_fast_grad(x, w, b)
     dy = rng.randn(7, 5).astype("float32")

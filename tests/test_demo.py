@@ -7,8 +7,8 @@ from conftest import ROOT
 
 
 def test_shortened_demo_thresholds(tmp_path):
-    cmd = [sys.executable, str(ROOT / "tools" / "demo.py"), "--out", str(tmp_path), "--train", "1200", "--val", "150", "--epochs", "4",
-           "--test", "150", "--ablations", "--no-progress", "--json"]
+    cmd = [sys.executable, str(ROOT / "tools" / "demo.py"), "--out", str(tmp_path), "--train", "1200", "--val", "150",
+           "--epochs", "4", "--test", "150", "--ablations", "--no-progress", "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(ROOT))
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])

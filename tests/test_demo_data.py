@@ -37,7 +37,7 @@ def test_deterministic_sizes_and_readable(tmp_path):
 
     assert {k: v["items"] for k, v in a["splits"].items()} == {"train": 45, "val": 18, "test": 18}
     assert a["splits"]["train"]["labels"] == {"negative": 15, "neutral": 15, "positive": 15}
-    recs = [json.loads(l) for l in (tmp_path / "b" / "train.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (tmp_path / "b" / "train.jsonl").read_text().splitlines()]
     assert len(recs) == 45 and len({r["id"] for r in recs}) == 45
     for r in recs:
         assert r["label"] == dd.LABEL_NAMES[dd.label_of(r["text_attr"], r["image_attr"])]
@@ -49,8 +49,8 @@ def test_deterministic_sizes_and_readable(tmp_path):
                         "image_crop": 64}, "val")
     item = ds[0]
     assert len(ds) == 18 and item["image"].shape == (3, 64, 64)
-    assert ds.labels.tolist() == [dd.LABEL_NAMES.index(json.loads(l)["label"])
-                                  for l in (tmp_path / "b" / "val.jsonl").read_text().splitlines()]
+    assert ds.labels.tolist() == [dd.LABEL_NAMES.index(json.loads(line)["label"])
+                                  for line in (tmp_path / "b" / "val.jsonl").read_text().splitlines()]
 
 
 def _features(split, n, index, rule):

@@ -18,13 +18,14 @@ def demo(tiny_demo):
 
 
 def overrides(demo, out, batch):
-    return ["-o", f"Data.root={demo / 'data'}", "-o", f"Data.tokenizer={demo / 'tok'}", "-o", f"Global.output_dir={out}",
+    return ["-o", f"Data.root={demo / 'data'}", "-o", f"Data.tokenizer={demo / 'tok'}",
+            "-o", f"Global.output_dir={out}",
             "-o", "Global.epochs=2", "-o", f"Global.batch_size={batch}", "-o", "Global.progress=false",
             "-o", "Optimizer.name=SGD", "-o", "Optimizer.lr=0.05", "-o", "Optimizer.grad_clip=1.0"]
 
 
 def last_json(text):
-    return json.loads([l for l in text.strip().splitlines() if l.startswith("{")][-1])
+    return json.loads([line for line in text.strip().splitlines() if line.startswith("{")][-1])
 
 
 def test_two_ranks_match_one_process(demo, tmp_path):

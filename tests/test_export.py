@@ -290,7 +290,8 @@ def test_export_refuses_a_foreign_non_empty_folder(exported, tmp_path):
 # ---- the tools -----------------------------------------------------------------------------------
 def test_export_tool_json_contract_and_cross_process_identity(exported, run, tmp_path):
     out = tmp_path / "tool_export"
-    cmd = [sys.executable, str(ROOT / "tools" / "export.py"), "-c", CONFIG, *sum([["-o", o] for o in run["overrides"]], []),
+    cmd = [sys.executable, str(ROOT / "tools" / "export.py"), "-c", CONFIG,
+           *sum([["-o", o] for o in run["overrides"]], []),
            "--out", str(out), "--onnx", "--threads", "1", "--no-onednn-check", "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=str(ROOT), timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -437,7 +438,8 @@ def test_infer_on_mr2_items_matches_dygraph(run, tmp_path):
     np.testing.assert_allclose(paddle.nn.functional.softmax(paddle.to_tensor(got), -1).numpy(), ref["prob"],
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="Data.max_len: fixed by the trained model"):
-        multimodal_input(pred.model_dir, pred.meta, str(weibo / "dataset_items_val.json"), data_overrides={"max_len": 9})
+        multimodal_input(pred.model_dir, pred.meta, str(weibo / "dataset_items_val.json"),
+                         data_overrides={"max_len": 9})
 
 
 def test_infer_input_errors_name_the_file_record_and_field(exported, tmp_path):

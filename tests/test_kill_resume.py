@@ -23,13 +23,14 @@ def demo(tiny_demo):
 
 
 def cmd(demo, out, *extra):
-    return [sys.executable, TRAIN, "-c", CFG, "-o", f"Data.root={demo / 'data'}", "-o", f"Data.tokenizer={demo / 'tok'}",
+    return [sys.executable, TRAIN, "-c", CFG,
+            "-o", f"Data.root={demo / 'data'}", "-o", f"Data.tokenizer={demo / 'tok'}",
             "-o", f"Global.output_dir={out}", "-o", "Global.epochs=2", "-o", "Global.batch_size=4",
             "-o", "Global.save_every_steps=1", "-o", "Global.progress=false", *extra]
 
 
 def last_json(text):
-    return json.loads([l for l in text.strip().splitlines() if l.startswith("{")][-1])
+    return json.loads([line for line in text.strip().splitlines() if line.startswith("{")][-1])
 
 
 def test_sigkill_mid_epoch_then_resume(demo, tmp_path):

@@ -24,25 +24,25 @@ def make_net(fusion="baseline", seed=0, **arch):
     return net
 
 
-def random_batch(rng, b=3, nc=3, ni=2, l=12, hw=32, vocab=1000, n_caps=None, n_imgs=None):
+def random_batch(rng, b=3, nc=3, ni=2, seq_len=12, hw=32, vocab=1000, n_caps=None, n_imgs=None):
     """Random ids padded with 0 (ERNIE-M's default mask treats id 0 as padding); per-item caption and
     image counts; padded slots are all-zero."""
     n_caps = n_caps if n_caps is not None else rng.randint(1, nc + 1, size=b)
     n_imgs = n_imgs if n_imgs is not None else rng.randint(1, ni + 1, size=b)
 
     def ids(n):
-        out = np.zeros((n, l), "int64")
-        mask = np.zeros((n, l), "int64")
+        out = np.zeros((n, seq_len), "int64")
+        mask = np.zeros((n, seq_len), "int64")
         for i in range(n):
-            k = rng.randint(3, l + 1)
+            k = rng.randint(3, seq_len + 1)
             out[i, :k] = rng.randint(5, vocab, size=k)
             out[i, 0] = 1  # a [CLS]-like first token
             mask[i, :k] = 1
         return out, mask
 
     input_ids, attention_mask = ids(b)
-    caption_ids = np.zeros((b, nc, l), "int64")
-    caption_mask = np.zeros((b, nc, l), "int64")
+    caption_ids = np.zeros((b, nc, seq_len), "int64")
+    caption_mask = np.zeros((b, nc, seq_len), "int64")
     for i in range(b):
         c, m = ids(n_caps[i])
         caption_ids[i, : n_caps[i]], caption_mask[i, : n_caps[i]] = c, m
@@ -111,7 +111,7 @@ def test_masked_mode_is_invariant_to_padding():
     """Extra padded caption slots, image slots and token positions do not change masked-mode logits."""
     rng = np.random.RandomState(4)
     net = make_net("masked")
-    batch, n_caps, n_imgs = random_batch(rng, b=2, nc=2, ni=2, l=10)
+    batch, n_caps, n_imgs = random_batch(rng, b=2, nc=2, ni=2, seq_len=10)
     padded = dict(batch)
     padded["input_ids"] = np.pad(batch["input_ids"], ((0, 0), (0, 5)))
     padded["attention_mask"] = np.pad(batch["attention_mask"], ((0, 0), (0, 5)))
@@ -136,7 +136,9 @@ def test_zero_evidence_items_give_finite_logits(fusion):
     assert np.isfinite(out).all()
     if fusion == "masked":  # no evidence: the attention vectors are zeros, so noise in padded slots is ignored
         noisy = dict(batch)
-        noisy["evidence_images"] = batch["evidence_images"] + rng.randn(*batch["evidence_images"].shape).astype("float32") * (1 - batch["evidence_mask"])[:, :, None, None, None]
+        noise = rng.randn(*batch["evidence_images"].shape).astype("float32")
+        empty_slots = (1 - batch["evidence_mask"])[:, :, None, None, None]
+        noisy["evidence_images"] = batch["evidence_images"] + noise * empty_slots
         with paddle.no_grad():
             assert rel_err(net(**T(noisy)).numpy(), out) < 1e-5
 

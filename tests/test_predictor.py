@@ -26,7 +26,8 @@ def _merge(base, upd):
 
 
 def _small(name, tmp):
-    data = _merge({"Arch": {"name": name}, "Global": {"output_dir": str(tmp / "run")}}, model_entry(name)["small_config"])
+    data = _merge({"Arch": {"name": name}, "Global": {"output_dir": str(tmp / "run")}},
+                  model_entry(name)["small_config"])
     return load_config(data=data)
 
 
@@ -91,7 +92,8 @@ def test_wrong_shapes_are_clear_errors(fm_export):
                                          rf"\(dimension 1 must be {width}\)"):
         pred.run(wide)
     flat = dict(batch, **{name: batch[name].reshape(-1)})
-    with pytest.raises(InputError, match=rf"input '{name}': expected 2 dimensions \[N, {width}\], got shape \[{5 * width}\]"):
+    with pytest.raises(InputError, match=rf"input '{name}': expected 2 dimensions \[N, {width}\], "
+                                         rf"got shape \[{5 * width}\]"):
         pred.run(flat)
     with pytest.raises(InputError, match=rf"missing input '{name}'"):
         pred.run({k: v for k, v in batch.items() if k != name})
@@ -215,7 +217,7 @@ def test_kept_buffers_give_the_same_outputs_and_stay_allocated(fm_export, onednn
         b = _batch(fm_export, n)
         ref.append(free.run(b)["prob"])
         out.append(keep.run(b)["prob"])
-    for o, r in zip(out, ref):
+    for o, r in zip(out, ref, strict=True):
         np.testing.assert_array_equal(o, r)
     np.testing.assert_allclose(out[-1], _dygraph(fm_export, _batch(fm_export, 64)), rtol=1e-5, atol=1e-6)
 
@@ -264,7 +266,8 @@ def test_bf16_precision_is_an_opt_in_close_to_fp32(fm_export):
     pred = Predictor(fm_export["dir"], threads=1, onednn="on", precision="bf16")
     assert pred.precision == "bf16" and pred.onednn is True and pred.describe()["precision"] == "bf16"
     out = pred.run(batch)["prob"]
-    assert not np.array_equal(out, Predictor(fm_export["dir"], threads=1, onednn="on").run(batch)["prob"])  # bf16 ran ...
+    assert not np.array_equal(
+        out, Predictor(fm_export["dir"], threads=1, onednn="on").run(batch)["prob"])  # bf16 ran ...
     np.testing.assert_allclose(out, ref, rtol=5e-2, atol=5e-2)  # ... and stays close to fp32
 
 

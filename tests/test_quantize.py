@@ -163,7 +163,8 @@ def test_gate_catches_a_corrupted_int8_graph(exported, tmp_path, monkeypatch):
 # ---- the tools -----------------------------------------------------------------------------------------
 def test_export_tool_quantize_json(run, tmp_path):
     out = tmp_path / "tool_int8"
-    cmd = [sys.executable, str(ROOT / "tools" / "export.py"), "-c", CONFIG, *sum([["-o", o] for o in run["overrides"]], []),
+    cmd = [sys.executable, str(ROOT / "tools" / "export.py"), "-c", CONFIG,
+           *sum([["-o", o] for o in run["overrides"]], []),
            "--out", str(out), "--quantize", "int8", "--calibration-items", "24", "--agreement-items", "40",
            "--min-agreement", str(TEST_MIN_AGREEMENT),
            "--threads", "1", "--no-onednn-check", "--json"]

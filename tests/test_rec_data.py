@@ -307,7 +307,7 @@ def _libfm_file(tmp_path, n=3000, seed=0):
     u, i, c = rng.randint(0, 40, n), rng.randint(40, 90, n), rng.randint(90, 95, n)
     y = np.where((u + i) % 3 == 0, 1, -1)
     p = tmp_path / f"gen{seed}.libfm"
-    p.write_text("".join(f"{a} {b}:1 {d}:1 {e}:1\n" for a, b, d, e in zip(y, u, i, c)))
+    p.write_text("".join(f"{a} {b}:1 {d}:1 {e}:1\n" for a, b, d, e in zip(y, u, i, c, strict=True)))
     return str(p)
 
 
@@ -330,7 +330,10 @@ def test_streaming_dataset_matches_in_memory(tmp_path):
     e0 = sh.collate(list(iter(sh)))["ids"]
     sh.set_epoch(1)
     e1 = sh.collate(list(iter(sh)))["ids"]
-    key = lambda a: sorted(map(tuple, a.tolist()))
+
+    def key(a):
+        return sorted(map(tuple, a.tolist()))
+
     assert key(e0) == key(e1) == key(batch["ids"])
     assert not np.array_equal(e0, batch["ids"]) and not np.array_equal(e0, e1)
     # shards are disjoint and cover the file

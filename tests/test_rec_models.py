@@ -70,7 +70,7 @@ def test_overfits_a_small_batch(name, tmp_path):
     batch = to_tensors(ds.batch(list(range(64))))
     model.train()
     first = None
-    for step in range(150):
+    for _ in range(150):
         loss, _ = task.forward_loss(model, batch)
         loss.backward()
         for o in opts:
@@ -191,7 +191,7 @@ def test_dcn_cross_layer():
     net = CrossNet(4, 2)
     x0 = np.random.RandomState(0).randn(3, 4).astype("float32")
     x = x0
-    for w, b in zip(net.w, net.b):
+    for w, b in zip(net.w, net.b, strict=True):
         x = x0 * (x @ w.numpy()) + b.numpy() + x
     np.testing.assert_allclose(net(paddle.to_tensor(x0)).numpy(), x, rtol=1e-5)
 

@@ -24,8 +24,8 @@ def gen_libfm(path, n, seed):
     logit = 1.5 * bias[u] + 1.5 * bias[i] + np.where((u + i) % 3 == 0, 2.0, -1.5) + 0.3 * (c - 71.5)
     y = np.where(rng.rand(n) < 1 / (1 + np.exp(-logit)), 1, -1)
     with open(path, "w") as f:
-        for row in zip(y, u, i, c):
-            f.write("%d %d:1 %d:1 %d:1\n" % row)
+        for row in zip(y, u, i, c, strict=True):
+            f.write("{:d} {:d}:1 {:d}:1 {:d}:1\n".format(*row))
     return str(path)
 
 
@@ -73,7 +73,7 @@ def test_train_then_eval_checkpoint_on_another_file(tmp_path):
     y = b["label"]
     assert m["auc"] == pytest.approx(auc(y, p), abs=1e-6)
     assert m["logloss"] == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)), abs=1e-5)
-    raw_users = np.array([int(l.split()[1].split(":")[0]) for l in open(other)])
+    raw_users = np.array([int(line.split()[1].split(":")[0]) for line in open(other)])
     assert m["gauc"] == pytest.approx(gauc(raw_users, y, p), abs=1e-6)
     assert os.path.isfile(m["predictions"])
 
@@ -175,7 +175,7 @@ def test_reduce_on_plateau_in_a_trainer_run(tmp_path):
     cfg = libfm_cfg(tmp_path, Global={"epochs": 8, "early_stopping_patience": 3, "log_every_steps": 1},
                     Optimizer={"lr": 0.05, "reduce_on_plateau": 0.1})
     Trainer(cfg, get_task("rec")(cfg)).fit()
-    recs = [json.loads(l) for l in open(os.path.join(cfg["Global"]["output_dir"], "metrics.jsonl"))]
+    recs = [json.loads(line) for line in open(os.path.join(cfg["Global"]["output_dir"], "metrics.jsonl"))]
     evals = [r for r in recs if r["type"] == "eval"]
     lr, best, n_drops = 0.05, -1.0, 0
     for e in evals:

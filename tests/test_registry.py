@@ -31,7 +31,7 @@ def test_forward_backward(name, tmp_path):
     model = task.build_model()
     variants = task.export_variants(model)
     model.train()
-    for vname, (layer, spec, example) in variants.items():
+    for vname, (layer, _spec, example) in variants.items():
         inputs = {k: paddle.to_tensor(v) for k, v in example.items()}
         out = layer(**inputs)
         outs = out if isinstance(out, (list, tuple)) else [out]

@@ -42,7 +42,8 @@ class _OpensFile:
         return builtins.open, (self.marker, "w")
 
 
-ATTACKS = {"os.system": (_RunsCommand, f"{os.system.__module__}.system"), "open": (_OpensFile, f"{builtins.open.__module__}.open")}
+ATTACKS = {"os.system": (_RunsCommand, f"{os.system.__module__}.system"),
+           "open": (_OpensFile, f"{builtins.open.__module__}.open")}
 
 
 def write_evil(path, marker, attack="os.system", around=None):
@@ -190,7 +191,7 @@ def assert_same(a, b, where=""):
         np.testing.assert_array_equal(a, b, err_msg=where)
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
@@ -239,7 +240,8 @@ def test_adamw_state_reads_like_paddle_load(tmp_path):
     # a tensor nested below the top level: paddle.save writes it as tuple((name, ndarray))
     nested = {"master_weights": {"w": paddle.ones([2])}, "step": np.int64(3), "lr": 0.5}
     paddle.save(nested, str(tmp_path / "nested.pdopt"))
-    assert_same(safe_load(str(tmp_path / "nested.pdopt")), paddle.load(str(tmp_path / "nested.pdopt"), return_numpy=True))
+    assert_same(safe_load(str(tmp_path / "nested.pdopt")),
+                paddle.load(str(tmp_path / "nested.pdopt"), return_numpy=True))
 
 
 def test_arrays_split_by_paddle_save_are_joined(tmp_path):
@@ -318,10 +320,12 @@ def old_save_checkpoint(path, model, optimizers=(), schedulers=(), trainer_state
     os.makedirs(path)
     paddle.save(model.state_dict(), os.path.join(path, "model.pdparams"))
     for i, opt in enumerate(optimizers):
-        paddle.save(ck._rename_state(opt.state_dict(), ck._param_names(model)), os.path.join(path, f"optimizer_{i}.pdopt"))
+        paddle.save(ck._rename_state(opt.state_dict(), ck._param_names(model)),
+                    os.path.join(path, f"optimizer_{i}.pdopt"))
     for i, s in enumerate(schedulers):
         with open(os.path.join(path, f"scheduler_{i}.json"), "w") as f:
-            json.dump({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in s.state_dict().items()}, f)
+            json.dump({k: (float(v) if isinstance(v, (np.floating, float)) else v)
+                       for k, v in s.state_dict().items()}, f)
     with open(os.path.join(path, "trainer.json"), "w") as f:
         json.dump(dict(trainer_state or {}), f, indent=1, default=float)
     with open(os.path.join(path, "rng.pkl"), "wb") as f:

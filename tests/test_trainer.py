@@ -66,15 +66,15 @@ def test_crash_then_resume_equals_uninterrupted_run(demo, tmp_path):
     for k in wa:
         np.testing.assert_allclose(wb[k], wa[k], rtol=1e-6, atol=1e-7, err_msg=k)
     # the log of the resumed run continues, it does not restart
-    steps = [json.loads(l)["step"] for l in open(tmp_path / "b" / "metrics.jsonl") if '"train"' in l]
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "b" / "metrics.jsonl") if '"train"' in line]
     assert steps[-1] == 12 and 9 in steps
 
 
 def test_gradient_accumulation_matches_the_big_batch(demo, tmp_path):
     # SGD: the update is linear in the gradient (Adam would amplify rounding where a gradient is ~0)
     a = run(cfg_for(demo, tmp_path / "a", "Optimizer.name=SGD", "Optimizer.lr=0.05", "Optimizer.grad_clip=1.0"))
-    b = run(cfg_for(demo, tmp_path / "b", "Optimizer.name=SGD", "Optimizer.lr=0.05", "Optimizer.grad_clip=1.0", "Global.batch_size=4",
-                    "Global.accum_steps=2"))
+    b = run(cfg_for(demo, tmp_path / "b", "Optimizer.name=SGD", "Optimizer.lr=0.05", "Optimizer.grad_clip=1.0",
+                    "Global.batch_size=4", "Global.accum_steps=2"))
     assert a["steps"] == b["steps"]
     wa, wb = weights(tmp_path / "a" / "checkpoints" / "last"), weights(tmp_path / "b" / "checkpoints" / "last")
     for k in wa:
@@ -88,7 +88,7 @@ def test_outputs_of_a_run(demo, tmp_path):
         assert (out / f).exists(), f
     assert res["best_checkpoint"].endswith("checkpoints/best/model.safetensors")
     assert os.path.isfile(res["best_checkpoint"])
-    recs = [json.loads(l) for l in open(out / "metrics.jsonl")]
+    recs = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert {r["type"] for r in recs} == {"train", "eval"}
     assert all("samples_per_s" in r for r in recs if r["type"] == "train")
     # eval with the best checkpoint reproduces the best validation metrics and writes artifacts

@@ -192,7 +192,10 @@ def test_embeddings_scaled_shared_and_tied():
     untied = _model(share_embeddings=False, tie_output=False, pos_encoding="learned")
     assert untied.src_embed is not untied.tgt_embed and untied.output_proj is not None
     assert isinstance(untied.pos_encoding, LearnedPositionalEncoding)
-    n = lambda mm: sum(int(np.prod(p.shape)) for p in mm.parameters())
+
+    def n(mm):
+        return sum(int(np.prod(p.shape)) for p in mm.parameters())
+
     assert n(untied) - n(m) == 20 * 32 * 2 + 40 * 32  # second embedding + output matrix + position table
 
 
@@ -388,7 +391,7 @@ def test_whole_model_exports_with_dynamic_lengths(tmp_path):
         np.testing.assert_allclose(loaded(_t(src), _t(tgt)).numpy(), want, rtol=1e-5, atol=1e-5)
     variants = task.export_variants(model)
     assert set(variants) == {"model", "encoder", "decoder_step"}
-    for name, (layer, vspec, ex) in variants.items():
+    for layer, vspec, ex in variants.values():
         assert [s.name for s in vspec] == list(ex)
         layer(*[_t(ex[s.name]) for s in vspec])  # the example runs through the dygraph layer
 
@@ -412,7 +415,7 @@ def test_read_lines_plain_and_gzip(tmp_path):
 
 def test_token_batches_cover_everything_within_budget():
     r = np.random.RandomState(0)
-    lengths = [(int(a), int(b)) for a, b in zip(r.randint(1, 30, 500), r.randint(1, 30, 500))]
+    lengths = [(int(a), int(b)) for a, b in zip(r.randint(1, 30, 500), r.randint(1, 30, 500), strict=True)]
     lengths.append((200, 3))  # longer than the budget alone
     batches = D.token_batches(lengths, max_tokens=120, seed=1)
     flat = sorted(i for b in batches for i in b)
@@ -555,7 +558,8 @@ def test_multi30k_reader_and_vocab_reuse(multi30k, tmp_path):
     assert task.tokenizer.decode(val[0][0].tolist()) == src[0]
     train = task.dataset("train")
     too_long = sum(1 for a, b in zip(task.tokenizer.encode_batch(D.read_lines(str(head / "train.en"))),
-                                     task.tokenizer.encode_batch(D.read_lines(str(head / "train.de"))))
+                                     task.tokenizer.encode_batch(D.read_lines(str(head / "train.de"))),
+                                     strict=True)
                    if max(len(a), len(b)) > 63)
     assert len(train) == 3000 - too_long
     batches = task.batch_sampler("train", train, 32, seed=0).batches(0)  # token batches (Data.max_tokens)

@@ -86,13 +86,13 @@ def test_trained_toy_exports_and_greedy_decodes_identically(toy, tmp_path):
     src = batch["src_ids"]
     a = cfg["Arch"]
     got = export_greedy(lambda s: enc.run_list({"src_ids": s}),
-                        lambda *x: step.run_list(dict(zip(step.input_names, x))), src, src.shape[1] + 2,
+                        lambda *x: step.run_list(dict(zip(step.input_names, x, strict=True))), src, src.shape[1] + 2,
                         a["num_decoder_layers"], a["num_heads"], a["d_model"] // a["num_heads"])
     model = task.build_model()
     load_model_weights(model, cfg["Global"]["checkpoint"])
     want = greedy_search(model, src, src.shape[1] + 2)
     assert [strip_special(r) for r in got] == [strip_special(r) for r in want]
-    copies = sum(" ".join(map(str, strip_special(r))) == ref for r, ref in zip(got, batch["ref"].tolist()))
+    copies = sum(" ".join(map(str, strip_special(r))) == ref for r, ref in zip(got, batch["ref"].tolist(), strict=True))
     assert copies >= len(got) - 2  # and they are copies (the toy's test exact match is >= 0.99, not 1.0)
 
 
@@ -188,7 +188,7 @@ def test_trained_toy_serves_translations_over_http(toy, tmp_path):
         want = greedy_search(model, src, max_output_len(model, src.shape[1], float(dec["max_len_a"]),
                                                         int(dec["max_len_b"])))
         assert [row["translation"] for row in rows] == [" ".join(map(str, strip_special(w))) for w in want]
-        assert sum(row["translation"] == s for row, s in zip(rows, sources)) >= len(sources) - 1
+        assert sum(row["translation"] == s for row, s in zip(rows, sources, strict=True)) >= len(sources) - 1
         bad = httpx.post(url + "/v1/predict", json={"records": [{"id": "x", "src": 5}, {"id": "y"}]}, timeout=30)
         assert bad.status_code == 422
         assert [(e["index"], e["field"]) for e in bad.json()["errors"]] == [(0, "src"), (1, "src")]
@@ -219,4 +219,4 @@ def test_translate_tool_from_checkpoint_and_from_export(toy, tmp_path):
     a = (tmp_path / "ckpt.txt").read_text(encoding="utf-8").splitlines()
     b = (tmp_path / "export.txt").read_text(encoding="utf-8").splitlines()
     assert a == b and len(a) == len(sources) + 1 and a[5] == ""
-    assert sum(t == s for t, s in zip(a[:5] + a[6:], sources)) >= len(sources) - 1
+    assert sum(t == s for t, s in zip(a[:5] + a[6:], sources, strict=True)) >= len(sources) - 1

@@ -204,7 +204,8 @@ def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_stat
             json.dump(rest, f, indent=1)
     for i, s in enumerate(schedulers):
         with open(os.path.join(tmp, f"scheduler_{i}.json"), "w") as f:
-            json.dump({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in s.state_dict().items()}, f)
+            json.dump({k: (float(v) if isinstance(v, (np.floating, float)) else v)
+                       for k, v in s.state_dict().items()}, f)
     state = dict(trainer_state or {})
     with open(os.path.join(tmp, "trainer.json"), "w") as f:
         json.dump(state, f, indent=1, default=float)
@@ -279,7 +280,8 @@ def load_checkpoint(path: str, model, optimizers=(), schedulers=(), restore_rng:
     load_model_weights(model, _weights_file(path))
     back = {structured: generated for generated, structured in _param_names(model).items()}
     for i, opt in enumerate(optimizers):
-        arrays_path, tree_path = os.path.join(path, f"optimizer_{i}.safetensors"), os.path.join(path, f"optimizer_{i}.json")
+        arrays_path = os.path.join(path, f"optimizer_{i}.safetensors")
+        tree_path = os.path.join(path, f"optimizer_{i}.json")
         old_path = os.path.join(path, f"optimizer_{i}.pdopt")
         if os.path.isfile(arrays_path) and os.path.isfile(tree_path):
             with open(tree_path) as f:

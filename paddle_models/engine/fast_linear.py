@@ -6,9 +6,9 @@ same three gradients are GEMMs:
 
     dx = dy @ W^T,   dW = x^T @ dy,   db = 1^T @ dy
 
-(``db`` as a GEMV over a ones vector; the README's speed section has the measurement). Same function, same gradients up to
-float summation order (tested against paddle's own Linear to 1e-5). Gradients that are not needed
-(``stop_gradient`` inputs: a frozen layer, the first layer's input) are not computed.
+(``db`` as a GEMV over a ones vector; the README's speed section has the measurement). Same function,
+same gradients up to float summation order (tested against paddle's own Linear to 1e-5). Gradients that
+are not needed (``stop_gradient`` inputs: a frozen layer, the first layer's input) are not computed.
 
 ``use_fast_linear_grad(model)`` switches every ``paddle.nn.Linear`` of a model (the instances keep
 their class, names and printed form, so ``tools/compare_arch.py`` sees the same network); the fast path

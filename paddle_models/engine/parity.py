@@ -29,7 +29,7 @@ def max_rel_err(outputs: Sequence[np.ndarray], references: Sequence[np.ndarray])
     if len(outputs) != len(references):
         raise ParityError(f"parity: {len(outputs)} outputs vs {len(references)} reference outputs")
     worst = 0.0
-    for i, (o, r) in enumerate(zip(outputs, references)):
+    for i, (o, r) in enumerate(zip(outputs, references, strict=True)):
         o, r = np.asarray(o), np.asarray(r)
         if o.shape != r.shape:
             raise ParityError(f"parity: output {i} has shape {o.shape}, the reference {r.shape}")

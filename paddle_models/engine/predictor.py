@@ -94,7 +94,7 @@ def check_inputs(specs: Sequence[dict], inputs, where: str = "") -> dict[str, np
         if a.ndim != len(shape):
             raise InputError(f"{pre}input {name!r}: expected {len(shape)} dimensions {_shape_text(shape)}, "
                              f"got shape {list(a.shape)}")
-        for axis, (want, got) in enumerate(zip(shape, a.shape)):
+        for axis, (want, got) in enumerate(zip(shape, a.shape, strict=True)):
             if want != -1 and want != got:
                 raise InputError(f"{pre}input {name!r}: expected shape {_shape_text(shape)}, got {list(a.shape)} "
                                  f"(dimension {axis} must be {want})")
@@ -198,7 +198,7 @@ class _ExportedGraph:
         outs = self.run_list(inputs)
         names = [o["name"] for o in self.output_specs] if len(self.output_specs) == len(outs) else \
             [f"output_{i}" for i in range(len(outs))]
-        return dict(zip(names, outs))
+        return dict(zip(names, outs, strict=True))
 
     __call__ = run
 
@@ -434,7 +434,7 @@ class PredictorModule:
         names = self.predictor.input_names
         if len(args) > len(names):
             raise InputError(f"{self.predictor.model_dir}: {len(args)} positional inputs, the graph takes {names}")
-        feed = dict(zip(names, args))
+        feed = dict(zip(names, args, strict=False))  # positional inputs fill the first names, the rest by keyword
         feed.update(kwargs)
         outs = [paddle.to_tensor(o) for o in self.predictor.run_list(feed)]
         return outs[0] if len(outs) == 1 else tuple(outs)

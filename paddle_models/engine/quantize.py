@@ -73,7 +73,7 @@ def agreement(reference: Sequence[np.ndarray], quantized: Sequence[np.ndarray]) 
     ``max_prob_diff`` (largest |p_int8 - p_fp32| over items and classes)."""
     same = total = 0
     worst = 0.0
-    for r, q in zip(reference, quantized):
+    for r, q in zip(reference, quantized, strict=True):
         pr, pq = class_probabilities(r), class_probabilities(q)
         if pr.shape != pq.shape:
             raise QuantizeError(f"the int8 output has shape {pq.shape}, the fp32 one {pr.shape}")

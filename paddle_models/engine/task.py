@@ -243,7 +243,7 @@ class Task:
         if type(self).prepare_items is Task.prepare_items:
             raise ServingNotSupported(f"the {self.family} family takes no request records")
         items, errors = self.prepare_items(records, limits)
-        good = [it for it, e in zip(items, errors) if e is None]
+        good = [it for it, e in zip(items, errors, strict=True) if e is None]
         return (self.collate_items(good) if good else None), errors
 
     def prepare_items(self, records: list, limits: dict | None = None) -> tuple[list, list[RecordError | None]]:
@@ -290,7 +290,7 @@ class Task:
         for k, p in enumerate(probs):
             y = int(p.argmax())
             rows.append({"id": str(ids[k]) if ids is not None else str(k), "label": y, "label_name": names[y],
-                         "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}})
+                         "probabilities": {n: round(float(v), 6) for n, v in zip(names, p, strict=True)}})
         return rows
 
 
@@ -305,7 +305,7 @@ def concat_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray
             continue
         if vals[0].dtype.kind in "iufb" and len({v.shape[1:] for v in vals}) > 1:
             tail = tuple(max(v.shape[d] for v in vals) for d in range(1, vals[0].ndim))
-            vals = [np.pad(v, [(0, 0)] + [(0, t - s) for t, s in zip(tail, v.shape[1:])]) for v in vals]
+            vals = [np.pad(v, [(0, 0)] + [(0, t - s) for t, s in zip(tail, v.shape[1:], strict=True)]) for v in vals]
         out[k] = np.concatenate(vals, axis=0)
     return out
 

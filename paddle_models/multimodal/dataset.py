@@ -134,8 +134,8 @@ class MultimodalDataset(_DatasetBase):
 
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             problems = list(pool.map(problem, records))
-        kept = [r for r, p in zip(records, problems) if p is None]
-        bad = [(r, p) for r, p in zip(records, problems) if p is not None]
+        kept = [r for r, p in zip(records, problems, strict=True) if p is None]
+        bad = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
         self.skipped_items = [r.id for r, _ in bad]
         if bad:
             r, p = bad[0]

@@ -69,7 +69,7 @@ def _build_resnet_trunk(depth: int, layers: Sequence[int] | None = None, widths:
         nn.MaxPool2D(kernel_size=3, stride=2, padding=1),
     ]
     inplanes = stem_width
-    for i, (planes, blocks) in enumerate(zip(widths, layers)):
+    for i, (planes, blocks) in enumerate(zip(widths, layers, strict=True)):
         stride = 1 if i == 0 else 2
         downsample = None
         if stride != 1 or inplanes != planes * block.expansion:

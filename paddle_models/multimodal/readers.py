@@ -137,7 +137,7 @@ def _check_labels_consistent(records: list[Record], present: list[bool], path: s
     if not records:
         return
     if require_label:
-        for r, p in zip(records, present):
+        for r, p in zip(records, present, strict=True):
             if not p:
                 raise DataError(f"{r.where}: label: missing (labels are required in this split)")
     elif any(present) and not all(present):

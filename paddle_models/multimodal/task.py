@@ -207,11 +207,11 @@ class MultimodalTask(Task):
 
     def export_input_spec(self, model):
         s = self.image_size()
-        I = paddle.static.InputSpec
-        return [I([None, None], "int64", "input_ids"), I([None, None], "int64", "attention_mask"),
-                I([None, None, None], "int64", "caption_ids"), I([None, None, None], "int64", "caption_mask"),
-                I([None, 3, s, s], "float32", "image"), I([None, None, 3, s, s], "float32", "evidence_images"),
-                I([None, None], "float32", "evidence_mask")]
+        spec = paddle.static.InputSpec
+        return [spec([None, None], "int64", "input_ids"), spec([None, None], "int64", "attention_mask"),
+                spec([None, None, None], "int64", "caption_ids"), spec([None, None, None], "int64", "caption_mask"),
+                spec([None, 3, s, s], "float32", "image"), spec([None, None, 3, s, s], "float32", "evidence_images"),
+                spec([None, None], "float32", "evidence_mask")]
 
     def example_batch(self, model, batch_size: int = 2, seed: int = 0):
         rng = np.random.RandomState(seed)
@@ -226,7 +226,8 @@ class MultimodalTask(Task):
         ev_mask[0, 1] = 0
         return {"input_ids": ids, "attention_mask": mask, "caption_ids": cids, "caption_mask": cmask,
                 "image": rng.randn(batch_size, 3, s, s).astype("float32"),
-                "evidence_images": rng.randn(batch_size, ni, 3, s, s).astype("float32") * ev_mask[:, :, None, None, None],
+                "evidence_images": (rng.randn(batch_size, ni, 3, s, s).astype("float32")
+                                    * ev_mask[:, :, None, None, None]),
                 "evidence_mask": ev_mask}
 
     def export_metadata(self, out_dir: str) -> dict:

@@ -39,7 +39,8 @@ def _read_state(path: str) -> dict[str, np.ndarray]:
                 path = os.path.join(path, name)
                 break
         else:
-            raise WeightLoadError(f"{path}: no model.safetensors, model_state.pdparams or model.pdparams in this folder")
+            raise WeightLoadError(f"{path}: no model.safetensors, model_state.pdparams or model.pdparams "
+                                  "in this folder")
     if not os.path.isfile(path):
         raise WeightLoadError(f"{path}: weights file not found")
     try:

@@ -127,11 +127,12 @@ def make_examples(tokenizer, src_lines: Sequence[str], tgt_lines: Sequence[str],
     """Tokenize parallel lines. Pairs with an empty side are skipped. A side longer than the model's
     positions (``max_positions - 1``, one slot is EOS/BOS) is dropped when ``drop_long`` (training),
     else truncated. Returns the examples and how many pairs were skipped or dropped."""
-    enc = tokenizer.encode_batch if hasattr(tokenizer, "encode_batch") else (lambda xs: [tokenizer.encode(x) for x in xs])
+    enc = (tokenizer.encode_batch if hasattr(tokenizer, "encode_batch")
+           else (lambda xs: [tokenizer.encode(x) for x in xs]))
     src_ids, tgt_ids = enc(src_lines), enc(tgt_lines)
     limit = max_positions - 1
     out, skipped = [], 0
-    for s, t, ref in zip(src_ids, tgt_ids, tgt_lines):
+    for s, t, ref in zip(src_ids, tgt_ids, tgt_lines, strict=True):
         if not s or not t:
             skipped += 1
             continue

@@ -72,7 +72,7 @@ def greedy_runner(make_predictor, preprocess: dict):
         budget = int(float(length_rule["max_len_a"]) * src.shape[1] + int(length_rule["max_len_b"]))
         max_len = max(1, min(budget, int(preprocess["max_len"]) - 1))
         tokens = export_greedy(lambda s: encoder.run_list({"src_ids": s}),
-                               lambda *a: step.run_list(dict(zip(step_names, a))), src, max_len,
+                               lambda *a: step.run_list(dict(zip(step_names, a, strict=True))), src, max_len,
                                int(preprocess["num_layers"]), int(preprocess["num_heads"]), int(preprocess["head_dim"]),
                                bos_id=int(preprocess["bos_id"]), eos_id=int(preprocess["eos_id"]),
                                pad_id=int(preprocess["pad_id"]))
@@ -84,7 +84,7 @@ def greedy_runner(make_predictor, preprocess: dict):
 def translation_rows(outputs: dict[str, np.ndarray], batch: dict[str, np.ndarray], tokenizer,
                      preprocess: dict) -> list[dict]:
     rows = []
-    for rid, row in zip(batch["id"], outputs["tokens"]):
+    for rid, row in zip(batch["id"], outputs["tokens"], strict=True):
         ids = strip_special(row, eos_id=int(preprocess["eos_id"]), pad_id=int(preprocess["pad_id"]),
                             bos_id=int(preprocess["bos_id"]))
         rows.append({"id": str(rid), "translation": tokenizer.decode(ids)})

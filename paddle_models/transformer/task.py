@@ -247,7 +247,8 @@ class TransformerTask(Task):
         src = batch["src_ids"]
         src = src if isinstance(src, paddle.Tensor) else paddle.to_tensor(src)
         tgt_in = batch["tgt_in"] if isinstance(batch["tgt_in"], paddle.Tensor) else paddle.to_tensor(batch["tgt_in"])
-        tgt_out = batch["tgt_out"] if isinstance(batch["tgt_out"], paddle.Tensor) else paddle.to_tensor(batch["tgt_out"])
+        tgt_out = (batch["tgt_out"] if isinstance(batch["tgt_out"], paddle.Tensor)
+                   else paddle.to_tensor(batch["tgt_out"]))
         with paddle.no_grad():
             logits = model(src, tgt_in)
             nll = F.cross_entropy(logits, tgt_out.unsqueeze(-1), ignore_index=PAD_ID, reduction="none").squeeze(-1)
@@ -267,7 +268,7 @@ class TransformerTask(Task):
         ntok = float(np.sum(outputs["ntok"]))
         nll = float(np.sum(outputs["nll_sum"]) / max(ntok, 1.0))
         metrics = {"nll": nll, "ppl": float(np.exp(min(nll, 50.0))),
-                   "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs)])) if refs else 0.0}
+                   "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs, strict=True)])) if refs else 0.0}
         if self.kind != "toy":
             import sacrebleu
 
@@ -279,7 +280,7 @@ class TransformerTask(Task):
         path = os.path.join(out_dir, f"{split}_hypotheses.tsv")
         with atomic_write(path) as f:
             f.write("hypothesis\treference\n")
-            for h, r in zip(outputs["hyp"], outputs["ref"]):
+            for h, r in zip(outputs["hyp"], outputs["ref"], strict=True):
                 f.write(f"{str(h).replace(chr(9), ' ')}\t{str(r).replace(chr(9), ' ')}\n")
         return {"hypotheses": path}
 
@@ -305,7 +306,7 @@ class TransformerTask(Task):
             mk, mv, mmask = enc(paddle.to_tensor(ex["src_ids"]))
             # the example step: position 3, after a cache of three earlier target positions
             cache = model.init_cache(paddle.zeros([2, ex["src_ids"].shape[1], model.d_model]))
-            for c, k, v in zip(cache, paddle.unbind(mk, 1), paddle.unbind(mv, 1)):
+            for c, k, v in zip(cache, paddle.unbind(mk, 1), paddle.unbind(mv, 1), strict=True):
                 c["mk"], c["mv"] = k, v
             model.decode(paddle.to_tensor(ex["tgt_ids"][:, :3]), None, mmask, cache, start=0)
         step_example = {"token": ex["tgt_ids"][:, 3:4], "memory_k": mk.numpy(), "memory_v": mv.numpy(),
