@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   - create .venv if missing, install the project (pinned), run the demo
-#   make test   - same setup, then run the test suite
+#   make test   - same setup, then the linter (ruff) and the test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(PY) tools/demo.py --json
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 # ruff with the repo's ruff.toml (pinned in setup.py's test extra)
