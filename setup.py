@@ -42,5 +42,6 @@ setup(
     install_requires=INSTALL_REQUIRES,
     # one program with the tools as subcommands (paddle_models/commands): paddle-models infer --model-dir ...
     entry_points={"console_scripts": ["paddle-models = paddle_models.commands:main"]},
-    extras_require={"test": ["pytest==9.2.0", "scikit-learn==1.9.1", "scipy==1.17.1", "ruff==0.17.6"]},
+    extras_require={"test": ["pytest==9.2.0", "scikit-learn==1.9.1", "scipy==1.17.1", "ruff==0.17.6",
+                             "hypothesis==6.170.17", "schemathesis==4.32.5"]},
 )
