@@ -27,6 +27,7 @@ from ..config import dump_config
 from ..runtime import check_precision, default_eval_engine, setup_runtime, world
 from .checkpoint import (check_preprocessing, load_checkpoint, load_model_weights, resume_path,
                          save_checkpoint)
+from .checkpoint_average import save_step_checkpoint
 from .fast_embedding import use_fast_embedding_grad
 from .fast_linear import use_fast_linear_grad
 from .fitstate import FitState, progress_bar, weights_digest
@@ -309,9 +310,14 @@ class Trainer:
         f.bar = progress_bar(f.total_steps, "train", g.get("progress", True) and self.is_main, initial=f.state["step"])
 
     def _save(self, which: str):
+        """Write ``checkpoints/<which>``; with ``Global.keep_last_checkpoints`` > 0 each ``last`` is also kept
+        as ``checkpoints/step_<step>`` (weights only), the newest N of them."""
         f = self._fit
-        save_checkpoint(os.path.join(self.ckpt_dir, which), f.model, f.optimizers, f.schedulers,
-                        {**f.trainer_state(), "preprocessing": self._preprocessing})
+        state = {**f.trainer_state(), "preprocessing": self._preprocessing}
+        save_checkpoint(os.path.join(self.ckpt_dir, which), f.model, f.optimizers, f.schedulers, state)
+        keep = int(self.g.get("keep_last_checkpoints") or 0)
+        if which == "last" and keep > 0:
+            save_step_checkpoint(self.ckpt_dir, f.model, state, keep)
 
     def _evaluate_and_checkpoint(self) -> bool:
         """Validate, log, keep the best checkpoint and the last one; True when early stopping says stop."""
