@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "pillow==13.0.0",
     "matplotlib==3.11.2",
     "sacrebleu==2.6.0",
+    "sacremoses==0.2.0",  # Moses punctuation normalizer + tokenizer behind bleu_tokenized (transformer/bleu.py)
     "paddle2onnx==2.1.0",
     "onnx==1.17.0",
     "onnxruntime==1.32.0",

@@ -62,6 +62,7 @@ RANGES = {
     "Global.accum_steps": (">=", 1),
     "Global.eval_every_steps": (">=", 0),
     "Global.save_every_steps": (">=", 0),
+    "Global.keep_last_checkpoints": (">=", 0),
     "Global.log_every_steps": (">=", 1),
     "Global.early_stopping_patience": (">=", 0),
     "Global.num_workers": (">=", 0),

@@ -36,6 +36,7 @@ COMMANDS = {
     "train-spm": ("train_spm", ()),
     "import-graph": ("import_graph", ()),
     "faithful-e2e": ("faithful_e2e", ()),
+    "average-checkpoints": ("average_checkpoints", ()),
 }
 
 

@@ -188,13 +188,19 @@ def _rename_state(state: dict, mapping: dict) -> dict:
     return out
 
 
+def _state_arrays(model) -> dict:
+    """A Layer's state dict, or a ready ``name -> ndarray`` dict, as contiguous numpy arrays."""
+    state = model if isinstance(model, dict) else model.state_dict()
+    return {k: np.ascontiguousarray(v if isinstance(v, np.ndarray) else v.numpy()) for k, v in state.items()}
+
+
 def save_checkpoint(path: str, model, optimizers=(), schedulers=(), trainer_state: dict | None = None,
                     rng: bool = True) -> str:
-    """Write a checkpoint folder atomically at ``path``; returns ``path``."""
+    """Write a checkpoint folder atomically at ``path``; returns ``path``. ``model`` is a Layer or a state
+    dict of numpy arrays (averaged weights)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = new_temp_folder(path)
-    _save_arrays({k: np.ascontiguousarray(v.numpy()) for k, v in model.state_dict().items()},
-                 os.path.join(tmp, MODEL_FILE))
+    _save_arrays(_state_arrays(model), os.path.join(tmp, MODEL_FILE))
     for i, opt in enumerate(optimizers):
         arrays = {}
         rest = _split_arrays(_rename_state(opt.state_dict(), _param_names(model)), arrays, [],

@@ -25,6 +25,7 @@ from ..config import dump_config
 from ..fileio import write_json_atomic
 from ..runtime import check_precision, default_eval_engine, setup_runtime, world
 from .checkpoint import check_preprocessing, load_checkpoint, load_model_weights, resume_path, save_checkpoint
+from .checkpoint_average import save_step_checkpoint
 from .fast_embedding import use_fast_embedding_grad
 from .fast_linear import use_fast_linear_grad
 from .fitstate import FitState, progress_bar, weights_digest
@@ -311,9 +312,14 @@ class Trainer:
                                initial=fit.state["step"])
 
     def _save(self, which: str):
+        """Write ``checkpoints/<which>``; with ``Global.keep_last_checkpoints`` > 0 each ``last`` is also kept
+        as ``checkpoints/step_<step>`` (weights only), the newest N of them."""
         fit = self._fit
-        save_checkpoint(os.path.join(self.ckpt_dir, which), fit.model, fit.optimizers, fit.schedulers,
-                        {**fit.trainer_state(), "preprocessing": self._preprocessing})
+        state = {**fit.trainer_state(), "preprocessing": self._preprocessing}
+        save_checkpoint(os.path.join(self.ckpt_dir, which), fit.model, fit.optimizers, fit.schedulers, state)
+        keep = self.global_cfg["keep_last_checkpoints"]
+        if which == "last" and keep > 0:
+            save_step_checkpoint(self.ckpt_dir, fit.model, state, keep)
 
     def _evaluate_and_checkpoint(self) -> bool:
         """Validate, log, keep the best checkpoint and the last one; True when early stopping says stop."""
