@@ -1,10 +1,10 @@
 """safetensors files read and written with numpy only, bfloat16 included.
 
-``load_safetensors(path)`` is ``safetensors.numpy.load_file``, except that a file holding ``BF16`` tensors
-(which numpy has no type for) is read by hand, bfloat16 as ``ml_dtypes.bfloat16``. ``save_safetensors(arrays,
-path)`` streams the arrays into the format (an 8-byte little-endian header length, the JSON header naming each
-tensor's dtype, shape and byte range, then the bytes), written atomically with ``fileio.atomic_write``:
-no copy of the whole file is built in memory.
+``load_safetensors(path)`` gives what ``safetensors.numpy.load_file`` gives, as read-only views of the
+memory-mapped file (no copy), ``BF16`` tensors included (numpy has no such type: ``ml_dtypes.bfloat16``).
+``save_safetensors(arrays, path)`` streams the arrays into the format (an 8-byte little-endian header length,
+the JSON header naming each tensor's dtype, shape and byte range, then the bytes), written atomically with
+``fileio.atomic_write``: no copy of the whole file is built in memory.
 """
 from __future__ import annotations
 
@@ -42,29 +42,31 @@ SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I
 
 
 def load_safetensors(path: str) -> dict:
-    """Arrays of a safetensors file: ``safetensors.numpy.load_file``, except that a file holding ``BF16``
-    tensors is read by hand (``safetensors.numpy`` has no numpy type for them): each tensor from its byte
-    range, bfloat16 as ``ml_dtypes.bfloat16``."""
-    from safetensors.numpy import load_file
+    """Arrays of a safetensors file, as read-only views of the file memory-mapped (nothing is read until
+    used), bfloat16 as ``ml_dtypes.bfloat16`` (``safetensors.numpy`` has no numpy type for it). Each tensor's
+    byte range is checked to lie in the file and to hold its shape."""
+    import mmap
 
-    header, start = _safetensors_header(path)
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-    if not any(v.get("dtype") == "BF16" for v in tensors.values()):
-        return load_file(path)
     import numpy as np
 
+    header, start = _safetensors_header(path)
     dtypes = {**SAFETENSORS_DTYPES, "BF16": numpy_dtype("bfloat16")}
+    size = os.path.getsize(path) - start
     with open(path, "rb") as f:
-        f.seek(start)
-        data = f.read()
+        data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))[start:] if size else b""
     out = {}
-    for name, info in tensors.items():
-        if info["dtype"] not in dtypes:
-            raise ValueError(f"{path}: tensor {name!r}: dtype {info['dtype']} is not supported")
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info.get("dtype") not in dtypes:
+            raise ValueError(f"{path}: tensor {name!r}: dtype {info.get('dtype')} is not supported")
         dtype = np.dtype(dtypes[info["dtype"]])
         begin, end = info["data_offsets"]
-        out[name] = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize,
-                                  offset=begin).reshape(info["shape"])
+        count = int(np.prod(info["shape"], dtype=np.int64))
+        if not 0 <= begin <= end <= size or end - begin != count * dtype.itemsize:
+            raise ValueError(f"{path}: tensor {name!r}: bytes {begin}..{end} do not hold shape {info['shape']} "
+                             f"of {info['dtype']} inside the file's {size} data bytes")
+        out[name] = np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(info["shape"])
     return out
 
 

@@ -36,6 +36,8 @@ COMMANDS = {
     "train-spm": ("train_spm", ()),
     "import-graph": ("import_graph", ()),
     "faithful-e2e": ("faithful_e2e", ()),
+    "convert-weights": ("convert_weights", ()),
+    "weights-parity": ("weights_parity", (THREADS,)),
 }
 
 
