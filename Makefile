@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.paddle-models-installed
 
-.PHONY: setup demo test lint test-all clean-venv bench-twin bench-rec-peer faithful-e2e
+.PHONY: setup demo test lint test-all clean-venv bench-twin bench-rec-peer faithful-e2e weights-parity
 
 $(STAMP): setup.py requirements-lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ bench-rec-peer: $(PEER)/.installed
 # (baseline recipe, 2 steps), eval, export with parity, infer, and the server when tools/serve.py exists.
 faithful-e2e: $(STAMP)
 	$(PY) tools/faithful_e2e.py --out output/faithful_e2e --json
+
+# PyTorch weights, exactly (docs/weights.md): random torchvision ResNet-101 / ernie-m-base (HF safetensors and
+# pytorch_model.bin, a HF task model) / the whole PyTorch twin, converted with tools/convert_weights.py and loaded
+# directly, must give torchvision's, transformers' and the twin's outputs within rel 1e-4; then one training
+# step of the faithful config on the .pth and the HF folder (MR2 sample). Needs .venv-twin (built like bench-twin).
+weights-parity: $(STAMP) $(TWIN)/.installed
+	$(PY) tools/weights_parity.py --size full --train-step --torch-python $(TWIN)/bin/python \
+		--out output/weights_parity --json
 
 clean-venv:
 	rm -rf $(VENV)

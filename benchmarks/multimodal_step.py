@@ -23,7 +23,7 @@ Paddle settings (eval forward, then the AdamW train step, in the same process):
   bf16          defaults + Global.precision=bf16: eval on the exported graph with oneDNN bfloat16; the train
                 step is fp32 (Paddle 3.3.1 has no bfloat16 training on CPU; see the README)
 
-The PyTorch twin (benchmarks/torch_twin.py: transformers' XLM-R-sized encoder + torchvision resnet101, same
+The PyTorch twin (benchmarks/torch_twin.py: transformers' ErnieMModel + torchvision resnet101, same
 heads, AdamW) runs in a child of ``--torch-python`` (default: this Python when it has torch, torchvision
 and transformers; otherwise the twin is skipped and says so), in fp32 (``twin``) and under
 ``torch.autocast("cpu", torch.bfloat16)`` (``twin_bf16``, when the CPU has native bfloat16). ``x twin`` =

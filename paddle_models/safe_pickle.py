@@ -29,13 +29,33 @@ never constructs the Paddle object; the caller validates and applies it.
 optimizer state (big arrays split by ``paddle.save`` under ``UnpackBigParamInfor@@`` are joined again,
 the ``StructuredToParameterName@@`` table is dropped, ``(name, ndarray)`` tensor tuples become arrays);
 a safetensors file (by its ``.safetensors`` name, or by its header: ``paddle.save(..., safetensors=True)``
-keeps whatever name it is given) is read with ``safetensors.numpy``.
+keeps whatever name it is given) is read by ``paddle_models.safetensors_io.load_safetensors`` (``BF16``
+tensors, which numpy has no type for, as ``ml_dtypes.bfloat16``).
+
+PyTorch files (``torch.save``'s zip format: ``.pth``, ``.pt``, ``pytorch_model.bin``) are read without torch
+by ``load_torch``: the archive holds ``<name>/data.pkl`` (the pickled object), ``<name>/data/<key>`` (one raw
+storage per key) and ``<name>/byteorder``. ``TorchUnpickler`` admits, beyond the globals above, only what a
+state dict of plain tensors is pickled with:
+
+* ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])`` and
+  ``torch._utils._rebuild_parameter(tensor, requires_grad, hooks)``: stand-ins return a numpy view of the
+  storage with that offset, shape and stride (checked to stay inside the storage; empty hooks only);
+* the storage types of plain dtypes, ``torch.FloatStorage`` ... ``torch.BoolStorage`` (``TORCH_STORAGE_DTYPES``;
+  ``BFloat16Storage`` as ``ml_dtypes.bfloat16``), named by the pickle's persistent ids
+  ``("storage", type, key, location, numel)``; each storage is read once from ``data/<key>``.
+
+Anything else is refused with ``UnsafeModelFile`` naming the file and the global. PyTorch's legacy format
+(before 1.6: a bare pickle stream), TorchScript archives and other files get a ``ValueError`` naming the file.
 """
 from __future__ import annotations
 
 import io
 import os
 import pickle
+import struct
+import zipfile
+
+from .safetensors_io import load_safetensors, numpy_dtype
 
 _PACKED = "UnpackBigParamInfor@@"  # paddle.save's key for arrays split into slices (its spelling)
 _NAME_TABLE = "StructuredToParameterName@@"
@@ -193,13 +213,15 @@ def is_safetensors(path: str) -> bool:
 
 def safe_load(path: str):
     """Read a Paddle state dict / optimizer state like ``paddle.load(path, return_numpy=True)``, without
-    running code from the file. A safetensors file (``is_safetensors``) is read with ``safetensors.numpy``.
-    Raises ``UnsafeModelFile`` for a pickle that references anything beyond arrays and plain containers."""
+    running code from the file. A safetensors file (``is_safetensors``) is read by ``load_safetensors``, a
+    zip archive by ``load_torch`` (PyTorch's format). Raises ``UnsafeModelFile`` for a pickle that references
+    anything beyond arrays, plain containers (and, in a PyTorch file, plain tensors)."""
     path = os.fspath(path)
     if is_safetensors(path):
-        from safetensors.numpy import load_file
-
-        return load_file(path)
+        return load_safetensors(path)
+    if zipfile.is_zipfile(path):
+        return load_torch(path)
+    _refuse_legacy_torch(path)
     with open(path, "rb") as f:
         obj = RestrictedUnpickler(f, path).load()
     _check_no_object_arrays(obj, path)
@@ -221,5 +243,173 @@ def load_rng_pickle(path: str):
     extra = {("paddle.base.libpaddle", "GeneratorState"): record, ("paddle.fluid.libpaddle", "GeneratorState"): record}
     with open(path, "rb") as f:
         obj = RestrictedUnpickler(f, path, extra).load()
+    _check_no_object_arrays(obj, path)
+    return obj
+
+
+# ---- PyTorch's zip format --------------------------------------------------------------------
+#: ``torch.<name>`` storage types admitted in a PyTorch file, and the numpy dtype of their elements
+TORCH_STORAGE_DTYPES = {"DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
+                        "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+                        "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool"}
+#: how every pickle of ``torch.save`` before PyTorch 1.6 starts: protocol 2, then the magic number as a long
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+class TorchStorageType:
+    """What a PyTorch file's ``torch.<X>Storage`` global is read as: the name and the element dtype."""
+
+    def __init__(self, name: str):
+        self.name, self.dtype = name, numpy_dtype(TORCH_STORAGE_DTYPES[name])
+
+
+class _Storage:
+    """One storage read from ``data/<key>``: a flat read-only numpy array."""
+
+    def __init__(self, array):
+        self.array = array
+
+
+def _sizes(xs) -> bool:
+    return type(xs) is tuple and all(type(x) is int and x >= 0 for x in xs)
+
+
+def _strided(storage: _Storage, offset, size, stride, where: str):
+    """The numpy array a tensor of ``storage`` is (a view when it is contiguous, else a copy)."""
+    import numpy as np
+
+    if type(offset) is not int or offset < 0 or not _sizes(size) or not _sizes(stride) or len(size) != len(stride):
+        raise ValueError(f"{where}: a tensor with offset {offset!r}, size {size!r}, stride {stride!r}")
+    flat = storage.array
+    if 0 in size:
+        return np.zeros(size, dtype=flat.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    if last >= flat.size:
+        raise ValueError(f"{where}: a tensor of size {size} and stride {stride} at offset {offset} reaches "
+                         f"element {last} of a storage of {flat.size}")
+    item = flat.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=[s * item for s in stride],
+                                           writeable=False)
+    return view if view.flags.c_contiguous else np.ascontiguousarray(view)
+
+
+class TorchUnpickler(RestrictedUnpickler):
+    """``RestrictedUnpickler`` plus the rebuild functions and storage types of plain PyTorch tensors; the
+    storages come from ``archive`` (``<prefix>/data/<key>``) in the byte order ``byteorder``."""
+
+    def __init__(self, file, name: str, archive: zipfile.ZipFile, prefix: str, byteorder: str, mapped):
+        extra = {("torch._utils", "_rebuild_tensor_v2"): self._rebuild_tensor,
+                 ("torch._utils", "_rebuild_parameter"): self._rebuild_parameter}
+        extra.update({("torch", k): TorchStorageType(k) for k in TORCH_STORAGE_DTYPES})
+        super().__init__(file, name, extra)
+        self.archive, self.prefix, self.byteorder, self.mapped = archive, prefix, byteorder, mapped
+        self.storages: dict[str, _Storage] = {}
+
+    def persistent_load(self, pid):
+        ok = (type(pid) is tuple and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], TorchStorageType)
+              and type(pid[2]) is str and type(pid[4]) is int)
+        if not ok:
+            raise _refusal(self.name, f"a persistent object id other than a storage ({str(pid)[:60]!r})")
+        _, storage_type, key, _location, numel = pid
+        if key not in self.storages:
+            self.storages[key] = _Storage(self._read_storage(storage_type, key, numel))
+        return self.storages[key]
+
+    def _read_storage(self, storage_type: TorchStorageType, key: str, numel: int):
+        import numpy as np
+
+        entry = f"{self.prefix}/data/{key}"
+        try:
+            data = _entry_bytes(self.archive, entry, self.mapped)
+        except KeyError:
+            raise ValueError(f"{self.name}: storage {key!r} is named by data.pkl but {entry} is not in the archive") \
+                from None
+        dtype = storage_type.dtype.newbyteorder("<" if self.byteorder == "little" else ">")
+        if len(data) != numel * dtype.itemsize:
+            raise ValueError(f"{self.name}: {entry} has {len(data)} bytes, not the {numel} x {dtype.itemsize} "
+                             f"of a {storage_type.name} of {numel} elements")
+        array = np.frombuffer(data, dtype=dtype)
+        return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+    def _rebuild_tensor(self, storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                        metadata=None):
+        if not isinstance(storage, _Storage):
+            raise _refusal(self.name, "torch._utils._rebuild_tensor_v2 on something other than a storage")
+        self._check_hooks(backward_hooks)
+        return _strided(storage, storage_offset, size, stride, self.name)
+
+    def _rebuild_parameter(self, data, requires_grad=False, backward_hooks=None):
+        import numpy as np
+
+        if not isinstance(data, np.ndarray):
+            raise _refusal(self.name, "torch._utils._rebuild_parameter on something other than a tensor")
+        self._check_hooks(backward_hooks)
+        return data
+
+    def _check_hooks(self, hooks):
+        if hooks:  # an OrderedDict of hooks would need the hook functions: nothing a state dict holds
+            raise _refusal(self.name, "tensor backward hooks")
+
+
+def _entry_bytes(archive: zipfile.ZipFile, name: str, mapped):
+    """The bytes of an archive entry: for an uncompressed entry (torch.save stores storages uncompressed) a
+    read-only view of ``mapped`` (the file, memory-mapped: nothing is read until used), else the decompressed
+    bytes."""
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size == 0:
+        return archive.read(name)
+    archive.fp.seek(info.header_offset)
+    local = archive.fp.read(30)  # the local file header: its name and extra field lengths are at bytes 26..30
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_length + extra_length
+    return memoryview(mapped)[start:start + info.file_size]
+
+
+def _torch_prefix(archive: zipfile.ZipFile, path: str) -> str:
+    """The archive's top folder (``<prefix>/data.pkl``); TorchScript archives and other zips are refused."""
+    names = archive.namelist()
+    pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
+    if len(pickles) == 1:
+        return pickles[0][: -len("/data.pkl")]
+    if any(n.endswith("/constants.pkl") for n in names):
+        raise ValueError(f"{path}: a TorchScript archive (torch.jit.save), not a state dict; save the model's "
+                         "state_dict() with torch.save instead")
+    raise ValueError(f"{path}: a zip archive but not a PyTorch checkpoint (no <name>/data.pkl in it)")
+
+
+def _refuse_legacy_torch(path: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(len(_TORCH_LEGACY_MAGIC))
+    if head == _TORCH_LEGACY_MAGIC:
+        raise ValueError(f"{path}: PyTorch's legacy format (torch.save before PyTorch 1.6, or with "
+                         "_use_new_zipfile_serialization=False) is not read; load it once with torch and save it "
+                         "again with torch.save (the zip format) or as safetensors")
+
+
+def load_torch(path: str):
+    """What ``torch.load(path, weights_only=True)`` returns for a checkpoint of plain tensors, with numpy
+    arrays for the tensors, without torch and without running code from the file (see the module doc)."""
+    path = os.fspath(path)
+    if not zipfile.is_zipfile(path):
+        _refuse_legacy_torch(path)
+        raise ValueError(f"{path}: not a PyTorch checkpoint (torch.save's zip format)")
+    import mmap
+
+    with open(path, "rb") as raw:
+        mapped = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+    with zipfile.ZipFile(path) as archive:
+        prefix = _torch_prefix(archive, path)
+        try:
+            byteorder = archive.read(f"{prefix}/byteorder").decode().strip()
+        except KeyError:  # files written before the byteorder record are little-endian
+            byteorder = "little"
+        if byteorder not in ("little", "big"):
+            raise ValueError(f"{path}: {prefix}/byteorder says {byteorder!r} (expected little or big)")
+        with archive.open(f"{prefix}/data.pkl") as f:
+            unpickler = TorchUnpickler(io.BytesIO(f.read()), path, archive, prefix, byteorder, mapped)
+        try:
+            obj = unpickler.load()
+        except TypeError as e:  # an admitted rebuild function called with arguments it does not take
+            raise ValueError(f"{path}: {prefix}/data.pkl rebuilds a tensor with unexpected arguments ({e})") from None
     _check_no_object_arrays(obj, path)
     return obj

@@ -126,3 +126,50 @@ def test_cli_json(tmp_path):
     assert res["vocab_size"] == len((out / "vocab.txt").read_text(encoding="utf-8").splitlines())
     tok = tk.load_tokenizer(str(out))
     assert tok("great movie")["input_ids"][0] == 1
+
+
+def _hf_layout(src, dst):
+    """``src``'s tokenizer laid out like a Hugging Face ERNIE-M folder: vocab.txt with ernie-m-base's order of the
+    first two tokens ([CLS] 0, [PAD] 1), transformers' config.json and tokenizer_config.json, a weights file."""
+    os.makedirs(dst)
+    lines = Path(src, "vocab.txt").read_text(encoding="utf-8").splitlines()
+    lines[0], lines[1] = lines[1], lines[0]
+    Path(dst, "vocab.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    Path(dst, "sentencepiece.bpe.model").write_bytes(Path(src, "sentencepiece.bpe.model").read_bytes())
+    Path(dst, "config.json").write_text(json.dumps({"model_type": "ernie_m", "transformers_version": "4.57.6"}))
+    Path(dst, "tokenizer_config.json").write_text(json.dumps({
+        "added_tokens_decoder": {}, "do_lower_case": False, "tokenizer_class": "ErnieMTokenizer",
+        "sentencepiece_model_ckpt": "sentencepiece.bpe.model", "vocab_file": "vocab.txt"}))
+    Path(dst, "model.safetensors").write_bytes(b"weights")
+    return str(dst)
+
+
+def test_a_hugging_face_folder_is_a_tokenizer_as_it_is(tok_dir, tmp_path):
+    """Data.tokenizer=<HF ERNIE-M folder>: the same two files under the same names; [PAD] need not be id 0."""
+    from paddlenlp.transformers import ErnieMTokenizer
+
+    hf = _hf_layout(tok_dir[0], tmp_path / "hf")
+    tok = tk.load_tokenizer(hf)
+    direct = ErnieMTokenizer(vocab_file=os.path.join(hf, "vocab.txt"),
+                             sentencepiece_model_file=os.path.join(hf, "sentencepiece.bpe.model"))
+    assert (tok.cls_token_id, tok.pad_token_id, tok.sep_token_id) == (0, 1, 2)
+    ours = tk.load_tokenizer(tok_dir[0])
+    for text in _corpus(20, seed=3) + ["今天天气很好。"]:
+        ids = tok(text)["input_ids"]
+        assert ids == direct(text)["input_ids"]
+        assert ids[1:] == ours(text)["input_ids"][1:] and ids[0] == 0  # only [CLS]'s id moved
+    # an export copies the tokenizer, not the weights or transformers' files, and loads the same ids
+    tk.copy_tokenizer(hf, str(tmp_path / "copy"))
+    assert sorted(os.listdir(tmp_path / "copy")) == ["sentencepiece.bpe.model", "tokenizer_config.json", "vocab.txt"]
+    copied = tk.load_tokenizer(str(tmp_path / "copy"))
+    assert copied("今天天气很好。")["input_ids"] == tok("今天天气很好。")["input_ids"]
+    tk.copy_tokenizer(tok_dir[0], str(tmp_path / "ours"))
+    assert "tokenizer_info.json" in os.listdir(tmp_path / "ours")
+
+
+def test_a_vocab_without_the_special_tokens_is_an_error(tok_dir, tmp_path):
+    bad = _hf_layout(tok_dir[0], tmp_path / "bad")
+    lines = Path(bad, "vocab.txt").read_text(encoding="utf-8").splitlines()
+    Path(bad, "vocab.txt").write_text("\n".join(x for x in lines if x != "[MASK]") + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"vocab.txt: no line holds \[MASK\]"):
+        tk.load_tokenizer(bad)

@@ -184,3 +184,55 @@ def test_schedules(over, want):
     np.testing.assert_allclose(got, [2.0 * w for w in want], rtol=1e-5)
     with pytest.raises(ValueError, match="Optimizer.schedule: unknown schedule 'step'"):
         build_scheduler(optimizer_cfg(schedule="step"), 10)
+
+
+# ---- Optimizer.no_decay ------------------------------------------------------------------------------
+STRUCTURED = {"a": "encoder.linear.weight", "b": "encoder.linear.bias", "c": "encoder.norm_proj.weight"}
+
+
+def test_no_decay_patterns_exempt_parameters_by_their_structured_name():
+    """AdamW with ``Optimizer.no_decay: [bias, norm]``: ``b`` (a bias) and ``c`` (a 2-D matrix whose structured name
+    holds "norm", which the 1-D rule of no_decay_bias_norm would decay) step as Adam without decay, ``a`` with it."""
+    params = make_params()
+    names = {params[k].name: STRUCTURED[k] for k in params}
+    cfg = optimizer_cfg(name="AdamW", lr=0.01, weight_decay=0.5, no_decay=["bias", "norm"], no_decay_bias_norm=False)
+    groups = default_groups(params.values(), cfg, names)
+    assert [(g.name, g.params, g.weight_decay) for g in groups] == \
+        [("no_decay", (params["b"], params["c"]), 0.0), ("decay", (params["a"],), 0.5)]
+    assert_params(run(build_optimizer(cfg, groups, 0.01), params), adam_numpy(0.01, {"a": 0.5, "b": 0.0, "c": 0.0},
+                                                                               decoupled=True))
+    # without the patterns, the 1-D rule alone leaves c decayed
+    only_1d = default_groups(params.values(), optimizer_cfg(weight_decay=0.5), names)
+    assert {g.name: g.params for g in only_1d}["decay"] == (params["a"], params["c"])
+
+
+def test_no_decay_needs_names_and_plain_patterns():
+    params = make_params()
+    with pytest.raises(ValueError, match=r"Optimizer.no_decay: the parameters' structured names are needed"):
+        default_groups(params.values(), optimizer_cfg(weight_decay=0.1, no_decay=["bias"]))
+    with pytest.raises(ValueError, match=r"Optimizer.no_decay: expected a list of non-empty parameter-name patterns"):
+        default_groups(params.values(), optimizer_cfg(weight_decay=0.1, no_decay=["bias", ""]), {})
+
+
+def test_the_faithful_recipe_decays_what_the_baseline_decays():
+    """configs/multimodal/ernie_m_resnet101.yaml's Optimizer section through the default Task.build_optimizers on
+    the small NetWork (the same module names as the faithful one): AdamW decays exactly the trainable parameters
+    the baseline notebook's ``decay_params`` holds (names in model.named_parameters() without "bias" / "norm"),
+    the ResNet's BatchNorm scales among them, at 1.2e-4."""
+    import copy
+
+    from paddle_models import get_task
+    from paddle_models.multimodal.network import SMALL_ARCH, network_from_config
+
+    faithful = load_config("configs/multimodal/ernie_m_resnet101.yaml")["Optimizer"]
+    arch = copy.deepcopy(SMALL_ARCH)
+    arch["name"] = "ernie_m_resnet"
+    cfg = load_config(data={"Arch": arch, "Optimizer": dict(faithful)})
+    net = network_from_config(cfg["Arch"])
+    (opt,), _ = get_task("multimodal")(cfg).build_optimizers(net, total_steps=10)
+    baseline = {p.name for n, p in net.named_parameters()
+                if not any(nd in n for nd in ["bias", "norm"]) and not p.stop_gradient}
+    decayed = {p.name for p in opt._parameter_list if opt._apply_decay_param_fun(p.name)}
+    assert decayed == baseline and opt._weight_decay == pytest.approx(1.2e-4)
+    assert {n for n, p in net.named_parameters() if p.name in decayed} >= {"resnet.resnet.1.weight",
+                                                                           "classifier1.weight"}

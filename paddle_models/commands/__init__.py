@@ -37,6 +37,8 @@ COMMANDS = {
     "import-graph": ("import_graph", ()),
     "faithful-e2e": ("faithful_e2e", ()),
     "average-checkpoints": ("average_checkpoints", ()),
+    "convert-weights": ("convert_weights", ()),
+    "weights-parity": ("weights_parity", (THREADS,)),
 }
 
 

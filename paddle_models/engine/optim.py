@@ -5,9 +5,10 @@ one weight-decay coefficient. The groups come from rules, each ``(name, weight_d
 joins the first rule that selects it, else the catch-all group (:func:`assign_groups`):
 
 * the default of :meth:`Task.build_optimizers <paddle_models.engine.task.Task.build_optimizers>`
-  (:func:`default_groups`): every trainable weight at ``Optimizer.weight_decay``, biases and normalization
-  weights at 0 with ``Optimizer.no_decay_bias_norm``; another exemption (parameter-name patterns) is one
-  more rule there;
+  (:func:`default_groups`): every trainable weight at ``Optimizer.weight_decay``; at 0 the parameters whose
+  structured name (``model.named_parameters()``) contains one of the ``Optimizer.no_decay`` patterns (the
+  PaddleNLP fine-tuning recipe: ``[bias, norm]``), and biases and normalization weights with
+  ``Optimizer.no_decay_bias_norm``;
 * the recommender task: the embedding tables at ``Arch.embedding_regularizer``, the other weights at
   ``Arch.net_regularizer``; Wide&Deep adds a second optimizer, FTRL-Proximal (:mod:`.ftrl`) with the
   ``Optimizer.wide`` settings, over the wide part.
@@ -27,7 +28,7 @@ expresses the groups, which also decides what ``Optimizer.grad_clip`` (clip by g
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import paddle
@@ -72,12 +73,28 @@ def is_bias_or_norm(param: paddle.Tensor) -> bool:
     return len(param.shape) <= 1 or "bias" in name or "norm" in name
 
 
-def default_groups(parameters: Iterable[paddle.Tensor], optimizer_cfg) -> list[ParamGroup]:
-    """The whole model at ``Optimizer.weight_decay``, biases and normalization weights exempt with
-    ``Optimizer.no_decay_bias_norm``. With no decay (or no exemption) it is one group, so the optimizer
+def name_patterns_rule(patterns, names: Mapping[str, str] | None, key: str = "Optimizer.no_decay") -> GroupRule:
+    """A rule taking the parameters whose structured name (``names``: Paddle's parameter name -> the name in
+    ``model.named_parameters()``) contains one of ``patterns`` (``key``: the config key, for errors)."""
+    if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) and p for p in patterns):
+        raise ValueError(f"{key}: expected a list of non-empty parameter-name patterns, got {patterns!r}")
+    if names is None:
+        raise ValueError(f"{key}: the parameters' structured names are needed (pass model.named_parameters())")
+    patterns = tuple(patterns)
+    return ("no_decay", 0.0, lambda param: any(p in names.get(param.name, "") for p in patterns))
+
+
+def default_groups(parameters: Iterable[paddle.Tensor], optimizer_cfg,
+                   names: Mapping[str, str] | None = None) -> list[ParamGroup]:
+    """The whole model at ``Optimizer.weight_decay``; exempt (decay 0): the parameters whose structured name
+    contains one of the ``Optimizer.no_decay`` patterns (``names``: Paddle's parameter name -> structured
+    name, e.g. ``{p.name: n for n, p in model.named_parameters()}``), then biases and normalization weights
+    with ``Optimizer.no_decay_bias_norm``. With no decay (or no exemption) it is one group, so the optimizer
     sees the parameters in model order."""
     weight_decay = float(optimizer_cfg["weight_decay"])
     exempt: list[GroupRule] = []
+    if optimizer_cfg["no_decay"]:
+        exempt.append(name_patterns_rule(optimizer_cfg["no_decay"], names))
     if optimizer_cfg["no_decay_bias_norm"]:
         exempt.append(("no_decay_bias_norm", 0.0, is_bias_or_norm))
     if weight_decay == 0 or not exempt:

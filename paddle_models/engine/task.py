@@ -191,12 +191,13 @@ class Task:
     # ---- optimization ------------------------------------------------------------------------
     def build_optimizers(self, model, total_steps: int) -> tuple[list[paddle.optimizer.Optimizer], list]:
         """Optimizers and LR schedulers (each scheduler is stepped once per optimizer step).
-        The default builds one optimizer from the ``Optimizer`` section over all trainable parameters, biases
-        and normalization weights exempt from decay with ``Optimizer.no_decay_bias_norm``
-        (:func:`paddle_models.engine.optim.default_groups`)."""
+        The default builds one optimizer from the ``Optimizer`` section over all trainable parameters, the
+        parameters named by ``Optimizer.no_decay`` and (``Optimizer.no_decay_bias_norm``) biases and
+        normalization weights exempt from decay (:func:`paddle_models.engine.optim.default_groups`)."""
         optimizer_cfg = self.cfg["Optimizer"]
         schedule = build_scheduler(optimizer_cfg, total_steps)
-        optimizer = build_optimizer(optimizer_cfg, default_groups(model.parameters(), optimizer_cfg), schedule)
+        names = {param.name: name for name, param in model.named_parameters()}
+        optimizer = build_optimizer(optimizer_cfg, default_groups(model.parameters(), optimizer_cfg, names), schedule)
         return [optimizer], schedulers_of(schedule)
 
     # ---- export ------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ batched: one ERNIE-M call for all texts of the batch, one ResNet call for all im
 
 Two fusion modes:
 
-* ``baseline`` reproduces the original numerics: ERNIE-M is called with input ids only (its default
-  mask, which masks id 0), caption token features are averaged over the item's captions before the text
+* ``baseline`` reproduces the original numerics: ERNIE-M is called with input ids only (PaddleNLP's default
+  mask, which masks id 0: with ernie-m-base's vocabulary that is ``[CLS]``, while ``[PAD]`` (id 1) is attended
+  to, as in the original code), caption token features are averaged over the item's captions before the text
   attention, neither attention gets a token mask, and the concatenation [post CLS, text-attention CLS,
   post image, image-attention vector] goes through classifier1 and classifier2 with nothing between.
   The original looped over samples, so it never had padded caption or image *slots*; here padded slots

@@ -17,7 +17,6 @@ import base64
 import binascii
 import io
 import os
-import shutil
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from ..engine.task import RecordError, prepare_each, record_id
 from .dataset import build_collate, build_dataset, data_value, image_transform_of
 from .images import DataError, load_rgb
 from .readers import _resolve_label
-from .tokenizer import load_tokenizer
+from .tokenizer import copy_tokenizer, load_tokenizer
 
 TOKENIZER_DIR = "tokenizer"
 # Data keys that describe where training data lives, not how a record becomes inputs
@@ -45,12 +44,7 @@ def export_metadata(cfg, label_names, tokenizer_dir: str | None, out_dir: str) -
     if tokenizer_dir is None:
         raise ExportMetadataError("no tokenizer for this model: set Data.tokenizer, or point Global.checkpoint "
                                   "into a training run's output folder (it keeps <run>/tokenizer)")
-    dst = os.path.join(out_dir, TOKENIZER_DIR)
-    os.makedirs(dst, exist_ok=True)
-    for name in sorted(os.listdir(tokenizer_dir)):
-        src = os.path.join(tokenizer_dir, name)
-        if os.path.isfile(src) and not name.endswith(".tmp"):
-            shutil.copyfile(src, os.path.join(dst, name))
+    copy_tokenizer(tokenizer_dir, os.path.join(out_dir, TOKENIZER_DIR))
     data = {k: v for k, v in dict(cfg["Data"]).items() if k not in DATA_KEYS_NOT_EXPORTED}
     image_transform_of(cfg["Data"])  # validates the image settings
     data["image_mean"] = [float(x) for x in data_value(cfg["Data"], "image_mean")]

@@ -207,11 +207,43 @@ def tokenizer_fingerprint(path: str) -> dict:
     return {"kind": "tokenizer", "path": os.path.abspath(path), "sha256": h.hexdigest()}
 
 
+#: keys only transformers writes: into config.json, and into tokenizer_config.json (its ErnieMTokenizer's arguments)
+_TRANSFORMERS_KEYS = {"config.json": ("transformers_version",),
+                      "tokenizer_config.json": ("added_tokens_decoder", "sp_model_kwargs", "sentencepiece_model_ckpt")}
+
+
+def _written_by_transformers(path: str) -> bool:
+    """A Hugging Face folder: a config.json naming ``transformers_version`` (or a ``model_type`` without PaddleNLP's
+    ``paddlenlp_version``), or a tokenizer_config.json with one of transformers' keys. PaddleNLP's
+    ``from_pretrained`` is not given those files (they may name files of another machine)."""
+    for name, keys in _TRANSFORMERS_KEYS.items():
+        try:
+            with open(os.path.join(path, name), encoding="utf-8") as f:
+                found = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if any(k in found for k in keys) or (name == "config.json" and "model_type" in found
+                                             and "paddlenlp_version" not in found):
+            return True
+    return False
+
+
+def _lower_case(path: str) -> bool:
+    try:
+        with open(os.path.join(path, "tokenizer_config.json"), encoding="utf-8") as f:
+            return bool(json.load(f).get("do_lower_case", False))
+    except (OSError, ValueError):
+        return False
+
+
 def load_tokenizer(path: str):
     """PaddleNLP ``ErnieMTokenizer`` from a folder holding ``sentencepiece.bpe.model`` and ``vocab.txt``.
 
-    A folder with ``tokenizer_config.json`` is loaded by ``ErnieMTokenizer.from_pretrained`` (which
-    also restores options saved there); otherwise the two files are passed directly.
+    A folder with a PaddleNLP ``tokenizer_config.json`` is loaded by ``ErnieMTokenizer.from_pretrained`` (which
+    also restores options saved there); otherwise, a Hugging Face ERNIE-M folder among them (the same two
+    files: transformers' ``ErnieMTokenizer`` reads them under the same names), the two files are passed
+    directly (``do_lower_case`` from a tokenizer_config.json). ``[PAD]`` may have any id: ``vocab.txt`` of
+    ernie-m-base has ``[CLS]`` at 0 and ``[PAD]`` at 1, the tokenizers trained here ``[PAD]`` at 0.
     """
     from paddlenlp.transformers import ErnieMTokenizer
 
@@ -224,15 +256,37 @@ def load_tokenizer(path: str):
             raise FileNotFoundError(
                 f"tokenizer folder {path!r}: missing {os.path.basename(f)} "
                 f"(expected {SP_MODEL_FILE} and {VOCAB_FILE}; make one with tools/train_tokenizer.py)")
-    if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
+    if os.path.isfile(os.path.join(path, "tokenizer_config.json")) and not _written_by_transformers(path):
         tok = ErnieMTokenizer.from_pretrained(path)
     else:
-        tok = ErnieMTokenizer(vocab_file=vocab_path, sentencepiece_model_file=sp_path)
-    if tok.pad_token_id != 0:
-        raise ValueError(
-            f"tokenizer folder {path!r}: [PAD] has id {tok.pad_token_id} in {VOCAB_FILE}; "
-            "ErnieMModel's default attention mask treats id 0 as padding, so [PAD] must be line 1")
+        tok = ErnieMTokenizer(vocab_file=vocab_path, sentencepiece_model_file=sp_path, do_lower_case=_lower_case(path))
+    absent = [t for t in SPECIAL_TOKENS if t not in tok.vocab]
+    if absent:
+        raise ValueError(f"{vocab_path}: no line holds {', '.join(absent)} (ErnieMTokenizer's special tokens)")
     return tok
+
+
+#: files of a tokenizer folder that ``copy_tokenizer`` keeps (beside the two that decide the ids)
+TOKENIZER_EXTRA_FILES = ("tokenizer_config.json", INFO_FILE, "special_tokens_map.json", "added_tokens.json")
+
+
+def copy_tokenizer(src: str, dst: str) -> None:
+    """The tokenizer of folder ``src`` into folder ``dst``: its SentencePiece model and vocab.txt, and the
+    tokenizer files among ``TOKENIZER_EXTRA_FILES``. A Hugging Face folder's own files (weights, config.json,
+    transformers' tokenizer_config.json) stay behind; its ``do_lower_case`` goes into a PaddleNLP
+    tokenizer_config.json, so ``load_tokenizer(dst)`` builds the same tokenizer."""
+    import shutil
+
+    os.makedirs(dst, exist_ok=True)
+    for name in (SP_MODEL_FILE, VOCAB_FILE):
+        shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+    if _written_by_transformers(src):
+        config = {**TOKENIZER_CONFIG, "do_lower_case": _lower_case(src)}
+        write_bytes_atomic(os.path.join(dst, "tokenizer_config.json"), json.dumps(config, indent=2).encode("utf-8"))
+        return
+    for name in TOKENIZER_EXTRA_FILES:
+        if os.path.isfile(os.path.join(src, name)):
+            shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
 
 
 def vocab_size(tokenizer) -> int:

@@ -1,14 +1,21 @@
 """Loading weights into NetWork: a whole-model checkpoint, ERNIE-M weights, ResNet weights.
 
-* whole model: the state dict of NetWork itself (the original baseline's names load as they are);
+* whole model: the state dict of NetWork itself (the original baseline's names load as they are), or a
+  whole-network PyTorch checkpoint of ``benchmarks/torch_twin.py`` (converted on load);
 * ERNIE-M: PaddleNLP ``ErnieMModel`` names (``embeddings.word_embeddings.weight``, ``encoder.layers.0...``);
-  a prefix ``ernie_m.`` / ``ernie.`` (task models) is stripped. Online: ``ernie-m-base``;
+  a prefix ``ernie_m.`` / ``ernie.`` (task models) is stripped. Also a Hugging Face ERNIE-M folder
+  (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``; its config is checked against
+  ``Arch.ernie``) or a HF-named weights file, converted on load (``convert.convert_ernie``). Online:
+  ``ernie-m-base``;
 * ResNet: paddle.vision names (``conv1.weight``, ``bn1._mean``, ``layer3.22.conv2.weight``, ``fc.*``) mapped
   into ``resnet.resnet.N`` (conv1 -> 0, bn1 -> 1, layer1..layer4 -> 4..7); ``fc.*`` (the ImageNet head) is
-  dropped and reported. Online: ``imagenet``.
+  dropped and reported. Also torchvision's names (a ``resnet101-*.pth``), converted on load
+  (``convert.convert_resnet``). Online: ``imagenet``.
 
+PyTorch files are read without torch and without running code (``paddle_models.safe_pickle.load_torch``).
 Every load reports missing, unexpected and shape-mismatched keys and fails on any of them unless
-``strict`` is false. With no weights configured, a warning says loudly that the encoders are random.
+``strict`` is false; keys dropped by a conversion are listed with their reason. With no weights
+configured, a warning says loudly that the encoders are random.
 """
 from __future__ import annotations
 
@@ -19,10 +26,21 @@ import numpy as np
 import paddle
 
 from ..safe_pickle import UnsafeModelFile, safe_load
+from .convert import (
+    RESNET_TOP,
+    Conversion,
+    check_hf_config,
+    convert_ernie,
+    convert_resnet,
+    convert_twin,
+    is_hf_ernie,
+    is_hf_folder,
+    is_torch_resnet,
+    is_twin,
+    read_hf_folder,
+)
 
 log = logging.getLogger("paddle_models")
-
-RESNET_TOP = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
 
 
 class WeightLoadError(RuntimeError):
@@ -30,8 +48,8 @@ class WeightLoadError(RuntimeError):
 
 
 def _read_state(path: str) -> dict[str, np.ndarray]:
-    """The state dict in ``path``: a ``.safetensors`` file, a pickled ``.pdparams`` (read by the restricted
-    unpickler of ``paddle_models.safe_pickle``: nothing in the file is run), or a folder holding one of
+    """The state dict in ``path``: a ``.safetensors`` file, a pickled ``.pdparams`` or a PyTorch file (read by
+    ``paddle_models.safe_pickle.safe_load``: nothing in the file is run), or a folder holding one of
     ``model.safetensors`` (a checkpoint of our Trainer), ``model_state.pdparams`` (PaddleNLP), ``model.pdparams``."""
     if os.path.isdir(path):
         for name in ("model.safetensors", "model_state.pdparams", "model.pdparams"):
@@ -54,6 +72,14 @@ def _read_state(path: str) -> dict[str, np.ndarray]:
     if "model" in state and isinstance(state["model"], dict):  # a {"model": state dict, ...} bundle
         state = state["model"]
     return state
+
+
+def _numpy_dtype(tensor, value) -> np.dtype:
+    """The numpy dtype of a Paddle tensor (``paddle.float32`` -> float32) without copying it to numpy."""
+    try:
+        return np.dtype(str(tensor.dtype).removeprefix("paddle."))
+    except TypeError:
+        return tensor.numpy().dtype if hasattr(tensor, "numpy") else np.asarray(value).dtype
 
 
 def apply_state(layer: paddle.nn.Layer, state: dict[str, np.ndarray], source: str, strict: bool = True,
@@ -81,7 +107,7 @@ def apply_state(layer: paddle.nn.Layer, state: dict[str, np.ndarray], source: st
     ok = {}
     for k, v in state.items():
         if k in own and tuple(np.shape(v)) == tuple(own[k].shape):
-            ok[k] = np.asarray(v).astype(own[k].numpy().dtype if hasattr(own[k], "numpy") else v.dtype)
+            ok[k] = np.asarray(v).astype(_numpy_dtype(own[k], v), copy=False)
     layer.set_state_dict(ok)
     report["loaded"] = len(ok)
     if report["ignored"]:
@@ -90,21 +116,41 @@ def apply_state(layer: paddle.nn.Layer, state: dict[str, np.ndarray], source: st
     return report
 
 
-def load_ernie(model, spec: str, strict: bool = True) -> dict:
+def _converted(conversion: Conversion) -> tuple[dict, list[str]]:
+    """A conversion's state and dropped keys, its summary logged (every dropped key with its reason)."""
+    log.info("%s", conversion.summary())
+    return conversion.state, [key for key, _ in conversion.dropped]
+
+
+def _hf_ernie_folder(model, folder: str) -> tuple[dict, list[str]]:
+    """A Hugging Face ERNIE-M folder: config.json checked against the model's ``Arch.ernie``, then converted."""
+    state, config, weights = read_hf_folder(folder)
+    check_hf_config(config, os.path.join(folder, "config.json"), model.ernie.config)
+    return _converted(convert_ernie(state, weights, (config.get("architectures") or [None])[0]))
+
+
+def _ernie_state(model, spec: str) -> tuple[dict, list[str]]:
     if spec in ("ernie-m-base", "ernie-m-large"):
         from paddlenlp.transformers import ErnieMModel
 
         try:
-            state = {k: v.numpy() for k, v in ErnieMModel.from_pretrained(spec).state_dict().items()}
+            return {k: v.numpy() for k, v in ErnieMModel.from_pretrained(spec).state_dict().items()}, []
         except Exception as e:
             raise WeightLoadError(f"Arch.pretrained.ernie={spec!r}: could not download the official weights "
                                   f"({type(e).__name__}: {e}); give a local .pdparams path instead") from None
-    else:
-        state = _read_state(spec)
+    if os.path.isdir(spec) and is_hf_folder(spec):
+        return _hf_ernie_folder(model, spec)
+    state = _read_state(spec)
+    return _converted(convert_ernie(state, spec)) if is_hf_ernie(state) else (state, [])
+
+
+def load_ernie(model, spec: str, strict: bool = True) -> dict:
+    """ERNIE-M weights named by ``Arch.pretrained.ernie`` into ``model.ernie`` (see the module docstring)."""
+    state, dropped = _ernie_state(model, spec)
     for p in ("ernie_m.", "ernie."):
         if state and all(k.startswith(p) for k in state):
             state = {k[len(p):]: v for k, v in state.items()}
-    return apply_state(model.ernie, state, f"ERNIE-M weights {spec}", strict, prefix="ernie.")
+    return apply_state(model.ernie, state, f"ERNIE-M weights {spec}", strict, prefix="ernie.", ignored=dropped)
 
 
 def map_resnet_state(state: dict[str, np.ndarray]):
@@ -121,27 +167,36 @@ def map_resnet_state(state: dict[str, np.ndarray]):
     return mapped, ignored
 
 
-def load_resnet(model, spec: str, strict: bool = True) -> dict:
-    if spec == "imagenet":
-        from paddle.vision.models import resnet as pv
-
-        depth = model.resnet.depth
-        ctor = {50: pv.resnet50, 101: pv.resnet101, 152: pv.resnet152}.get(depth)
-        if ctor is None:
-            raise WeightLoadError("Arch.pretrained.resnet='imagenet' needs a ResNet-50/101/152 trunk")
-        try:
-            state = {k: v.numpy() for k, v in ctor(pretrained=True).state_dict().items()}
-        except Exception as e:
-            raise WeightLoadError(f"Arch.pretrained.resnet='imagenet': could not download the official weights "
-                                  f"({type(e).__name__}: {e}); give a local .pdparams path instead") from None
-    else:
+def _resnet_state(model, spec: str) -> tuple[dict, list[str]]:
+    if spec != "imagenet":
         state = _read_state(spec)
+        return _converted(convert_resnet(state, spec)) if is_torch_resnet(state) else (state, [])
+    from paddle.vision.models import resnet as pv
+
+    ctor = {50: pv.resnet50, 101: pv.resnet101, 152: pv.resnet152}.get(model.resnet.depth)
+    if ctor is None:
+        raise WeightLoadError("Arch.pretrained.resnet='imagenet' needs a ResNet-50/101/152 trunk")
+    try:
+        return {k: v.numpy() for k, v in ctor(pretrained=True).state_dict().items()}, []
+    except Exception as e:
+        raise WeightLoadError(f"Arch.pretrained.resnet='imagenet': could not download the official weights "
+                              f"({type(e).__name__}: {e}); give a local .pdparams path instead") from None
+
+
+def load_resnet(model, spec: str, strict: bool = True) -> dict:
+    """ResNet weights named by ``Arch.pretrained.resnet`` into ``model.resnet.resnet`` (see the module docstring)."""
+    state, dropped = _resnet_state(model, spec)
     if any(k.split(".")[0] in RESNET_TOP for k in state):
         state, ignored = map_resnet_state(state)
     else:
         ignored = []
     return apply_state(model.resnet.resnet, state, f"ResNet weights {spec}", strict, prefix="resnet.resnet.",
-                       ignored=ignored)
+                       ignored=dropped + ignored)
+
+
+def _checkpoint_state(path: str) -> tuple[dict, list[str]]:
+    state = _read_state(path)
+    return _converted(convert_twin(state, path)) if is_twin(state) else (state, [])
 
 
 def load_pretrained(model, pretrained_cfg, checkpoint_follows: bool = False) -> list[dict]:
@@ -151,7 +206,8 @@ def load_pretrained(model, pretrained_cfg, checkpoint_follows: bool = False) -> 
     reports = []
     if pretrained_cfg.get("checkpoint"):
         checkpoint = pretrained_cfg["checkpoint"]
-        reports.append(apply_state(model, _read_state(checkpoint), f"checkpoint {checkpoint}", strict))
+        state, dropped = _checkpoint_state(checkpoint)
+        reports.append(apply_state(model, state, f"checkpoint {checkpoint}", strict, ignored=dropped))
     if pretrained_cfg.get("ernie"):
         reports.append(load_ernie(model, pretrained_cfg["ernie"], strict))
     if pretrained_cfg.get("resnet"):
