@@ -8,6 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+import fuzz_settings  # noqa: E402,F401  (loads the shared hypothesis profile: tests/fuzz_settings.py)
+
 
 def shared_data_dir() -> Path:
     env = os.environ.get("PADDLE_MODELS_DATA")
