@@ -142,6 +142,19 @@ def read_input_file(model_dir: str, meta: dict, input_file: str, tokenizer, on_b
 RECORD_FIELDS = ("id", "text", "image_b64", "evidence_texts", "evidence_images_b64", "label")
 
 
+def record_schema(use_image: bool) -> dict:
+    """The JSON schema (OpenAPI 3.0) of one request record of an export with (``use_image``) or without the
+    image modality: the fields :func:`record_to_item` reads."""
+    strings = {"type": "array", "nullable": True, "items": {"type": "string"}}
+    images = {"type": "array", "nullable": True, "items": {"type": "string", "format": "byte"}}
+    required = ["text", "image_b64"] if use_image else ["text"]
+    return {"type": "object", "additionalProperties": False, "required": required,
+            "properties": {"id": {"anyOf": [{"type": "string"}, {"type": "integer"}]}, "text": {"type": "string"},
+                           "image_b64": {"type": "string", "format": "byte"}, "evidence_texts": strings,
+                           "evidence_images_b64": images,
+                           "label": {"anyOf": [{"type": "string"}, {"type": "integer"}], "nullable": True}}}
+
+
 def decode_image_b64(value, field: str, transform, max_bytes: int, max_pixels: int) -> np.ndarray:
     """A base64 image -> the transformed float32 ``[3, H, W]`` array; errors say why (not base64, too
     many bytes, too many pixels, not an image)."""
