@@ -52,6 +52,7 @@ from .artifact import (
     output_names,
     save_npz,
     spec_entry,
+    write_files_manifest,
     write_yaml,
 )
 from .onednn_probe import probe_onednn
@@ -271,6 +272,7 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
         if quantize:
             result["quantization"] = _quantize_into(task, tmp, quantize, threads)
             result["variants"][QUANTIZED_VARIANT]["int8_file"] = result["quantization"]["file"]
+        write_files_manifest(tmp)  # last: the sha256 of every file, checked when the folder is loaded
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

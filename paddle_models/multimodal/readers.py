@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..paths import PathOutsideRoot, contained_path
 from .images import DataError
 
 DEFAULT_LABEL_NAMES = {
@@ -48,28 +49,21 @@ class Record:
 
 
 def safe_join(root: str, rel, where: str, fieldname: str) -> str:
-    """``root/rel`` as an absolute path; an absolute ``rel`` or one that leaves ``root`` is an error.
+    """``root/rel`` as an absolute path; one that leaves ``root`` is a DataError naming the record and field.
 
-    The check is on real paths (``os.path.realpath`` of the root and of the target): ``..``, absolute paths
-    and symbolic links inside the root that point outside it are all rejected. The returned path is the
-    joined one (links inside the root that stay inside it are fine).
+    ``paths.contained_path`` makes the check: ``..``, absolute paths outside the root and symbolic links
+    inside the root that point outside it are all rejected. The returned path is the joined one (links
+    inside the root that stay inside it are fine).
     """
-    if not isinstance(rel, str) or not rel.strip():
-        raise DataError(f"{where}: {fieldname}: expected a non-empty path string, got {rel!r}")
-    if "\x00" in rel:
-        raise DataError(f"{where}: {fieldname}: path {rel!r} contains a NUL byte")
-    root_abs = os.path.abspath(root)
-    if os.path.isabs(rel) or rel.startswith("~"):
-        full = os.path.abspath(os.path.expanduser(rel))
-    else:
-        full = os.path.abspath(os.path.join(root_abs, rel))
-    if os.path.commonpath([root_abs, full]) != root_abs:
-        raise DataError(f"{where}: {fieldname}: path {rel!r} escapes the data root {root_abs}")
-    root_real, full_real = os.path.realpath(root_abs), os.path.realpath(full)
-    if os.path.commonpath([root_real, full_real]) != root_real:
-        raise DataError(f"{where}: {fieldname}: path {rel!r} escapes the data root {root_abs} through a "
-                        f"symbolic link (it resolves to {full_real})")
-    return full
+    try:
+        return contained_path(root, rel)
+    except PathOutsideRoot as e:
+        if e.reason.startswith("not a path"):
+            raise DataError(f"{where}: {fieldname}: expected a non-empty path string, got {rel!r}") from None
+        if "NUL" in e.reason:
+            raise DataError(f"{where}: {fieldname}: path {rel!r} contains a NUL byte") from None
+        through = f" through a symbolic link (it resolves to {e.resolved})" if e.resolved else ""
+        raise DataError(f"{where}: {fieldname}: path {rel!r} escapes the data root {e.root}{through}") from None
 
 
 def _load_json_file(path: str):

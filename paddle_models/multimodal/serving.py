@@ -21,7 +21,7 @@ import shutil
 
 import numpy as np
 
-from ..engine.artifact import EXPORT_META, to_builtin
+from ..engine.artifact import EXPORT_META, export_path, to_builtin
 from ..engine.task import RecordError, prepare_each, record_id
 from .dataset import build_collate, build_dataset, data_value, image_transform_of
 from .images import DataError, load_rgb
@@ -76,7 +76,7 @@ def _preprocess(model_dir: str, meta: dict) -> dict:
 
 
 def export_tokenizer(model_dir: str, meta: dict):
-    return load_tokenizer(os.path.join(model_dir, _preprocess(model_dir, meta)["tokenizer"]))
+    return load_tokenizer(export_path(model_dir, "preprocess.tokenizer", _preprocess(model_dir, meta)["tokenizer"]))
 
 
 def data_settings(model_dir: str, meta: dict, overrides: dict | None = None) -> dict:
