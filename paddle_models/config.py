@@ -4,8 +4,10 @@ A config names its model in ``Arch.name``; the model's family (``multimodal``, `
 ``transformer``) selects the family's default config ``paddle_models/defaults/<family>.yaml``. That
 file is the schema: every key is documented there once, a key absent from it is an error, and a value
 whose type differs from the default's is an error (ints are accepted where a float is expected; a
-default of ``null`` accepts any type; an empty mapping ``{}`` accepts any keys). Numeric keys with a
-valid range are checked against :data:`RANGES` (``Global.epochs >= 1``, ``Optimizer.lr > 0``...).
+default of ``null`` accepts any type; an empty mapping ``{}`` accepts any keys). Every float anywhere in a
+config must be finite (``.inf``, ``.nan`` are errors naming the key; no key of the schemas takes them).
+Numeric keys with a valid range are checked against :data:`RANGES` (``Global.epochs >= 1``,
+``Optimizer.lr > 0``...).
 
 YAML files and ``-o`` values are read by :class:`ConfigLoader`, a ``SafeLoader`` that also reads ``2e-3``
 (no dot, which YAML 1.1 leaves a string) as a float, so a file and an override read numbers the same way.
@@ -91,6 +93,22 @@ def _check_ranges(cfg: dict, origin: str, overridden: dict) -> None:
         if isinstance(node, float) and math.isnan(node) or not _OPS[op](node, bound):
             where = f"-o {overridden[key]}" if key in overridden else origin
             raise ConfigError(f"{where}: {key}: must be {op} {bound}, got {node!r}")
+
+
+def _check_finite(cfg: dict, origin: str, overridden: dict) -> None:
+    """Raise ConfigError for a float that is not finite anywhere in ``cfg`` (lists and open mappings too),
+    naming the key and where it was set (the override, else the file)."""
+    stack = [(cfg, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+        elif isinstance(node, float) and not math.isfinite(node):
+            key = path.split("[", 1)[0]
+            where = f"-o {overridden[key]}" if key in overridden else origin
+            raise ConfigError(f"{where}: {path}: must be a finite number, got {node!r}")
 
 
 class AttrDict(dict):
@@ -316,7 +334,9 @@ def load_config(path: str | None = None, overrides: Iterable[str] = (), data: di
         set_paths[".".join(keys)] = f"-o {text}"
     _check_model_keys(name, entry["arch_keys"], set_paths)
     cfg.setdefault("Global", {})
-    _check_ranges(cfg, origin, {".".join(keys): text for text, keys, _ in parsed})
+    overridden = {".".join(keys): text for text, keys, _ in parsed}
+    _check_finite(cfg, origin, overridden)
+    _check_ranges(cfg, origin, overridden)
     out = _attr(cfg)
     out["_family"] = family
     out["_path"] = os.path.abspath(path) if path else None

@@ -137,7 +137,9 @@ def _predict_stream(predictor, task, dataset, collate, options: InferOptions, ti
     import numpy as np
 
     from .engine.loader import Loader
+    from .engine.signals import restore_handlers
 
+    restore_handlers()  # the imports of loading (paddle, paddlenlp) may have replaced SIGTERM's handler
     loader = Loader(dataset, collate, options.batch_size, options.num_workers)
     rows, labels = [], []
     bar = None
@@ -203,7 +205,9 @@ def infer_raw(predictor, options: InferOptions) -> dict:
 def infer_arrays(predictor, input_file: str, out: str) -> dict:
     """A .npz of input arrays -> the raw outputs as a .npz (:func:`npz_output_path` of ``out``); the facts."""
     from .engine.artifact import load_npz, save_npz
+    from .engine.signals import restore_handlers
 
+    restore_handlers()  # the imports of loading (paddle) may have replaced SIGTERM's handler
     arrays = load_npz(input_file)
     t0 = time.time()
     outs = predictor.run(arrays)

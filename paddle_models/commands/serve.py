@@ -103,8 +103,11 @@ def main(argv=None, prog=None):
     setup_logging(quiet=True)
     from ..engine.serve_process import bind, serve_one, serve_processes
 
-    sock = bind(args.host, args.port)
-    make_server = make_server_factory(args)
+    try:
+        sock = bind(args.host, args.port)
+        make_server = make_server_factory(args)
+    except KeyboardInterrupt:  # SIGTERM / SIGINT before start-up began: nothing to drain
+        return 0
     watch_dir = args.model_dir if args.watch else None
     if args.processes > 1:
         return serve_processes(make_server, sock, args.processes, watch_dir)

@@ -59,6 +59,7 @@ from .onednn_probe import probe_onednn
 from .onnx import OnnxConversionError, convert_onnx, onnx_session
 from .parity import first_sample, flatten_outputs, max_rel_err
 from .predictor import Predictor
+from .signals import restore_handlers
 
 log = logging.getLogger("paddle_models")
 
@@ -265,6 +266,7 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
     out_dir = os.path.abspath(out_dir)
     _check_out_dir(out_dir)
     task, model = _task_and_model(cfg, task, model)
+    restore_handlers()  # the imports of building the model (paddlenlp) may have replaced SIGTERM's handler
     checks = _Checks(onnx or bool(quantize), threads, check_onednn, parity_tol, onnx_parity_tol)
     tmp = new_temp_folder(out_dir)
     try:

@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ..fileio import write_bytes_atomic
+from .nlp import transformers
 
 SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 SP_MODEL_FILE = "sentencepiece.bpe.model"
@@ -41,7 +42,7 @@ def _ernie_m_splitter():
     It reuses the installed PaddleNLP's own ``_tokenize`` code (with a SentencePiece stand-in that
     returns the piece unchanged), so the vocabulary follows whatever that version does.
     """
-    from paddlenlp.transformers import ErnieMTokenizer
+    ErnieMTokenizer = transformers().ErnieMTokenizer
 
     class _OnePiece:
         is_ch_char = ErnieMTokenizer.is_ch_char
@@ -213,7 +214,7 @@ def load_tokenizer(path: str):
     A folder with ``tokenizer_config.json`` is loaded by ``ErnieMTokenizer.from_pretrained`` (which
     also restores options saved there); otherwise the two files are passed directly.
     """
-    from paddlenlp.transformers import ErnieMTokenizer
+    ErnieMTokenizer = transformers().ErnieMTokenizer
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"tokenizer folder {path!r} does not exist")
