@@ -23,14 +23,19 @@ class PathOutsideRoot(ValueError):
 def contained_path(root: str, rel) -> str:
     """``root/rel`` as an absolute path, checked to stay inside ``root``.
 
-    ``rel`` must be a non-empty string without NUL bytes. An absolute ``rel`` (or one starting with ``~``)
-    is taken as it is and must lie inside ``root``. The check is made on the joined path (``..`` that leave
-    ``root``) and on real paths (``os.path.realpath`` of both: a symbolic link inside ``root`` that points
-    outside it is refused; ``root`` itself may be a symbolic link). The returned path is the joined one."""
+    ``rel`` must be a non-empty string without NUL bytes that can name a file (``os.fsencode`` takes it). An
+    absolute ``rel`` (or one starting with ``~``) is taken as it is and must lie inside ``root``. The check is
+    made on the joined path (``..`` that leave ``root``) and on real paths (``os.path.realpath`` of both: a
+    symbolic link inside ``root`` that points outside it is refused; ``root`` itself may be a symbolic link).
+    The returned path is the joined one."""
     if not isinstance(rel, str) or not rel.strip():
         raise PathOutsideRoot(rel, root, "not a path (expected a non-empty string)")
     if "\x00" in rel:
         raise PathOutsideRoot(rel, root, "a NUL byte in the path")
+    try:
+        os.fsencode(rel)
+    except UnicodeEncodeError:
+        raise PathOutsideRoot(rel, root, "not a path (a character no file name can hold: a lone surrogate)") from None
     root_abs = os.path.abspath(root)
     if os.path.isabs(rel) or rel.startswith("~"):
         full = os.path.abspath(os.path.expanduser(rel))

@@ -49,7 +49,8 @@ def nesting_depth(doc, stop_at: int) -> int:
     return deepest
 
 
-def _bad_text(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
+    """What makes ``text`` not valid Unicode text (a lone surrogate, and where), or None."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -65,12 +66,12 @@ def invalid_string(value, path: str = "") -> tuple[str, str] | None:
     while stack:
         item, where = stack.pop()
         if isinstance(item, str):
-            problem = _bad_text(item)
+            problem = text_problem(item)
             if problem:
                 return where or "record", problem
         elif isinstance(item, dict):
             for key, sub in item.items():
-                key_problem = _bad_text(key) if isinstance(key, str) else None
+                key_problem = text_problem(key) if isinstance(key, str) else None
                 if key_problem:
                     return (f"{where}.<key>" if where else "<key>"), key_problem
                 stack.append((sub, f"{where}.{key}" if where else key))

@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..engine.request_json import text_problem
 from ..paths import PathOutsideRoot, contained_path
 from .images import DataError
 
@@ -58,6 +59,8 @@ def safe_join(root: str, rel, where: str, fieldname: str) -> str:
     try:
         return contained_path(root, rel)
     except PathOutsideRoot as e:
+        if "lone surrogate" in e.reason:
+            raise DataError(f"{where}: {fieldname}: {e.reason}, got {rel!r}") from None
         if e.reason.startswith("not a path"):
             raise DataError(f"{where}: {fieldname}: expected a non-empty path string, got {rel!r}") from None
         if "NUL" in e.reason:
@@ -66,14 +69,33 @@ def safe_join(root: str, rel, where: str, fieldname: str) -> str:
         raise DataError(f"{where}: {fieldname}: path {rel!r} escapes the data root {e.root}{through}") from None
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs):
+    """``object_pairs_hook`` of the readers: a JSON object naming a key twice would silently keep the last."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _load_json_file(path: str):
     try:
         with open(path, encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark is accepted
-            return json.load(f)
+            return json.load(f, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as e:
+        raise DataError(f"{path}: the key {e.args[0]!r} appears twice in one JSON object (one of them would be "
+                        f"lost)") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to read") from None
 
 
 def _resolve_label(value, label_names: Sequence[str], where: str, fieldname: str = "label") -> int:
@@ -97,10 +119,18 @@ def _resolve_label(value, label_names: Sequence[str], where: str, fieldname: str
 def _check_text(value, where: str, fieldname: str, allow_empty: bool) -> str:
     if not isinstance(value, str):
         raise DataError(f"{where}: {fieldname}: expected a string, got {type(value).__name__} ({value!r})")
+    _check_unicode(value, where, fieldname)
     if not value.strip() and not allow_empty:
         raise DataError(f"{where}: {fieldname}: empty text (set Data.allow_empty_text=true to keep "
                         f"such records)")
     return value
+
+
+def _check_unicode(value: str, where: str, fieldname: str) -> None:
+    """A JSON string may spell a lone surrogate (``"\\ud800"``), which no tokenizer or UTF-8 file takes."""
+    problem = text_problem(value)
+    if problem:
+        raise DataError(f"{where}: {fieldname}: {problem}")
 
 
 def _record_id(value, where: str, seen: dict, position, used_at: str) -> str:
@@ -109,6 +139,7 @@ def _record_id(value, where: str, seen: dict, position, used_at: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise DataError(f"{where}: id: expected a string or integer, got {value!r}")
     rid = str(value)
+    _check_unicode(rid, where, "id")
     if rid in seen:
         raise DataError(f"{where}: id: {rid!r} already used {used_at} {seen[rid]}")
     seen[rid] = position
@@ -123,6 +154,7 @@ def _str_list(value, where: str, fieldname: str) -> list[str]:
     for i, v in enumerate(value):
         if not isinstance(v, str):
             raise DataError(f"{where}: {fieldname}[{i}]: expected a string, got {type(v).__name__} ({v!r})")
+        _check_unicode(v, where, f"{fieldname}[{i}]")
     return list(value)
 
 
@@ -174,9 +206,13 @@ def _utf8_lines(path: str) -> list[str]:
 
 def _json_object_line(line: str, where: str) -> dict:
     try:
-        obj = json.loads(line.rstrip("\r\n"))
+        obj = json.loads(line.rstrip("\r\n"), object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as e:
+        raise DataError(f"{where}: the key {e.args[0]!r} appears twice in the record (one would be lost)") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply to read") from None
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -220,6 +256,7 @@ def read_mr2_items(path: str, root: str, label_names: Sequence[str], require_lab
     present: list[bool] = []
     for key, item in data.items():
         where = f'{path}: item "{key}"'
+        _check_unicode(key, where, "id")
         if not isinstance(item, dict):
             raise DataError(f"{where}: expected an object, got {type(item).__name__}")
         if "caption" not in item:
