@@ -15,7 +15,8 @@
     @fuzz(20)                  # a slow target (a subprocess, a model): fewer examples
 
 Every profile has no deadline (the machine's cores are shared: a slow example is not a failure) and
-writes no example database into the checkout. The default profile ``paddle-models`` (loaded by
+writes no example database; hypothesis's other caches go to a folder under the system's temporary folder,
+not into the checkout. The default profile ``paddle-models`` (loaded by
 ``tests/conftest.py``) is derandomized: each run tries the same examples, so a failure in CI reproduces
 locally. ``HYPOTHESIS_PROFILE=paddle-models-random`` draws fresh examples each run (a local fuzzing
 session; hypothesis prints the failing example and a ``@reproduce_failure`` line to keep as a test).
@@ -23,8 +24,12 @@ session; hypothesis prints the failing example and a ``@reproduce_failure`` line
 from __future__ import annotations
 
 import os
+import tempfile
 
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "paddle-models-hypothesis"))
 
 FAST_EXAMPLES = 50     # per target in the default suite
 DEEP_EXAMPLES = 1000   # per target behind the slow marker
