@@ -96,18 +96,22 @@ def _check_ranges(cfg: dict, origin: str, overridden: dict) -> None:
 
 
 def _check_finite(cfg: dict, origin: str, overridden: dict) -> None:
-    """Raise ConfigError for a float that is not finite anywhere in ``cfg`` (lists and open mappings too),
-    naming the key and where it was set (the override, else the file)."""
-    stack = [(cfg, "")]
+    """Raise ConfigError for a float that is not finite anywhere in ``cfg`` (lists and open mappings too), or
+    for a value that contains itself (a YAML alias cycle, ``&a [*a]``), naming the key and where it was set
+    (the override, else the file)."""
+    stack = [(cfg, "", ())]
     while stack:
-        node, path = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in node.items())
-        elif isinstance(node, list):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+        node, path, above = stack.pop()
+        key = path.split("[", 1)[0]
+        where = f"-o {overridden[key]}" if key in overridden else origin
+        if isinstance(node, (dict, list)):
+            if id(node) in above:
+                raise ConfigError(f"{where}: {path}: the value contains itself (a YAML alias cycle)")
+            inner = (*above, id(node))
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((v, (f"{path}.{k}" if path else str(k)) if isinstance(node, dict) else f"{path}[{k}]", inner)
+                         for k, v in items)
         elif isinstance(node, float) and not math.isfinite(node):
-            key = path.split("[", 1)[0]
-            where = f"-o {overridden[key]}" if key in overridden else origin
             raise ConfigError(f"{where}: {path}: must be a finite number, got {node!r}")
 
 
@@ -154,6 +158,10 @@ def _read_yaml(path: str) -> dict:
             data = load_yaml(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply to read") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -313,15 +321,19 @@ def load_config(path: str | None = None, overrides: Iterable[str] = (), data: di
     parsed = [(o, *parse_override(o)) for o in overrides]
     # Arch.name may itself be overridden; find it first.
     name = (raw.get("Arch") or {}).get("name") if isinstance(raw.get("Arch"), dict) else None
-    for _text, keys, value in parsed:
+    name_origin = origin
+    for text, keys, value in parsed:
         if keys == ["Arch", "name"]:
-            name = value
+            name, name_origin = value, f"-o {text}"
     if not name:
         raise ConfigError(f"{origin}: missing required key 'Arch.name' (the registered model to build)")
+    if not isinstance(name, str):
+        raise ConfigError(f"{name_origin}: Arch.name: expected the name of a registered model, got "
+                          f"{_type_name(name)} ({name!r})")
     try:
         entry = model_entry(name)
     except KeyError as e:
-        raise ConfigError(f"{origin}: Arch.name: {e.args[0]}") from None
+        raise ConfigError(f"{name_origin}: Arch.name: {e.args[0]}") from None
     family = entry["family"]
     schema = family_defaults(family)
     if saved:
