@@ -390,7 +390,7 @@ class Server:
 
         @self.app.get("/openapi.json")
         def schema():
-            return json_response(openapi_schema(self.model.task))
+            return json_response(openapi_schema(self.model.task, self.opt.max_records))
 
     def _add_http_errors(self) -> None:
         """Unknown paths (404) and methods (405) answered in JSON like every other error."""

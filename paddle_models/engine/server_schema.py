@@ -30,9 +30,11 @@ def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _predict(record_schema: dict) -> dict:
-    body = {"type": "object", "required": ["records"],
-            "properties": {"records": {"type": "array", "minItems": 1, "items": record_schema}}}
+def _predict(record_schema: dict, max_records: int | None) -> dict:
+    records = {"type": "array", "minItems": 1, "items": record_schema}
+    if max_records:
+        records["maxItems"] = int(max_records)  # more: 413
+    body = {"type": "object", "required": ["records"], "properties": {"records": records}}
     responses = {"200": _json({"type": "object", "required": ["predictions"], "properties": {
         "predictions": {"type": "array", "items": {"type": "object"}}}}, "one prediction row per record, in order")}
     responses.update({status: _json({"$ref": "#/components/schemas/Error"}, what)
@@ -48,8 +50,9 @@ def _guarded(summary: str, operation_id: str, ok: dict) -> dict:
         "200": ok, "401": _json({"$ref": "#/components/schemas/Error"}, "missing or wrong bearer token")}}}
 
 
-def openapi_schema(task) -> dict:
-    """The OpenAPI 3.0 document of a server whose serving task is ``task``."""
+def openapi_schema(task, max_records: int | None = None) -> dict:
+    """The OpenAPI 3.0 document of a server whose serving task is ``task`` and that takes at most
+    ``max_records`` records per request."""
     status = {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string"}, "version": {"type": "string"}}}
     paths = {
@@ -61,7 +64,7 @@ def openapi_schema(task) -> dict:
                               _json({"type": "object", "required": ["family", "version", "labels"]}, "facts")),
         "/metrics": _guarded("Prometheus metrics of this process", "metrics", {
             "description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}),
-        "/v1/predict": _predict(task.record_schema()),
+        "/v1/predict": _predict(task.record_schema(), max_records),
         "/openapi.json": {"get": {"summary": "this document", "operationId": "openapi",
                                   "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0")}}},
     }
