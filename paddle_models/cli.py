@@ -6,15 +6,21 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 from .engine.artifact import to_builtin  # noqa: F401  (re-exported for the commands)
+from .engine.signals import blocked, exit_code, install_stop_handlers
+
+EXIT_CODES = ("exit codes: 0 done; 1 ran, and a check failed; 2 error (one line: error: ...); 130 stopped by "
+              "SIGINT (Ctrl-C), 143 stopped by SIGTERM (a training saves checkpoints/last first: resume with "
+              "--resume). An interrupted tool leaves no partial file in place of a good one.")
 
 
 def base_parser(description: str, config_required: bool = True, prog: str | None = None) -> argparse.ArgumentParser:
     """A parser with ``-c/--config``, ``-o/--override``, ``--json`` and ``--debug`` (``prog``: the name in its
     usage line; None: the script's file name)."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=EXIT_CODES)
     p.add_argument("-c", "--config", required=config_required, help="YAML config (configs/<family>/<name>.yaml)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. -o Global.epochs=3 -o Arch.modalities=[text]")
@@ -49,21 +55,27 @@ def _expected(e: BaseException) -> bool:
     return own or isinstance(e, (OSError, ValueError, KeyError))
 
 
-def run_tool(main, argv=None):
+def run_tool(main, argv=None, preload=None):
     """Run ``main()`` and exit with its code. Errors end in one line on stderr: ``error: <message>`` and exit
-    code 2 (a tool returns 1 itself for "ran, and a check failed"). An interrupt (Ctrl-C) prints its message
-    (the trainer's says where to resume) and exits 130. With ``--debug`` among the arguments (``argv``, by
-    default the process's own) the stack trace is shown instead."""
+    code 2 (a tool returns 1 itself for "ran, and a check failed"). SIGINT (Ctrl-C) and SIGTERM end in one
+    ``interrupted by SIG...: ...`` line (the trainer's says where to resume) and exit 128 + the signal's number:
+    130 and 143 (:data:`EXIT_CODES`); SIGTERM raises :class:`~paddle_models.engine.signals.Terminated`, so the
+    clean-up of an interrupt runs for it too. ``preload()`` runs first with SIGTERM blocked, then the handlers
+    are installed (an import that replaces SIGTERM's handler, paddle's, goes there). With ``--debug`` among the
+    arguments (``argv``, by default the process's own) the stack trace is shown instead."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
+        with blocked([signal.SIGTERM]):  # a SIGTERM now waits until its handler is in place
+            if preload is not None:
+                preload()
+            install_stop_handlers()
         code = main()
     except SystemExit:
         raise
     except KeyboardInterrupt as e:
         if debug:
             raise
-        print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr, flush=True)
-        sys.exit(130)
+        _interrupted(e)
     except Exception as e:
         if debug:
             raise
@@ -75,6 +87,16 @@ def run_tool(main, argv=None):
         print(f"error: {msg}", file=sys.stderr, flush=True)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+def _interrupted(e: KeyboardInterrupt):
+    """The one line and exit code of a tool stopped by a signal (``e.signum``; SIGINT for a plain Ctrl-C)."""
+    signum = getattr(e, "signum", signal.SIGINT)
+    message = str(e) if str(e) and not str(e).startswith("terminated (") else ""
+    sys.stdout.flush()
+    print(f"interrupted by {signal.Signals(signum).name}{': ' + message if message else ''}", file=sys.stderr,
+          flush=True)
+    sys.exit(exit_code(signum))
 
 
 def print_summary(title: str, result: dict):

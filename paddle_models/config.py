@@ -4,8 +4,10 @@ A config names its model in ``Arch.name``; the model's family (``multimodal``, `
 ``transformer``) selects the family's default config ``paddle_models/defaults/<family>.yaml``. That
 file is the schema: every key is documented there once, a key absent from it is an error, and a value
 whose type differs from the default's is an error (ints are accepted where a float is expected; a
-default of ``null`` accepts any type; an empty mapping ``{}`` accepts any keys). Numeric keys with a
-valid range are checked against :data:`RANGES` (``Global.epochs >= 1``, ``Optimizer.lr > 0``...).
+default of ``null`` accepts any type; an empty mapping ``{}`` accepts any keys). Every float anywhere in a
+config must be finite (``.inf``, ``.nan`` are errors naming the key; no key of the schemas takes them).
+Numeric keys with a valid range are checked against :data:`RANGES` (``Global.epochs >= 1``,
+``Optimizer.lr > 0``...).
 
 YAML files and ``-o`` values are read by :class:`ConfigLoader`, a ``SafeLoader`` that also reads ``2e-3``
 (no dot, which YAML 1.1 leaves a string) as a float, so a file and an override read numbers the same way.
@@ -94,6 +96,26 @@ def _check_ranges(cfg: dict, origin: str, overridden: dict) -> None:
             raise ConfigError(f"{where}: {key}: must be {op} {bound}, got {node!r}")
 
 
+def _check_finite(cfg: dict, origin: str, overridden: dict) -> None:
+    """Raise ConfigError for a float that is not finite anywhere in ``cfg`` (lists and open mappings too), or
+    for a value that contains itself (a YAML alias cycle, ``&a [*a]``), naming the key and where it was set
+    (the override, else the file)."""
+    stack = [(cfg, "", ())]
+    while stack:
+        node, path, above = stack.pop()
+        key = path.split("[", 1)[0]
+        where = f"-o {overridden[key]}" if key in overridden else origin
+        if isinstance(node, (dict, list)):
+            if id(node) in above:
+                raise ConfigError(f"{where}: {path}: the value contains itself (a YAML alias cycle)")
+            inner = (*above, id(node))
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((v, (f"{path}.{k}" if path else str(k)) if isinstance(node, dict) else f"{path}[{k}]", inner)
+                         for k, v in items)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(f"{where}: {path}: must be a finite number, got {node!r}")
+
+
 class AttrDict(dict):
     """A dict whose keys are also attributes (``cfg.Global.epochs``)."""
 
@@ -137,6 +159,10 @@ def _read_yaml(path: str) -> dict:
             data = load_yaml(f)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply to read") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -296,15 +322,19 @@ def load_config(path: str | None = None, overrides: Iterable[str] = (), data: di
     parsed = [(o, *parse_override(o)) for o in overrides]
     # Arch.name may itself be overridden; find it first.
     name = (raw.get("Arch") or {}).get("name") if isinstance(raw.get("Arch"), dict) else None
-    for _text, keys, value in parsed:
+    name_origin = origin
+    for text, keys, value in parsed:
         if keys == ["Arch", "name"]:
-            name = value
+            name, name_origin = value, f"-o {text}"
     if not name:
         raise ConfigError(f"{origin}: missing required key 'Arch.name' (the registered model to build)")
+    if not isinstance(name, str):
+        raise ConfigError(f"{name_origin}: Arch.name: expected the name of a registered model, got "
+                          f"{_type_name(name)} ({name!r})")
     try:
         entry = model_entry(name)
     except KeyError as e:
-        raise ConfigError(f"{origin}: Arch.name: {e.args[0]}") from None
+        raise ConfigError(f"{name_origin}: Arch.name: {e.args[0]}") from None
     family = entry["family"]
     schema = family_defaults(family)
     if saved:
@@ -317,7 +347,9 @@ def load_config(path: str | None = None, overrides: Iterable[str] = (), data: di
         set_paths[".".join(keys)] = f"-o {text}"
     _check_model_keys(name, entry["arch_keys"], set_paths)
     cfg.setdefault("Global", {})
-    _check_ranges(cfg, origin, {".".join(keys): text for text, keys, _ in parsed})
+    overridden = {".".join(keys): text for text, keys, _ in parsed}
+    _check_finite(cfg, origin, overridden)
+    _check_ranges(cfg, origin, overridden)
     out = _attr(cfg)
     out["_family"] = family
     out["_path"] = os.path.abspath(path) if path else None

@@ -42,14 +42,14 @@ def task_for_export(model_dir: str, meta: dict | None = None):
     """The family's task serving the export folder ``model_dir`` (``Task.for_export`` with the folder's
     export.yaml and config.yaml): its ``read_inputs``, ``prepare_items`` and ``prediction_rows``."""
     from .config import load_config
-    from .engine.artifact import CONFIG_FILE, read_export_meta
+    from .engine.artifact import CONFIG_FILE, export_path, read_export_meta
     from .registry import get_task
 
     meta = meta if meta is not None else read_export_meta(model_dir)
     family = meta.get("family")
     if not family:
         raise ValueError(f"{model_dir}: export.yaml names no family")
-    cfg = load_config(os.path.join(model_dir, meta.get("config") or CONFIG_FILE), saved=True)
+    cfg = load_config(export_path(model_dir, "config", meta.get("config") or CONFIG_FILE), saved=True)
     return get_task(family).for_export(model_dir, meta, cfg)
 
 
@@ -137,7 +137,9 @@ def _predict_stream(predictor, task, dataset, collate, options: InferOptions, ti
     import numpy as np
 
     from .engine.loader import Loader
+    from .engine.signals import restore_handlers
 
+    restore_handlers()  # the imports of loading (paddle, paddlenlp) may have replaced SIGTERM's handler
     loader = Loader(dataset, collate, options.batch_size, options.num_workers)
     rows, labels = [], []
     bar = None
@@ -203,7 +205,9 @@ def infer_raw(predictor, options: InferOptions) -> dict:
 def infer_arrays(predictor, input_file: str, out: str) -> dict:
     """A .npz of input arrays -> the raw outputs as a .npz (:func:`npz_output_path` of ``out``); the facts."""
     from .engine.artifact import load_npz, save_npz
+    from .engine.signals import restore_handlers
 
+    restore_handlers()  # the imports of loading (paddle) may have replaced SIGTERM's handler
     arrays = load_npz(input_file)
     t0 = time.time()
     outs = predictor.run(arrays)

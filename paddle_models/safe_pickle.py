@@ -25,6 +25,13 @@ Admitted (``admitted_globals()``):
 of old checkpoints: a stand-in records the state the file gives (three ints and a list of ints) and
 never constructs the Paddle object; the caller validates and applies it.
 
+Bounded memory: before unpickling, the opcodes are read once (``pickletools.genops``, every read cut at
+the file's end), so a length a pickle declares beyond the end is an error, not an allocation; the admitted
+callables that take a size are guarded: ``bytearray`` only rebuilds bytes (from a ``str`` and the latin-1
+codec, or from bytes), ``numpy.ndarray`` is never called directly, and ``_reconstruct`` only makes the empty
+array ``ndarray.__setstate__`` then fills (a shape of at most one element). Anything that does not unpickle
+raises ``UnreadableModelFile`` naming the file.
+
 ``safe_load(path)`` returns what ``paddle.load(path, return_numpy=True)`` returns for a state dict or an
 optimizer state (big arrays split by ``paddle.save`` under ``UnpackBigParamInfor@@`` are joined again,
 the ``StructuredToParameterName@@`` table is dropped, ``(name, ndarray)`` tensor tuples become arrays);
@@ -63,6 +70,11 @@ _NAME_TABLE = "StructuredToParameterName@@"
 
 class UnsafeModelFile(ValueError):
     """A model/state file references a global that a state dict never needs; nothing from it was run."""
+
+
+class UnreadableModelFile(ValueError):
+    """A model/state file is not a readable pickle or safetensors file (truncated, corrupt, not one at all);
+    the message names the file and what failed."""
 
 
 def _refusal(path, what: str) -> UnsafeModelFile:
@@ -113,14 +125,33 @@ class GeneratorStateRecord:
         self.state = state
 
 
+class _NotCalled:
+    """What ``find_class("numpy", "ndarray")`` gives: the class as ``_reconstruct``'s argument (a pickled
+    array names it so), refused when a pickle calls it (``ndarray(shape)`` allocates the shape)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        raise _refusal(self.name, "a direct call of numpy.ndarray")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler whose ``find_class`` admits only ``admitted_globals()`` (plus ``extra``)."""
+    """An unpickler whose ``find_class`` admits only ``admitted_globals()`` (plus ``extra``), with the
+    size-taking callables guarded (see the module doc)."""
 
     def __init__(self, file, name: str, extra: dict | None = None):
         super().__init__(file, encoding="latin1")
         self.name = name
         self.admitted = admitted_globals()
+        self._ndarray = _NotCalled(name)
+        self._reconstruct = self.admitted[("numpy.core.multiarray", "_reconstruct")]
         self.admitted[("_codecs", "encode")] = self._latin1_bytes
+        self.admitted[("numpy", "ndarray")] = self._ndarray
+        for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            self.admitted[(mod, "_reconstruct")] = self._empty_array
+        for mod in ("builtins", "__builtin__"):
+            self.admitted[(mod, "bytearray")] = self._bytearray
         self.admitted.update(extra or {})
 
     def find_class(self, module, name):
@@ -137,10 +168,61 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise _refusal(self.name, f"_codecs.encode with the codec {encoding!r}")
         return text.encode("latin1")
 
+    def _bytearray(self, source=b"", encoding=None):
+        if isinstance(source, str) and encoding is not None:
+            return bytearray(self._latin1_bytes(source, encoding))
+        if isinstance(source, (bytes, bytearray)) and encoding is None:
+            return bytearray(source)
+        raise _refusal(self.name, f"bytearray of a {type(source).__name__} (it rebuilds bytes, nothing else)")
+
+    def _empty_array(self, cls, shape, dtype):
+        import numpy as np
+
+        size = np.prod(shape, dtype=object) if isinstance(shape, tuple) else None
+        if cls is not self._ndarray or size is None or not 0 <= size <= 1:
+            raise _refusal(self.name, f"numpy _reconstruct of {type(cls).__name__} with the shape {shape!r} (a "
+                                      f"pickled array rebuilds an empty one)")
+        return self._reconstruct(np.ndarray, shape, dtype)
+
+
+class _BoundedReader:
+    """A binary file whose reads stop at its end (``read(n)`` of a huge ``n`` allocates nothing)."""
+
+    def __init__(self, file, size: int):
+        self.file, self.left = file, size
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.file.read(self.left if n < 0 else min(n, self.left))
+        self.left -= len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self.file.readline(self.left)
+        self.left -= len(line)
+        return line
+
+
+def _unpickle(file, name: str, extra: dict | None = None):
+    """The object of the pickle in ``file`` (a seekable binary file): its opcodes read once first, every
+    declared length checked against the end; UnreadableModelFile for anything that does not unpickle."""
+    import pickletools
+
+    size = file.seek(0, io.SEEK_END)
+    try:
+        file.seek(0)
+        for _ in pickletools.genops(_BoundedReader(file, size)):
+            pass
+        file.seek(0)
+        return RestrictedUnpickler(file, name, extra).load()
+    except UnsafeModelFile:
+        raise
+    except Exception as e:  # truncated, corrupt, not a pickle, a call with wrong arguments, nesting too deep
+        raise UnreadableModelFile(f"{name}: not a readable pickle ({type(e).__name__}: {str(e)[:200]})") from None
+
 
 def restricted_loads(data: bytes, name: str, extra: dict | None = None):
     """Unpickle ``data`` through ``RestrictedUnpickler``; ``name`` is the file named in errors."""
-    return RestrictedUnpickler(io.BytesIO(data), name, extra).load()
+    return _unpickle(io.BytesIO(data), name, extra)
 
 
 def _join_packed(obj):
@@ -211,6 +293,19 @@ def is_safetensors(path: str) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and head[5:8] == b"\0\0\0" and head[0] != 0x80
 
 
+def _named_failure(load, path: str, kind: str):
+    """``load(path)``; a failure that does not name the file yet (safetensors' or zipfile's own errors on a
+    damaged file) becomes UnreadableModelFile naming it."""
+    try:
+        return load(path)
+    except (UnsafeModelFile, UnreadableModelFile):
+        raise
+    except Exception as e:  # a damaged header or archive: ValueError, KeyError, TypeError, zipfile.BadZipFile, ...
+        message = str(e) if isinstance(e, ValueError) and path in str(e) else \
+            f"{path}: not a readable {kind} ({type(e).__name__}: {str(e)[:200]})"
+        raise UnreadableModelFile(message) from None
+
+
 def safe_load(path: str):
     """Read a Paddle state dict / optimizer state like ``paddle.load(path, return_numpy=True)``, without
     running code from the file. A safetensors file (``is_safetensors``) is read by ``load_safetensors``, a
@@ -218,12 +313,12 @@ def safe_load(path: str):
     anything beyond arrays, plain containers (and, in a PyTorch file, plain tensors)."""
     path = os.fspath(path)
     if is_safetensors(path):
-        return load_safetensors(path)
+        return _named_failure(load_safetensors, path, "safetensors file")
     if zipfile.is_zipfile(path):
-        return load_torch(path)
+        return _named_failure(load_torch, path, "PyTorch file")
     _refuse_legacy_torch(path)
     with open(path, "rb") as f:
-        obj = RestrictedUnpickler(f, path).load()
+        obj = _unpickle(f, path)
     _check_no_object_arrays(obj, path)
     if isinstance(obj, dict):
         obj = _join_packed(obj)
@@ -242,7 +337,7 @@ def load_rng_pickle(path: str):
     record = type("GeneratorStateRecord", (GeneratorStateRecord,), {})  # a fresh class: a load cannot alter the next
     extra = {("paddle.base.libpaddle", "GeneratorState"): record, ("paddle.fluid.libpaddle", "GeneratorState"): record}
     with open(path, "rb") as f:
-        obj = RestrictedUnpickler(f, path, extra).load()
+        obj = _unpickle(f, path, extra)
     _check_no_object_arrays(obj, path)
     return obj
 
@@ -381,9 +476,10 @@ def _refuse_legacy_torch(path: str) -> None:
     with open(path, "rb") as f:
         head = f.read(len(_TORCH_LEGACY_MAGIC))
     if head == _TORCH_LEGACY_MAGIC:
-        raise ValueError(f"{path}: PyTorch's legacy format (torch.save before PyTorch 1.6, or with "
-                         "_use_new_zipfile_serialization=False) is not read; load it once with torch and save it "
-                         "again with torch.save (the zip format) or as safetensors")
+        raise UnreadableModelFile(
+            f"{path}: PyTorch's legacy format (torch.save before PyTorch 1.6, or with "
+            "_use_new_zipfile_serialization=False) is not read; load it once with torch and save it "
+            "again with torch.save (the zip format) or as safetensors")
 
 
 def load_torch(path: str):

@@ -103,3 +103,95 @@ def test_sigint_saves_last_and_says_how_to_resume(demo, tmp_path):
     assert last_json(res.stdout)["steps"] == 24
     steps = [json.loads(line)["step"] for line in open(out / "metrics.jsonl") if '"train"' in line]
     assert steps == sorted(set(steps)), steps  # no step logged twice
+
+
+def test_sigterm_saves_last_and_resumes(demo, tmp_path):
+    """SIGTERM (a scheduler stopping the job) ends like Ctrl-C: checkpoints/last at the next optimizer step,
+    one line saying where to resume, exit code 143 (it used to be killed by the signal, or by paddlenlp's reset
+    of its handler, without saving); --resume then finishes the run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOG_minloglevel="2")
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cmd(demo, out, "-o", "Global.save_every_steps=0"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    state_file = out / "checkpoints" / "last" / "trainer.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not state_file.exists():  # after epoch 1's eval
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "FatalError" not in err, err[-3000:]
+    m = re.search(r"interrupted by SIGTERM: interrupted at step (\d+) \(checkpoint \S+last\); resume with --resume",
+                  err)
+    assert m, err[-3000:]
+    assert json.loads(state_file.read_text())["step"] == int(m.group(1))
+    res = subprocess.run(cmd(demo, out, "--resume", "--json"), capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert last_json(res.stdout)["steps"] == 24
+
+
+# A training whose third checkpoint save SIGKILLs its own process half-way through writing the weights file.
+_DIE_IN_THIRD_SAVE = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from paddle_models.engine import checkpoint
+real, calls = checkpoint._save_arrays, {"n": 0}
+def dying_save(arrays, path):
+    if path.endswith("model.safetensors"):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            real(arrays, path)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+    real(arrays, path)
+checkpoint._save_arrays = dying_save
+sys.argv = [sys.argv[2]] + sys.argv[3:]
+from paddle_models.commands import run_command
+run_command("train")
+"""
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_last_good_one(demo, tmp_path):
+    """kill -9 while checkpoints/last is being written (its weights half on disk in last.tmp): the previous
+    last is intact and --resume continues from it to the end."""
+    from paddle_models.engine.checkpoint import verify_checkpoint
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOG_minloglevel="2")
+    out = tmp_path / "run"
+    argv = cmd(demo, out, "-o", "Global.eval_every_steps=0")
+    proc = subprocess.run([sys.executable, "-c", _DIE_IN_THIRD_SAVE, str(ROOT), *argv[1:]], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    last = out / "checkpoints" / "last"
+    assert (out / "checkpoints" / "last.tmp").is_dir()  # the write that was cut off
+    verify_checkpoint(str(last))
+    assert json.loads((last / "trainer.json").read_text())["step"] == 2  # the second save (save_every_steps=1)
+    res = subprocess.run(cmd(demo, out, "--resume", "--json"), capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from" in res.stderr and f"{last}" in res.stderr
+    assert last_json(res.stdout)["steps"] == 24
+    assert not (out / "checkpoints" / "last.tmp").exists()
+    verify_checkpoint(str(last))
+
+
+def test_two_trainings_into_one_output_folder(demo, tmp_path):
+    """The second of two runs started on one Global.output_dir stops at once, naming the folder and the
+    holder; the first finishes untouched; once it is done the folder is free again."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOG_minloglevel="2")
+    out = tmp_path / "run"
+    first = subprocess.Popen(cmd(demo, out, "--json"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None and not (out / ".lock").exists():
+        time.sleep(0.05)
+    second = subprocess.run(cmd(demo, out, "-o", "Global.epochs=1"), capture_output=True, text=True, timeout=600,
+                            env=env)
+    out_first, err_first = first.communicate(timeout=600)
+    assert first.returncode == 0, err_first[-3000:]
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"error: {out}: another run is writing this output folder (training: pid {first.pid} " in second.stderr
+    assert last_json(out_first)["steps"] == 24 and not (out / ".lock").exists()
+    again = subprocess.run(cmd(demo, out, "--resume"), capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]

@@ -20,7 +20,6 @@ import pytest
 from paddle_models.config import load_config
 from paddle_models.engine.artifact import version_hash
 from paddle_models.engine.export import export_model
-from paddle_models.engine.trainer import Trainer
 from paddle_models.registry import get_task, model_entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,20 +29,10 @@ ENV = {**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH": str(ROOT), "OMP_NUM_
 
 # ---- exports ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def mm(tmp_path_factory):
-    """A tiny multimodal run (demo data, 2 steps) exported; its test split as request records."""
-    from paddle_models.multimodal.demo_data import make_demo_data
-
-    root = tmp_path_factory.mktemp("serve_mm")
-    data = root / "data"
-    make_demo_data(str(data), 48, 12, 12, seed=7, image_size=40)
-    over = [f"Data.root={data}", f"Global.output_dir={root / 'run'}", "Global.max_steps=2", "Global.progress=false",
-            "Global.batch_size=16", "Global.eval_batch_size=16", "Global.num_threads=1"]
-    cfg = load_config(CONFIG, over)
-    res = Trainer(cfg, get_task("multimodal")(cfg)).fit()
-    cfg = load_config(CONFIG, over + [f"Global.checkpoint={res['best_checkpoint']}"])
-    export_model(cfg, str(root / "export"), onnx=False, threads=1, check_onednn=False)
-    return {"root": root, "data": data, "export": root / "export", "records": records_of(data / "test.jsonl")}
+def mm(serve_mm_export):
+    """A tiny multimodal run (demo data, 2 steps) exported (conftest's serve_mm_export); its test split as
+    request records."""
+    return {**serve_mm_export, "records": records_of(serve_mm_export["data"] / "test.jsonl")}
 
 
 def b64(path) -> str:

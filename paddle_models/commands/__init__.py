@@ -9,8 +9,10 @@ and ``main(argv=None, prog=None) -> exit code`` (parse, call the package, print 
 ``tools/<name>.py`` is a few lines that call :func:`run_command`. :func:`run_command` first sets the
 environment a command needs before paddle is imported (``OMP_NUM_THREADS``: all cores, as paddle would
 otherwise use one; ``GLOG_minloglevel=2``: Paddle's C++ log quiet; a value already set is kept), then
-imports the command and runs it under :func:`paddle_models.cli.run_tool` (an error ends in one
-``error: ...`` line and exit code 2). This package is the tool layer: the engine never imports it.
+imports the command (and first paddle, for the commands of :data:`PADDLE_FIRST`, so that the stop handlers
+installed next stay in place) and runs it under :func:`paddle_models.cli.run_tool` (an error ends in one
+``error: ...`` line and exit code 2; SIGINT / SIGTERM in one ``interrupted by ...`` line and exit code 130 /
+143). This package is the tool layer: the engine never imports it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ import sys
 
 THREADS = "OMP_NUM_THREADS"
 QUIET_GLOG = "GLOG_minloglevel"
+
+# commands that import paddle anyway: run_command imports it before the stop handlers go in (paddle's import
+# replaces SIGTERM's handler at the OS level; see engine/signals.py). Not serve: its parent forks without paddle
+PADDLE_FIRST = ("train", "eval", "export", "infer", "translate", "demo")
 
 # command -> (module of this package, environment variables it sets before paddle is imported)
 COMMANDS = {
@@ -57,7 +63,11 @@ def run_command(name: str, argv=None, prog: str | None = None):
     for key, value in environment_defaults(env_names).items():
         os.environ.setdefault(key, value)
     module = importlib.import_module(f"{__name__}.{module_name}")
-    run_tool(lambda: module.main(argv, prog), argv)
+    run_tool(lambda: module.main(argv, prog), argv, preload=_import_paddle if name in PADDLE_FIRST else None)
+
+
+def _import_paddle():
+    import paddle  # noqa: F401
 
 
 def usage() -> str:

@@ -17,12 +17,12 @@ and then writes the raw outputs to PRED as .npz. The work is done by ``paddle_mo
 import argparse
 import os
 
-from ..cli import add_debug_flag, emit_json, print_summary, setup_logging
+from ..cli import EXIT_CODES, add_debug_flag, emit_json, print_summary, setup_logging
 from ..inference import InferOptions, check_infer_options, run_inference
 
 
 def parser(prog=None):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=EXIT_CODES)
     p.add_argument("--model-dir", required=True, help="export folder (tools/export.py --out)")
     p.add_argument("--input", required=True, help="JSONL / MR2 dataset_items JSON (multimodal) or .npz of arrays")
     p.add_argument("--out", required=True, help="predictions CSV (JSON lines beside it)")

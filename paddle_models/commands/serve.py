@@ -4,10 +4,11 @@
                           [--max-wait-ms 5] [--token-file F] [--watch]
 
 Prints ``serving on http://HOST:PORT`` once the model is loaded and warmed (then ``/readyz`` answers 200).
-Endpoints and limits: ``paddle_models/engine/server.py``. SIGTERM (or Ctrl+C) drains: requests in flight
-are answered, new ones refused, then the process exits 0. SIGHUP, or a change of the folder that
-``--model-dir`` names (with ``--watch``: a symlink repointed, or export.yaml rewritten), loads the model
-again and swaps it in without failing a request.
+Endpoints and limits: ``paddle_models/engine/server.py``. SIGTERM (or Ctrl+C) drains: ``/readyz`` and new
+predictions answer 503, new connections are refused, the requests in flight are answered, then the process
+exits 0 (a signal during start-up: exit 0 once the model is loaded, without serving). SIGHUP, or a change
+of the folder that ``--model-dir`` names (with ``--watch``: a symlink repointed, or export.yaml
+rewritten), loads the model again and swaps it in without failing a request.
 
 ``--processes N`` (default: one per CPU core) runs N server processes on one listening socket, each with its
 own model, batcher and metrics; ``--workers N`` runs N batcher threads in one process, each with its own
@@ -19,9 +20,12 @@ import os
 
 from ..cli import setup_logging
 
+EXIT_CODES = ("exit codes: 0 stopped by SIGTERM or SIGINT (after draining, or during start-up); 2 error (the "
+              "message says which); with --processes N, the first non-zero code of a server process")
+
 
 def parser(prog=None):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=EXIT_CODES)
     p.add_argument("--model-dir", required=True, help="export folder (tools/export.py --out), or a symlink to one")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000, help="0: any free port (the ready line says which)")
@@ -99,8 +103,11 @@ def main(argv=None, prog=None):
     setup_logging(quiet=True)
     from ..engine.serve_process import bind, serve_one, serve_processes
 
-    sock = bind(args.host, args.port)
-    make_server = make_server_factory(args)
+    try:
+        sock = bind(args.host, args.port)
+        make_server = make_server_factory(args)
+    except KeyboardInterrupt:  # SIGTERM / SIGINT before start-up began: nothing to drain
+        return 0
     watch_dir = args.model_dir if args.watch else None
     if args.processes > 1:
         return serve_processes(make_server, sock, args.processes, watch_dir)

@@ -22,6 +22,15 @@ and once:
 ``config.yaml``
     the full training config.
 
+export.yaml's ``files`` records the sha256 of every other file of the folder (written last, by
+:func:`write_files_manifest`). :func:`read_export_meta` refuses a folder whose files differ from that
+record (a file changed, missing, or added after export, each named) and any path export.yaml names that
+leaves the folder (absolute elsewhere, ``..``, a symbolic link out: :func:`export_path`, which families use
+for their own keys such as ``preprocess.tokenizer``). The folder itself may be a symbolic link. The hashes
+guard against corruption and mix-ups (a partial copy, a file of another export), not against someone who
+can also rewrite export.yaml. An export.yaml without ``files`` (written before it existed) loads unchecked.
+``checkpoint.path`` records where the weights came from; it is never opened.
+
 Everything here is plain data: YAML (safe loader), npz without pickle, no code.
 """
 from __future__ import annotations
@@ -35,10 +44,18 @@ import numpy as np
 import yaml
 
 from ..fileio import atomic_write
+from ..paths import PathOutsideRoot, contained_path
 
 EXPORT_META = "export.yaml"
 CONFIG_FILE = "config.yaml"
 FORMAT_VERSION = 1
+FILES_KEY = "files"
+VARIANT_FILE_KEYS = ("model_file", "params_file", "example", "onnx_file", "int8_file")
+
+
+class ExportFolderError(ValueError):
+    """export.yaml names a path that leaves the export folder, or a file of the folder differs from
+    export.yaml's record of it; the message names the key or the file."""
 
 
 def to_builtin(x):
@@ -62,6 +79,19 @@ def file_sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def cached_sha256(path: str) -> str:
+    """:func:`file_sha256`, remembered per file version in this process (device, inode, size, mtime and
+    ctime: any write changes the ctime), so loading an export again hashes nothing unchanged."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(path)
+    return _DIGESTS[key]
 
 
 # ---- npz without pickle, byte-stable ----------------------------------------------------------------
@@ -88,7 +118,8 @@ def write_yaml(path: str, data: dict) -> None:
 
 
 def read_export_meta(model_dir: str) -> dict:
-    """The folder's ``export.yaml``, checked to be an export description this code understands."""
+    """The folder's ``export.yaml``, checked to be an export description this code understands, whose paths
+    stay inside the folder and whose files are the ones recorded at export (:func:`check_export_files`)."""
     path = os.path.join(model_dir, EXPORT_META)
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"{model_dir}: export folder not found")
@@ -97,12 +128,87 @@ def read_export_meta(model_dir: str) -> dict:
                                 f"tools/export.py -c CONFIG -o Global.checkpoint=CKPT --out DIR)")
     with open(path, encoding="utf-8") as f:
         meta = yaml.safe_load(f)
-    if not isinstance(meta, dict) or "variants" not in meta:
+    if not isinstance(meta, dict) or not isinstance(meta.get("variants"), dict):
         raise ValueError(f"{path}: not an export description (no 'variants')")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {meta.get('format_version')} is newer than this code "
                          f"understands ({FORMAT_VERSION})")
+    check_export_files(model_dir, meta)
     return meta
+
+
+# ---- paths and file hashes of an export folder ----------------------------------------------------------
+def export_path(model_dir: str, key: str, rel) -> str:
+    """The file or folder that export.yaml's ``key`` (``variants.model.model_file``, ``preprocess.tokenizer``)
+    names, inside ``model_dir``; :class:`ExportFolderError` naming the key when it leaves the folder."""
+    try:
+        return contained_path(model_dir, rel)
+    except PathOutsideRoot as e:
+        through = f" through a symbolic link (it resolves to {e.resolved})" if e.resolved else ""
+        what = "is not a path" if e.reason.startswith(("not a path", "a NUL")) else "leaves the export folder"
+        raise ExportFolderError(f"{os.path.join(model_dir, EXPORT_META)}: {key}: {rel!r} {what} "
+                                f"{os.path.abspath(model_dir)}{through}") from None
+
+
+def manifest_paths(meta: dict) -> list[tuple[str, str]]:
+    """(key, path) of every path the engine reads from export.yaml: ``config`` and each variant's files."""
+    out = [("config", meta["config"])] if meta.get("config") is not None else []
+    for name, entry in sorted((meta.get("variants") or {}).items()):
+        if not isinstance(entry, dict):
+            raise ExportFolderError(f"{EXPORT_META}: variants.{name}: expected a mapping, got {entry!r}")
+        out += [(f"variants.{name}.{k}", entry[k]) for k in VARIANT_FILE_KEYS if entry.get(k) is not None]
+    return out
+
+
+def folder_files(model_dir: str) -> list[str]:
+    """Every file under ``model_dir`` but its export.yaml, as sorted ``/``-separated relative paths."""
+    names = []
+    for folder, dirs, files in os.walk(model_dir):
+        dirs.sort()
+        rel_folder = os.path.relpath(folder, model_dir)
+        for name in files:
+            rel = name if rel_folder == "." else os.path.join(rel_folder, name)
+            names.append(rel.replace(os.sep, "/"))
+    return sorted(n for n in names if n != EXPORT_META)
+
+
+def files_manifest(model_dir: str) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file of the export folder but export.yaml."""
+    return {rel: file_sha256(export_path(model_dir, f"{FILES_KEY}.{rel}", rel)) for rel in folder_files(model_dir)}
+
+
+def write_files_manifest(model_dir: str) -> None:
+    """Record :func:`files_manifest` under export.yaml's ``files`` (the last write of an export)."""
+    path = os.path.join(model_dir, EXPORT_META)
+    with open(path, encoding="utf-8") as f:
+        meta = yaml.safe_load(f)
+    meta[FILES_KEY] = files_manifest(model_dir)
+    write_yaml(path, meta)
+
+
+def check_export_files(model_dir: str, meta: dict) -> None:
+    """Every path the engine reads stays inside the folder; with a ``files`` record, the folder holds exactly
+    those files with those sha256 (:class:`ExportFolderError` naming the first that differs)."""
+    for key, rel in manifest_paths(meta):
+        export_path(model_dir, key, rel)
+    recorded = meta.get(FILES_KEY)
+    if recorded is None:
+        return
+    where = os.path.join(model_dir, EXPORT_META)
+    if not isinstance(recorded, dict):
+        raise ExportFolderError(f"{where}: {FILES_KEY}: expected a mapping of file -> sha256")
+    present = set(folder_files(model_dir))
+    for rel in sorted(present):
+        if rel not in recorded:
+            raise ExportFolderError(f"{os.path.join(model_dir, rel)}: not a file of this export (added after "
+                                    f"export: {EXPORT_META}'s {FILES_KEY} does not list it); remove it or export again")
+    for rel, digest in recorded.items():
+        path = export_path(model_dir, f"{FILES_KEY}.{rel}", rel)
+        if rel not in present:
+            raise ExportFolderError(f"{path}: missing from the export folder ({EXPORT_META}'s {FILES_KEY} lists it)")
+        if cached_sha256(path) != digest:
+            raise ExportFolderError(f"{path}: its sha256 differs from the one {EXPORT_META} records (the file "
+                                    f"changed after export); restore it or export again")
 
 
 def graph_files(out_dir: str, variant: str) -> tuple:
@@ -148,5 +254,5 @@ def version_hash(model_dir: str) -> str:
         names += [e[k] for k in ("model_file", "params_file", "onnx_file", "int8_file") if e.get(k)]
     for n in names:
         h.update(n.encode())
-        h.update(file_sha256(os.path.join(model_dir, n)).encode())
+        h.update(cached_sha256(os.path.join(model_dir, n)).encode())
     return h.hexdigest()

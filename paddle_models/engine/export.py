@@ -52,12 +52,14 @@ from .artifact import (
     output_names,
     save_npz,
     spec_entry,
+    write_files_manifest,
     write_yaml,
 )
 from .onednn_probe import probe_onednn
 from .onnx import OnnxConversionError, convert_onnx, onnx_session
 from .parity import first_sample, flatten_outputs, max_rel_err
 from .predictor import Predictor
+from .signals import restore_handlers
 
 log = logging.getLogger("paddle_models")
 
@@ -264,6 +266,7 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
     out_dir = os.path.abspath(out_dir)
     _check_out_dir(out_dir)
     task, model = _task_and_model(cfg, task, model)
+    restore_handlers()  # the imports of building the model (paddlenlp) may have replaced SIGTERM's handler
     checks = _Checks(onnx or bool(quantize), threads, check_onednn, parity_tol, onnx_parity_tol)
     tmp = new_temp_folder(out_dir)
     try:
@@ -271,6 +274,7 @@ def export_model(cfg, out_dir: str, onnx: bool = False, task=None, model=None, t
         if quantize:
             result["quantization"] = _quantize_into(task, tmp, quantize, threads)
             result["variants"][QUANTIZED_VARIANT]["int8_file"] = result["quantization"]["file"]
+        write_files_manifest(tmp)  # last: the sha256 of every file, checked when the folder is loaded
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

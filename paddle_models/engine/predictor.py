@@ -44,7 +44,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..runtime import PRECISIONS
-from .artifact import EXPORT_META, default_variant, load_npz, read_export_meta, save_npz
+from .artifact import EXPORT_META, default_variant, export_path, load_npz, read_export_meta, save_npz
 from .onednn_probe import PROBE_TOL, default_threads, probe_onednn  # noqa: F401  (PROBE_TOL: re-exported)
 from .onnx import onnx_session
 from .parity import max_rel_err
@@ -176,7 +176,7 @@ class _ExportedGraph:
         self.threads = default_threads(threads)
 
     def _file(self, key: str) -> str:
-        path = os.path.join(self.model_dir, self.entry[key])
+        path = export_path(self.model_dir, f"variants.{self.variant}.{key}", self.entry[key])
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: missing from the export folder (listed in {EXPORT_META})")
         return path
@@ -204,7 +204,7 @@ class _ExportedGraph:
 
     def example_inputs(self) -> dict[str, np.ndarray]:
         """The inputs saved at export for the parity check."""
-        return load_npz(os.path.join(self.model_dir, self.entry["example"]))
+        return load_npz(export_path(self.model_dir, f"variants.{self.variant}.example", self.entry["example"]))
 
 
 class Predictor(_ExportedGraph):

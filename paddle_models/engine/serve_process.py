@@ -10,11 +10,19 @@ uvicorn server process or N forked ones accepting on that socket, signals, and t
 family: the tool layer passes ``task_factory(model_dir)`` (the family's serving task) and
 ``predictor_factory(model_dir, variant)``.
 
-Signals: SIGTERM or SIGINT drains (requests in flight are answered, new ones refused) and the process
-exits 0; SIGHUP loads the model folder again and swaps it in. With several processes the parent passes
-each of these signals on to every child and exits with the first non-zero child code. ``watch_dir``
-polls the model folder every second and reloads when the folder a path resolves to, or its export.yaml's
-mtime, changes.
+Signals: SIGTERM or SIGINT drains: ``/readyz`` and new predictions answer 503 at once, the listening
+socket closes (new connections are refused), the requests in flight are answered, and once none is left
+(or ``timeout_s`` + 5 s passed) the process exits 0; a second SIGTERM / SIGINT stops waiting for them.
+SIGHUP loads the model folder again and swaps it in. ``watch_dir`` polls the model folder every second and
+reloads when the folder a path resolves to, or its export.yaml's mtime, changes.
+
+Start-up: the signals are blocked while a process imports, loads and warms its model (a signal that
+arrives then waits until the handlers are in place: the process then exits 0 without serving), and after
+loading, the OS-level handlers are checked and installed again (``signals.restore_handlers``: Paddle's
+import and paddlenlp's replace them behind Python's back; a repair is logged). With several processes the
+parent passes each signal on to every child, holds no listening socket itself, exits with the first
+non-zero child code, and never leaves a child behind: each child gets SIGTERM when its parent dies
+(``PR_SET_PDEATHSIG`` on Linux), and a parent that stops on an error stops its children first.
 """
 from __future__ import annotations
 
@@ -25,6 +33,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+
+from .signals import STOP_SIGNALS, blocked, restore_handlers
 
 log = logging.getLogger("paddle_models")
 
@@ -66,14 +76,16 @@ def folder_stamp(model_dir: str) -> tuple:
         return real, None
 
 
-def watch(server, model_dir: str, stop: threading.Event) -> None:
-    """Reload ``server`` whenever :func:`folder_stamp` of ``model_dir`` changes, until ``stop`` is set."""
+def watch(server, model_dir: str, stop: threading.Event, reload: Callable[[], None] | None = None) -> None:
+    """Reload ``server`` (``reload()``, default ``server.reload()``) whenever :func:`folder_stamp` of
+    ``model_dir`` changes, until ``stop`` is set."""
+    reload = reload or server.reload
     last = folder_stamp(model_dir)
     while not stop.wait(1.0):
         now = folder_stamp(model_dir)
         if now != last and now[1] is not None:
             time.sleep(0.5)  # let a writer finish the folder
-            server.reload()
+            reload()
             last = folder_stamp(model_dir)
 
 
@@ -95,67 +107,146 @@ def ready_line(sock: socket.socket) -> str:
     return f"serving on http://{host}:{port}"
 
 
-def _uvicorn_server(server, config, ready: Callable[[], None]):
-    """A uvicorn server that reloads the model on SIGHUP, calls ``ready()`` once started and drains the
-    Server when uvicorn is told to exit."""
+SERVER_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class _StopFlag:
+    """The start-up handlers of a server process: SIGTERM / SIGINT ask it to stop, SIGHUP is ignored (the
+    model being loaded is the folder's current one)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _on_stop(self, signum, frame):
+        self.requested = True
+
+
+def check_handlers(where: str, expected: bool = False) -> None:
+    """:func:`~.signals.restore_handlers` on the server's signals, logging any that had to be repaired (a
+    warning, unless ``expected``: after the imports of start-up a repair is the rule)."""
+    repaired = restore_handlers(SERVER_SIGNALS)
+    if repaired:
+        log.log(logging.DEBUG if expected else logging.WARNING, "%s: the OS-level handlers of %s had been "
+                "replaced (by a native library); installed again", where, ", ".join(repaired))
+
+
+def _uvicorn_server(server, config, ready: Callable[[], None], stop: _StopFlag, watch_dir: str | None):
+    """A uvicorn server that drains the Server on SIGTERM / SIGINT (see the module doc), reloads the model on
+    SIGHUP, checks the signal handlers once started and after each reload, then calls ``ready()``."""
+    import asyncio
+
     import uvicorn
 
     class UvicornServer(uvicorn.Server):
+        drain_since = None
+
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
-            import asyncio
-
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGHUP, lambda: threading.Thread(target=server.reload, daemon=True).start())
+
+            def reload_and_check():
+                server.reload()
+                loop.call_soon_threadsafe(check_handlers, "after a reload")
+
+            loop.add_signal_handler(signal.SIGHUP, lambda: threading.Thread(target=reload_and_check,
+                                                                            daemon=True).start())
+            if watch_dir:
+                threading.Thread(target=watch, args=(server, watch_dir, self.watch_stop, reload_and_check),
+                                 daemon=True).start()
+            check_handlers("after warm-up")
+            if stop.requested:  # a signal between start-up and uvicorn's own handlers
+                self.handle_exit(signal.SIGTERM, None)
             ready()
 
         def handle_exit(self, sig, frame):
-            server.drain()
-            super().handle_exit(sig, frame)
+            if self.drain_since is None:
+                server.drain()
+                self.drain_since = time.monotonic()
+            else:  # a second signal: stop waiting for the requests in flight
+                super().handle_exit(sig, frame)
 
-    return UvicornServer(config)
+        async def on_tick(self, counter: int) -> bool:
+            if self.drain_since is not None and not self.should_exit:
+                for listener in self.servers:
+                    listener.close()  # new connections are refused from now on
+                waited = time.monotonic() - self.drain_since
+                if server.active_requests() == 0 or waited > server.opt.timeout_s + 5:
+                    self.should_exit = True
+            return await super().on_tick(counter)
+
+    uvicorn_server = UvicornServer(config)
+    uvicorn_server.watch_stop = threading.Event()
+    return uvicorn_server
 
 
 def serve_one(make_server: Callable, sock: socket.socket, watch_dir: str | None = None,
               ready_fd: int | None = None) -> int:
-    """Run one server process on ``sock`` until SIGTERM / SIGINT; returns 0 after draining. Once ready it
-    prints the ready line, or (a child of :func:`serve_processes`) writes one byte to ``ready_fd``."""
+    """Run one server process on ``sock`` until SIGTERM / SIGINT; returns 0 after draining (or at once when
+    the signal came during start-up). Once ready it prints the ready line, or (a child of
+    :func:`serve_processes`) writes one byte to ``ready_fd`` and closes it."""
     import uvicorn
 
-    server = make_server()
-    stop = threading.Event()
+    stop = _StopFlag()
+    with blocked(SERVER_SIGNALS):  # start-up: a signal waits, pending, until the handlers are in place
+        stop.install()
+        server = make_server()  # imports, loads and warms everything: a request loads nothing
+        check_handlers("after loading the model", expected=True)
+    if stop.requested:
+        server.close()
+        return 0
 
     def ready():
         if ready_fd is not None:
             os.write(ready_fd, b"r")
+            os.close(ready_fd)
         else:
             print(ready_line(sock), flush=True)
 
-    if watch_dir:
-        threading.Thread(target=watch, args=(server, watch_dir, stop), daemon=True).start()
     config = uvicorn.Config(server.app, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=int(server.opt.timeout_s) + 5, backlog=2048,
                             timeout_keep_alive=30)  # longer than clients keep idle connections
-    # uvicorn re-raises the signal that stopped it once it has shut down: handled here, so we exit 0
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    _uvicorn_server(server, config, ready).run(sockets=[sock])
-    stop.set()
-    server.close()
+    uvicorn_server = _uvicorn_server(server, config, ready, stop, watch_dir)
+    try:
+        uvicorn_server.run(sockets=[sock])
+    finally:
+        uvicorn_server.watch_stop.set()
+        server.close()
     return 0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """This (forked) process gets SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``); if the parent
+    is already gone, it exits now."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's own clean-up is all there is
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
 
 
 def _fork_children(make_server: Callable, sock: socket.socket, processes: int, watch_dir: str | None,
                    pipe: tuple) -> list:
     """Fork ``processes`` children, each running :func:`serve_one` with the write end of ``pipe`` (read fd,
-    write fd) as its ready channel (exit 1 when it fails); their pids."""
+    write fd) as its ready channel (exit 1 when it fails); their pids. Call with the server's signals blocked
+    (the children inherit the mask, so none runs a parent's handler)."""
     read_fd, write_fd = pipe
+    parent_pid = os.getpid()
     children = []
     for _ in range(processes):
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
             try:
+                _die_with_parent(parent_pid)
                 code = serve_one(make_server, sock, watch_dir, ready_fd=write_fd)
             except BaseException:
                 logging.exception("server process failed")
@@ -165,49 +256,80 @@ def _fork_children(make_server: Callable, sock: socket.socket, processes: int, w
     return children
 
 
-def _wait_ready(read_fd: int, children: list) -> None:
-    """Block until every child wrote its ready byte; a child that exits first is an error."""
-    got = 0
-    while got < len(children):
-        if not os.read(read_fd, 1):
-            raise RuntimeError("a server process exited before it was ready")
-        got += 1
+class _Children:
+    """The parent's side of :func:`serve_processes`: signals passed on to the children, and stopping them."""
 
+    def __init__(self, pids: list):
+        self.pids = pids
+        self.stopping = False
 
-def _forward_signals(children: list) -> None:
-    """SIGTERM, SIGINT and SIGHUP to this process are sent on to every child."""
-    def forward(sig, _frame):
-        for pid in children:
+    def forward_signals(self) -> None:
+        """SIGTERM, SIGINT and SIGHUP to this process are sent on to every child."""
+        for sig in SERVER_SIGNALS:
+            signal.signal(sig, self._forward)
+
+    def _forward(self, sig, _frame):
+        if sig in STOP_SIGNALS:
+            self.stopping = True
+        self.send(sig)
+
+    def send(self, sig) -> None:
+        for pid in self.pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
+    def wait_ready(self, read_fd: int) -> bool:
+        """Block until every child wrote its ready byte (True); False when the parent was told to stop
+        meanwhile and a child exited instead; a child that exits first otherwise is an error."""
+        for _ in self.pids:
+            if not os.read(read_fd, 1):
+                if self.stopping:
+                    return False
+                raise RuntimeError("a server process exited before it was ready")
+        return True
 
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the children (at most ``timeout`` seconds in all; None: until they exit); the first non-zero
+        exit code among those that exited (0 when all exit 0). A child still running is kept in ``self.pids``."""
+        code, deadline = 0, None if timeout is None else time.monotonic() + timeout
+        for pid in list(self.pids):
+            while True:
+                done, status = os.waitpid(pid, 0 if deadline is None else os.WNOHANG)
+                if done:
+                    self.pids.remove(pid)
+                    code = code or os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() > deadline:
+                    return code
+                time.sleep(0.05)
+        return code
 
-def _wait_children(children: list) -> int:
-    """Wait for every child; the first non-zero exit code (0 when all exit 0)."""
-    code = 0
-    for pid in children:
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-        code = code or os.waitstatus_to_exitcode(status)
-    return code
+    def stop_all(self, grace_s: float = 15.0) -> None:
+        """SIGTERM to the children still running, SIGKILL to any still there after ``grace_s`` seconds."""
+        if not self.pids:
+            return
+        self.send(signal.SIGTERM)
+        self.wait(grace_s)
+        self.send(signal.SIGKILL)
+        self.wait()
 
 
 def serve_processes(make_server: Callable, sock: socket.socket, processes: int, watch_dir: str | None = None) -> int:
     """``processes`` forked server processes accept on one socket; the parent prints the ready line once all
-    are ready, passes signals on to them and returns once they have all exited."""
+    are ready, passes signals on to them and returns once they have all exited (see the module doc)."""
+    line = ready_line(sock)
     read_fd, write_fd = os.pipe()
-    children = _fork_children(make_server, sock, processes, watch_dir, (read_fd, write_fd))
+    with blocked(SERVER_SIGNALS):
+        children = _Children(_fork_children(make_server, sock, processes, watch_dir, (read_fd, write_fd)))
+        children.forward_signals()
     os.close(write_fd)
-    _wait_ready(read_fd, children)
-    print(ready_line(sock), flush=True)
-    _forward_signals(children)
-    return _wait_children(children)
+    sock.close()  # the children hold the socket: once they have closed it, new connections are refused
+    try:
+        if children.wait_ready(read_fd):
+            print(line, flush=True)
+        return children.wait()
+    finally:
+        os.close(read_fd)
+        children.stop_all()

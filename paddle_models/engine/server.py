@@ -10,35 +10,40 @@ The engine knows no family: ``task_factory(model_dir)`` returns the family's ser
 passes both.
 
 Endpoints: ``GET /healthz`` (the process is up), ``GET /readyz`` (a model is loaded and warmed and the
-server is not draining), ``GET /v1/model`` (export facts and version hash), ``GET /metrics`` (Prometheus
-text of this server's own registry), ``POST /v1/predict`` (``{"records": [...]}`` ->
-``{"predictions": [...]}`` in request order).
+server is not draining), ``GET /v1/model`` (export facts, version hash, the answering process's pid),
+``GET /metrics`` (Prometheus text of this server's own registry), ``POST /v1/predict``
+(``{"records": [...]}`` -> ``{"predictions": [...]}`` in request order), ``GET /openapi.json`` (the
+OpenAPI description, :mod:`.server_schema`). Every error is answered in JSON, ``{"error": message}``
+(unknown paths and methods too).
 
 A request goes through:
 
-1. admission: bearer token (401), body size (413, read in chunks and cut off at the limit), JSON (400),
-   ``records`` a non-empty list of at most ``max_records`` (422 / 413), records admitted but not answered
-   at most ``max_queue`` (503 with ``Retry-After``);
+1. admission: bearer token (401), body size (413, read in chunks and cut off at the limit), JSON (400;
+   also nesting deeper than 32 levels), ``records`` a non-empty list of at most ``max_records`` (422 /
+   413), every string of every record valid Unicode (422 naming each record and field holding a lone
+   surrogate), records admitted but not answered at most ``max_queue`` (503 with ``Retry-After``);
 2. ``task.prepare_items(records, limits)`` in a thread pool: validation and decoding per record; any bad
    record -> 422 listing every bad record's index, id, field and message (the request is not run);
 3. the batcher: queued items of several requests, grouped up to ``max_batch`` records or until the oldest
    waited ``max_wait_ms``, are collated by ``task.collate_items`` and run as one predictor call by one of
    ``workers`` threads (each with its own predictors); each request gets its own rows back. A request is
-   never split; one larger than ``max_batch`` runs alone.
+   never split; one larger than ``max_batch`` runs alone; when a group fails, each of its requests runs
+   alone, so only the one that caused it gets the 500 (:mod:`.batcher`).
 4. the whole request is bounded by ``timeout_s`` (504); a request that times out while queued is dropped
    from the queue.
+
+``serve_requests_total`` counts answers by the status actually sent; a client that goes away before its
+answer (mid-body, say) is counted in ``serve_client_disconnects_total`` instead, without a traceback.
 
 :meth:`Server.reload` loads a model folder (again), warms it, then swaps it in: requests admitted before
 the swap finish on the model they were prepared with; batches never mix models. :meth:`Server.drain`
 (called on SIGTERM by ``serve_process``) makes ``/readyz`` and new predictions answer 503 while the requests in
-flight finish.
+flight finish (queued ones run at once); :meth:`Server.active_requests` says how many are left.
 """
 
 import asyncio
-import collections
 import concurrent.futures
 import hmac
-import json
 import logging
 import os
 import threading
@@ -47,6 +52,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .artifact import default_variant, read_export_meta, to_builtin, version_hash
+from .batcher import Batcher, QueuedRequest
+from .request_json import JSONProblem, encode_json, invalid_string, parse_json
 from .task import RecordError, ServingNotSupported
 
 log = logging.getLogger("paddle_models")
@@ -97,16 +104,18 @@ class LoadedModel:
             "inputs": entry.get("inputs") or [], "outputs": entry.get("outputs") or [],
             "labels": list(self.meta.get("labels") or []), "preprocess": self.meta.get("preprocess") or {},
             "engine": getattr(pred, "engine", None), "precision": getattr(pred, "precision", None),
-            "quantization": self.meta.get("quantization"), "loaded_at": self.loaded_at})
+            "quantization": self.meta.get("quantization"), "loaded_at": self.loaded_at, "pid": os.getpid()})
 
 
 def load_model(model_dir: str, task_factory: Callable, predictor_factory: Callable, workers: int = 1) -> LoadedModel:
     """Read ``model_dir`` (a symlink is resolved now, so a later reload can see it repointed), build the
-    task and ``workers`` runners, and warm every predictor on the export's example inputs."""
+    task and load what its serving reads (``Task.load_serving``), build ``workers`` runners, and warm every
+    predictor on the export's example inputs."""
     real = os.path.realpath(model_dir)
     meta = read_export_meta(real)
     version = version_hash(real)
     task = task_factory(real)
+    task.load_serving()  # the tokenizer, vocabularies: nothing is loaded (or imported) on a request
     runners, preds = [], []
     for _ in range(max(1, int(workers))):
         def make(variant=None):
@@ -117,138 +126,6 @@ def load_model(model_dir: str, task_factory: Callable, predictor_factory: Callab
 
         runners.append(task.serving_runner(make))
     return LoadedModel(real, meta, version, task, runners, preds)
-
-
-class QueueFull(Exception):
-    """Admitting a request would pass ``max_queue`` records."""
-
-
-class _Entry:
-    __slots__ = ("model", "items", "n", "future", "t")
-
-    def __init__(self, model: LoadedModel, items: list):
-        self.model, self.items, self.n = model, items, len(items)
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
-        self.t = time.monotonic()
-
-
-class Batcher:
-    """Queued requests grouped into predictor calls by ``workers`` threads (see the module doc)."""
-
-    def __init__(self, max_batch: int, max_wait_s: float, workers: int, on_batch: Callable[[int], None],
-                 on_depth: Callable[[int], None], bucket: bool = True):
-        self.max_batch, self.max_wait_s = max(1, int(max_batch)), max(0.0, float(max_wait_s))
-        self.bucket = bool(bucket)
-        self._q: collections.deque[_Entry] = collections.deque()
-        self._queued = 0
-        self._cond = threading.Condition()
-        self._stop = False
-        self._on_batch, self._on_depth = on_batch, on_depth
-        self._threads = [threading.Thread(target=self._loop, args=(i,), name=f"batcher-{i}", daemon=True)
-                         for i in range(max(1, int(workers)))]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, entry: _Entry) -> None:
-        with self._cond:
-            self._q.append(entry)
-            self._queued += entry.n
-            self._on_depth(self._queued)
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        for t in self._threads:
-            t.join(timeout=5)
-
-    def _take(self) -> list[_Entry] | None:
-        """The next group: the head entry and the following ones of the same model, up to max_batch records;
-        waits until max_batch records are queued or the head has waited max_wait_s."""
-        with self._cond:
-            while True:
-                while self._q and self._q[0].future.cancelled():  # timed out while queued
-                    self._queued -= self._q.popleft().n
-                if self._stop and not self._q:
-                    return None
-                if not self._q:
-                    self._cond.wait()
-                    continue
-                head = self._q[0]
-                ready, n = 0, 0
-                for e in self._q:
-                    if e.model is not head.model or n + e.n > self.max_batch and n:
-                        break
-                    n += e.n
-                    ready += 1
-                full = n >= self.max_batch or ready < len(self._q)
-                left = head.t + self.max_wait_s - time.monotonic()
-                if full or left <= 0 or self._stop:
-                    group = [self._q.popleft() for _ in range(ready)]
-                    self._queued -= n
-                    self._on_depth(self._queued)
-                    if self._q:
-                        self._cond.notify()  # another worker can start on the rest
-                    return group
-                self._cond.wait(left)
-
-    def _loop(self, worker: int) -> None:
-        while True:
-            group = self._take()
-            if group is None:
-                return
-            group = [e for e in group if e.future.set_running_or_notify_cancel()]
-            if not group:
-                continue
-            model = group[0].model
-            try:
-                items = [it for e in group for it in e.items]
-                batch = model.task.collate_items(items)
-                n = len(items)
-                size = bucket_size(n, self.max_batch) if self.bucket else n
-                outputs = model.runners[worker % len(model.runners)](pad_rows(batch, n, size))
-                if size != n:
-                    outputs = {k: (v[:n] if getattr(v, "ndim", 0) and v.shape[0] == size else v)
-                               for k, v in outputs.items()}
-                rows = model.task.prediction_rows(outputs, batch)
-                self._on_batch(len(items))
-            except BaseException as e:  # answered as a 500 to every request of the group
-                log.exception("batch of %d requests failed", len(group))
-                for en in group:
-                    en.future.set_exception(e)
-                continue
-            k = 0
-            for en in group:
-                en.future.set_result(rows[k:k + en.n])
-                k += en.n
-
-
-def bucket_size(n: int, max_batch: int) -> int:
-    """The batch size a group of ``n`` records runs at: the next power of two, at most ``max_batch`` (a single
-    request larger than ``max_batch`` runs at its own size). Few distinct sizes let the predictor reuse the
-    kernels it built for each shape."""
-    if n >= max_batch:
-        return n
-    size = 1
-    while size < n:
-        size *= 2
-    return min(size, max_batch)
-
-
-def pad_rows(batch: dict, n: int, size: int) -> dict:
-    """``batch`` with its numeric arrays of ``n`` rows grown to ``size`` rows by repeating the first row (the
-    extra rows' outputs are dropped; rows do not interact in a forward pass)."""
-    if size == n:
-        return batch
-    import numpy as np
-
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == n and v.dtype.kind in "biuf":
-            v = np.concatenate([v, np.repeat(v[:1], size - n, axis=0)])
-        out[k] = v
-    return out
 
 
 class _HTTPError(Exception):
@@ -268,6 +145,7 @@ class Server:
         self._reload_fn = reload_fn
         self._reload_lock = threading.Lock()
         self.draining = False
+        self._active = 0  # prediction requests being handled (from the first byte read to the answer)
         self._admitted = 0  # records admitted and not answered
         self._admit_lock = threading.Lock()
         self.registry = CollectorRegistry()
@@ -279,6 +157,8 @@ class Server:
                                  buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.m_depth = Gauge("serve_queue_depth", "Records queued for the batcher", registry=r)
         self.m_reloads = Counter("serve_model_reloads", "Model reloads by result", ["result"], registry=r)
+        self.m_disconnects = Counter("serve_client_disconnects", "Prediction requests whose client went away "
+                                     "before the answer (nothing sent)", registry=r)
         self.pool = concurrent.futures.ThreadPoolExecutor(max(1, options.preprocess_threads),
                                                           thread_name_prefix="preprocess")
         self.batcher = Batcher(options.max_batch, options.max_wait_ms / 1000.0, options.workers,
@@ -288,8 +168,14 @@ class Server:
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def drain(self) -> None:
-        """Refuse new predictions (503) and report not ready; requests in flight still finish."""
+        """Refuse new predictions (503) and report not ready; requests in flight still finish (queued ones
+        run at once, without waiting for others to batch with)."""
         self.draining = True
+        self.batcher.flush()
+
+    def active_requests(self) -> int:
+        """Prediction requests being handled now (their body read, prepared, queued or run)."""
+        return self._active
 
     def close(self) -> None:
         self.batcher.stop()
@@ -323,6 +209,8 @@ class Server:
                              {"WWW-Authenticate": "Bearer"})
 
     async def _read_body(self, request) -> bytes:
+        """The body, read in chunks up to ``max_body_bytes`` (413 beyond); a client that goes away meanwhile
+        raises Starlette's ``ClientDisconnect``."""
         limit = self.opt.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -336,10 +224,13 @@ class Server:
         return b"".join(chunks)
 
     def _records(self, body: bytes) -> list:
+        """The request's records: JSON (400, also for nesting deeper than ``request_json.MAX_DEPTH``) of the
+        form ``{"records": [...]}`` (422) with at most ``max_records`` (413), each string valid Unicode (422
+        naming every record and field that is not)."""
         try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise _HTTPError(400, {"error": f"request body is not JSON ({e})"}) from None
+            doc = parse_json(body)
+        except JSONProblem as e:
+            raise _HTTPError(400, {"error": str(e)}) from None
         if not isinstance(doc, dict) or "records" not in doc:
             raise _HTTPError(422, {"error": 'expected a JSON object {"records": [...]}'})
         records = doc["records"]
@@ -348,6 +239,12 @@ class Server:
         if len(records) > self.opt.max_records:
             raise _HTTPError(413, {"error": f"{len(records)} records in one request; the limit is "
                                             f"{self.opt.max_records}"})
+        bad = [RecordError(i, _plain_id(rec), *problem) for i, rec in enumerate(records)
+               if (problem := invalid_string(rec)) is not None]
+        if bad:
+            raise _HTTPError(422, {"error": f"{len(bad)} of {len(records)} records hold text that is not valid "
+                                            f"Unicode; nothing was predicted",
+                                   "errors": [_error_entry(e) for e in bad]})
         return records
 
     def _admit(self, n: int) -> None:
@@ -388,7 +285,7 @@ class Server:
         if bad:
             return 422, {"error": f"{len(bad)} of {len(records)} records are invalid; nothing was predicted",
                          "errors": [_error_entry(e) for e in bad]}, {}
-        entry = _Entry(model, items)
+        entry = QueuedRequest(model, items)
         self.batcher.submit(entry)
         try:
             rows = await asyncio.wrap_future(entry.future)
@@ -397,27 +294,44 @@ class Server:
             raise
         return 200, {"predictions": to_builtin(rows)}, {}
 
+    async def _outcome(self, request) -> tuple:
+        """(status, body, headers) of :meth:`predict`, errors included; status None when the client went
+        away before the answer (nothing is sent then)."""
+        from starlette.requests import ClientDisconnect
+
+        try:
+            status, body, headers = await self.predict(request)
+        except _HTTPError as e:
+            status, body, headers = e.status, e.body, e.headers
+        except ClientDisconnect:
+            return None, None, None
+        except Exception as e:  # a failed batch or task: the request gets a 500, the server goes on
+            log.exception("prediction failed")
+            status, body, headers = 500, {"error": f"prediction failed: {type(e).__name__}: {e}"}, {}
+        if await request.is_disconnected():
+            return None, None, None
+        return status, body, headers
+
     def _routes(self) -> None:
         """The endpoints of the module doc on ``self.app``."""
         self._add_probes()
         self._add_model_facts()
         self._add_metrics()
         self._add_predict()
-        self._add_not_found()
+        self._add_schema()
+        self._add_http_errors()
 
     def _add_probes(self) -> None:
         """``GET /healthz`` (the process is up) and ``GET /readyz`` (a model is loaded and not draining)."""
-        from fastapi.responses import JSONResponse
-
         @self.app.get("/healthz")
         def healthz():
-            return {"status": "ok"}
+            return json_response({"status": "ok"})
 
         @self.app.get("/readyz")
         def readyz():
             if self.draining:
-                return JSONResponse({"status": "draining"}, status_code=503)
-            return {"status": "ready", "version": self.model.version}
+                return json_response({"status": "draining"}, 503)
+            return json_response({"status": "ready", "version": self.model.version})
 
     def _add_model_facts(self) -> None:
         """``GET /v1/model``: the export's facts and the batching settings (bearer token checked)."""
@@ -428,9 +342,10 @@ class Server:
             try:
                 self._check_token(request)
             except _HTTPError as e:
-                return _error_response(e)
-            return {**self.model.facts(), "max_batch": self.opt.max_batch, "max_wait_ms": self.opt.max_wait_ms,
-                    "workers": self.opt.workers, "max_records": self.opt.max_records}
+                return json_response(e.body, e.status, e.headers)
+            return json_response({**self.model.facts(), "max_batch": self.opt.max_batch,
+                                  "max_wait_ms": self.opt.max_wait_ms, "workers": self.opt.workers,
+                                  "max_records": self.opt.max_records})
 
     def _add_metrics(self) -> None:
         """``GET /metrics``: this server's Prometheus registry as text (bearer token checked)."""
@@ -444,40 +359,65 @@ class Server:
             try:
                 self._check_token(request)
             except _HTTPError as e:
-                return _error_response(e)
+                return json_response(e.body, e.status, e.headers)
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     def _add_predict(self) -> None:
-        """``POST /v1/predict`` through :meth:`predict`: every outcome counted by status and timed."""
+        """``POST /v1/predict`` through :meth:`predict`: every answer counted by the status actually sent and
+        timed; a client gone before its answer is counted as a disconnect (nothing is sent)."""
         from fastapi import Request
-        from fastapi.responses import JSONResponse
+        from fastapi.responses import Response
 
         @self.app.post("/v1/predict")
         async def predict(request: Request):
             t0 = time.perf_counter()
+            self._active += 1  # the event loop's thread only: no lock
             try:
-                status, body, headers = await self.predict(request)
-            except _HTTPError as e:
-                status, body, headers = e.status, e.body, e.headers
-            except Exception as e:  # a failed batch or task: the request gets a 500, the server goes on
-                log.exception("prediction failed")
-                status, body, headers = 500, {"error": f"prediction failed: {type(e).__name__}: {e}"}, {}
-            self.m_requests.labels(str(status)).inc()
+                status, body, headers = await self._outcome(request)
+            finally:
+                self._active -= 1
+            if status is None:
+                self.m_disconnects.inc()
+                return Response(status_code=499)  # nginx's "client closed request"; no client reads it
+            response = json_response(body, status, headers)
+            self.m_requests.labels(str(response.status_code)).inc()
             self.m_latency.observe(time.perf_counter() - t0)
-            return JSONResponse(body, status_code=status, headers=headers)
+            return response
 
-    def _add_not_found(self) -> None:
-        from fastapi.responses import PlainTextResponse
+    def _add_schema(self) -> None:
+        """``GET /openapi.json``: the OpenAPI description of these endpoints (``server_schema.py``)."""
+        from .server_schema import openapi_schema
 
-        @self.app.exception_handler(404)
-        async def not_found(request, exc):
-            return PlainTextResponse("not found", status_code=404)
+        @self.app.get("/openapi.json")
+        def schema():
+            return json_response(openapi_schema(self.model.task, self.opt.max_records))
+
+    def _add_http_errors(self) -> None:
+        """Unknown paths (404) and methods (405) answered in JSON like every other error."""
+        from starlette.exceptions import HTTPException
+
+        @self.app.exception_handler(HTTPException)
+        async def http_error(request, exc):
+            what = "not found" if exc.status_code == 404 else str(exc.detail).lower()
+            return json_response({"error": f"{what}: {request.method} {request.url.path}"}, exc.status_code,
+                                 dict(exc.headers or {}))
 
 
-def _error_response(e: _HTTPError):
-    from fastapi.responses import JSONResponse
+def json_response(body, status: int = 200, headers: dict | None = None):
+    """A JSON response of ``body`` that is always JSON (``request_json.encode_json``)."""
+    from fastapi.responses import Response
 
-    return JSONResponse(e.body, status_code=e.status, headers=e.headers)
+    content, status = encode_json(body, status)
+    return Response(content, status_code=status, headers=headers if status != 500 else None,
+                    media_type="application/json")
+
+
+def _plain_id(rec):
+    """A record's ``id`` when it is a plain string or integer that is valid text (for error entries)."""
+    rid = rec.get("id") if isinstance(rec, dict) else None
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return None
+    return None if isinstance(rid, str) and invalid_string(rid) else str(rid)
 
 
 def _error_entry(e: RecordError) -> dict:

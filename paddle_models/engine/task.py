@@ -50,6 +50,10 @@ folder, with no training config or data needed:
 ``collate_items(items)``    items of several requests -> one batch (the other half; the server's batcher)
 ``serving_runner(make)``    batch -> graph outputs, over predictors made by ``make(variant)`` (default: the
                             export's default variant on the batch's input arrays)
+``load_serving()``          load now what serving reads (tokenizer, vocabulary, feature map): the server
+                            calls it at start-up, so no request loads (or imports) anything
+``record_schema()``         JSON schema of one request record (the server's ``/openapi.json``); default:
+                            any JSON object
 ==========================  ==================================================================================
 
 A family that serves no request records raises :class:`ServingNotSupported` (the server answers 501).
@@ -229,6 +233,14 @@ class Task:
         task = cls(cfg)
         task.export_dir, task.export_meta = os.path.abspath(model_dir), meta
         return task
+
+    def load_serving(self) -> None:
+        """Load what :meth:`prepare_items` and :meth:`collate_items` read (tokenizer, vocabulary, feature map),
+        so that the first request loads nothing. Default: nothing to load."""
+
+    def record_schema(self) -> dict:
+        """The JSON schema of one request record (``/openapi.json``). Default: any JSON object."""
+        return {"type": "object"}
 
     def read_inputs(self, input_file: str, **options):
         """(dataset, collate) over a raw input file: batches carry the graph's input arrays, ``id`` and,

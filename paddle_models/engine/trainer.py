@@ -3,11 +3,14 @@
 ``Trainer(cfg, task).fit()`` runs: seeded data order (a per-epoch permutation, sharded across ranks),
 gradient accumulation, evaluation each epoch or every N steps, best-checkpoint selection on
 ``task.best_metric``, early stopping, atomic checkpoints (model, optimizers, schedulers, RNG, position in
-the epoch) and exact resume, a non-finite-loss guard, a tqdm progress bar with samples/s and ETA, a
+the epoch) and exact resume, a non-finite-loss guard, a non-finite-weights guard (checked before every
+evaluation and save: training stops with :class:`NonFiniteWeightsError`, the last good checkpoint kept), no
+evaluation with a non-finite metric chosen as the best, a tqdm progress bar with samples/s and ETA, a
 JSON-lines metrics log and a PNG of the curves. The output folder is locked while a run writes it
 (``engine/runlock.py``); checkpoints record the task's preprocessing fingerprint (``trainer.json``:
-``preprocessing``) and loading one with other preprocessing is an error. Ctrl-C stops at the next optimizer
-step, writes ``checkpoints/last`` and raises :class:`TrainingInterrupted` (a second Ctrl-C stops at once).
+``preprocessing``) and loading one with other preprocessing is an error. Ctrl-C or SIGTERM stops at the next
+optimizer step, writes ``checkpoints/last`` and raises :class:`TrainingInterrupted` (a second one stops at
+once).
 Under ``python -m paddle.distributed.launch`` it wraps the model in ``paddle.DataParallel``, every rank reads
 its own shard, evaluation outputs are gathered across ranks, and only rank 0 writes files.
 """
@@ -16,23 +19,33 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 
 import numpy as np
 import paddle
 
-from ..config import dump_config
+from ..config import ConfigError, dump_config
 from ..fileio import write_json_atomic
 from ..runtime import check_precision, default_eval_engine, setup_runtime, world
 from .checkpoint import check_preprocessing, load_checkpoint, load_model_weights, resume_path, save_checkpoint
 from .checkpoint_average import save_step_checkpoint
 from .fast_embedding import use_fast_embedding_grad
 from .fast_linear import use_fast_linear_grad
-from .fitstate import FitState, progress_bar, weights_digest
+from .fitstate import (  # noqa: F401  (the errors: re-exported)
+    FitState,
+    NonFiniteLossError,
+    NonFiniteWeightsError,
+    guard_weights,
+    progress_bar,
+    selectable,
+    weights_digest,
+)
 from .interrupt import StopRequest
 from .loader import Loader, to_tensors
 from .runlock import OutputLock
 from .runlog import MetricsLog
+from .signals import restore_handlers
 
 log = logging.getLogger("paddle_models")
 
@@ -44,12 +57,25 @@ BF16_TRAINING_NOTE = (
     "are registered for fp32 only (bfloat16 ones exist for oneDNN-layout tensors, which dygraph does not make)")
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
-
-
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during ``fit()``; the message says at which step and how to resume."""
+    """Ctrl-C or SIGTERM during ``fit()``; the message says at which step and how to resume. ``signum`` is the
+    signal that stopped it (the tool's exit code is 128 + it)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+def check_output_dir(path: str) -> None:
+    """``Global.output_dir`` must be a folder or creatable as one: a ConfigError naming the key when it, or the
+    nearest of its parents that exists, is a file."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        what = ("exists and is not a folder" if probe == os.path.abspath(path)
+                else f"cannot be created: {probe} is a file")
+        raise ConfigError(f"Global.output_dir: {path} {what}; choose a folder")
 
 
 def _concat_outputs(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -68,6 +94,7 @@ class Trainer:
         self.precision = check_precision(cfg)
         self.is_main = self.rank == 0
         self.output_dir = self.global_cfg["output_dir"]
+        check_output_dir(self.output_dir)
         self.ckpt_dir = os.path.join(self.output_dir, "checkpoints")
         self._model = model
         self.nonfinite_skipped = 0
@@ -116,6 +143,7 @@ class Trainer:
                 indices = indices[self.rank::self.world_size]
             batches, total = loader.batches(indices), loader.num_batches(len(indices))
         model.eval()
+        restore_handlers()  # the imports of building the model (paddlenlp) may have replaced SIGTERM's handler
         chunks = []
         bar = progress_bar(total, f"eval {split}", progress and self.is_main)
         for batch in batches:
@@ -321,9 +349,15 @@ class Trainer:
         if which == "last" and keep > 0:
             save_step_checkpoint(self.ckpt_dir, fit.model, state, keep)
 
+    def _guard_weights(self) -> None:
+        """Before evaluating or saving: stop (:class:`NonFiniteWeightsError`) when a weight is not finite."""
+        fit = self._fit
+        guard_weights(fit.model, fit.state["step"], fit.last_path(self.ckpt_dir), self.cfg["Optimizer"]["lr"])
+
     def _evaluate_and_checkpoint(self) -> bool:
         """Validate, log, keep the best checkpoint and the last one; True when early stopping says stop."""
         fit, task = self._fit, self.task
+        self._guard_weights()
         fit.last_eval_step = fit.state["step"]
         metrics = self.evaluate("val", model=fit.model, write_artifacts=False)
         fit.model.train()
@@ -333,7 +367,7 @@ class Trainer:
                "eval_seconds": metrics.get("seconds"), "eval_samples": metrics.get("samples")}
         fit.state["history"].append(record)
         self._log(record)
-        if self._better(value, fit.state["best"]):
+        if selectable(record) and self._better(value, fit.state["best"]):
             fit.state["best"], fit.state["best_metrics"], fit.state["bad_evals"] = value, record, 0
             if self.is_main:
                 self._save("best")
@@ -361,15 +395,18 @@ class Trainer:
             self._interrupted()
 
     def _interrupted(self):
-        """Save ``checkpoints/last`` at this step boundary and raise :class:`TrainingInterrupted`."""
+        """Save ``checkpoints/last`` at this step boundary (finite weights only) and raise
+        :class:`TrainingInterrupted` with the signal that asked."""
         fit = self._fit
         fit.bar.close()
+        self._guard_weights()
         where = "no checkpoint written"
         if self.is_main:
             self._save("last")
             where = f"checkpoint {fit.last_path(self.ckpt_dir)}"
         raise TrainingInterrupted(f"interrupted at step {fit.state['step']} ({where}); resume with --resume "
-                                  f"(or -o Global.resume=true) and the same Global.output_dir")
+                                  f"(or -o Global.resume=true) and the same Global.output_dir",
+                                  signum=self._stop.signum or signal.SIGINT)
 
     def _epoch_batches(self, loader, sampler, epoch: int):
         skip = self._fit.state["batch_in_epoch"]
@@ -436,8 +473,10 @@ class Trainer:
             if eval_every and fit.state["step"] % eval_every == 0:
                 if self._evaluate_and_checkpoint():
                     return True
-            elif save_every and fit.state["step"] % save_every == 0 and self.is_main:
-                self._save("last")
+            elif save_every and fit.state["step"] % save_every == 0:
+                self._guard_weights()
+                if self.is_main:
+                    self._save("last")
             if max_steps and fit.state["step"] >= max_steps:
                 fit.stop_reason = "max_steps"
                 return True

@@ -40,6 +40,8 @@ import paddle
 import paddle.nn as nn
 from paddle.vision.models import resnet as pv_resnet
 
+from .nlp import transformers
+
 NEG_INF = -1e9
 
 
@@ -116,7 +118,8 @@ class NetWork(nn.Layer):
                  image_heads: int = 16, fusion: str = "masked", modalities: Sequence[str] = ("text", "image"),
                  freeze_bn: bool = True, freeze_word_embeddings: bool = False):
         super().__init__()
-        from paddlenlp.transformers import ErnieMConfig, ErnieMModel
+        nlp = transformers()
+        ErnieMConfig, ErnieMModel = nlp.ErnieMConfig, nlp.ErnieMModel
 
         if fusion not in ("baseline", "masked"):
             raise ValueError(f"Arch.fusion: {fusion!r} is not one of baseline, masked")

@@ -24,6 +24,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..engine.request_json import text_problem
+from ..paths import PathOutsideRoot, contained_path
 from .images import DataError
 
 DEFAULT_LABEL_NAMES = {
@@ -48,38 +50,52 @@ class Record:
 
 
 def safe_join(root: str, rel, where: str, fieldname: str) -> str:
-    """``root/rel`` as an absolute path; an absolute ``rel`` or one that leaves ``root`` is an error.
+    """``root/rel`` as an absolute path; one that leaves ``root`` is a DataError naming the record and field.
 
-    The check is on real paths (``os.path.realpath`` of the root and of the target): ``..``, absolute paths
-    and symbolic links inside the root that point outside it are all rejected. The returned path is the
-    joined one (links inside the root that stay inside it are fine).
+    ``paths.contained_path`` makes the check: ``..``, absolute paths outside the root and symbolic links
+    inside the root that point outside it are all rejected. The returned path is the joined one (links
+    inside the root that stay inside it are fine).
     """
-    if not isinstance(rel, str) or not rel.strip():
-        raise DataError(f"{where}: {fieldname}: expected a non-empty path string, got {rel!r}")
-    if "\x00" in rel:
-        raise DataError(f"{where}: {fieldname}: path {rel!r} contains a NUL byte")
-    root_abs = os.path.abspath(root)
-    if os.path.isabs(rel) or rel.startswith("~"):
-        full = os.path.abspath(os.path.expanduser(rel))
-    else:
-        full = os.path.abspath(os.path.join(root_abs, rel))
-    if os.path.commonpath([root_abs, full]) != root_abs:
-        raise DataError(f"{where}: {fieldname}: path {rel!r} escapes the data root {root_abs}")
-    root_real, full_real = os.path.realpath(root_abs), os.path.realpath(full)
-    if os.path.commonpath([root_real, full_real]) != root_real:
-        raise DataError(f"{where}: {fieldname}: path {rel!r} escapes the data root {root_abs} through a "
-                        f"symbolic link (it resolves to {full_real})")
-    return full
+    try:
+        return contained_path(root, rel)
+    except PathOutsideRoot as e:
+        if "lone surrogate" in e.reason:
+            raise DataError(f"{where}: {fieldname}: {e.reason}, got {rel!r}") from None
+        if e.reason.startswith("not a path"):
+            raise DataError(f"{where}: {fieldname}: expected a non-empty path string, got {rel!r}") from None
+        if "NUL" in e.reason:
+            raise DataError(f"{where}: {fieldname}: path {rel!r} contains a NUL byte") from None
+        through = f" through a symbolic link (it resolves to {e.resolved})" if e.resolved else ""
+        raise DataError(f"{where}: {fieldname}: path {rel!r} escapes the data root {e.root}{through}") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs):
+    """``object_pairs_hook`` of the readers: a JSON object naming a key twice would silently keep the last."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _load_json_file(path: str):
     try:
         with open(path, encoding="utf-8-sig") as f:  # a UTF-8 byte-order mark is accepted
-            return json.load(f)
+            return json.load(f, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as e:
+        raise DataError(f"{path}: the key {e.args[0]!r} appears twice in one JSON object (one of them would be "
+                        f"lost)") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to read") from None
 
 
 def _resolve_label(value, label_names: Sequence[str], where: str, fieldname: str = "label") -> int:
@@ -103,10 +119,18 @@ def _resolve_label(value, label_names: Sequence[str], where: str, fieldname: str
 def _check_text(value, where: str, fieldname: str, allow_empty: bool) -> str:
     if not isinstance(value, str):
         raise DataError(f"{where}: {fieldname}: expected a string, got {type(value).__name__} ({value!r})")
+    _check_unicode(value, where, fieldname)
     if not value.strip() and not allow_empty:
         raise DataError(f"{where}: {fieldname}: empty text (set Data.allow_empty_text=true to keep "
                         f"such records)")
     return value
+
+
+def _check_unicode(value: str, where: str, fieldname: str) -> None:
+    """A JSON string may spell a lone surrogate (``"\\ud800"``), which no tokenizer or UTF-8 file takes."""
+    problem = text_problem(value)
+    if problem:
+        raise DataError(f"{where}: {fieldname}: {problem}")
 
 
 def _record_id(value, where: str, seen: dict, position, used_at: str) -> str:
@@ -115,6 +139,7 @@ def _record_id(value, where: str, seen: dict, position, used_at: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise DataError(f"{where}: id: expected a string or integer, got {value!r}")
     rid = str(value)
+    _check_unicode(rid, where, "id")
     if rid in seen:
         raise DataError(f"{where}: id: {rid!r} already used {used_at} {seen[rid]}")
     seen[rid] = position
@@ -129,6 +154,7 @@ def _str_list(value, where: str, fieldname: str) -> list[str]:
     for i, v in enumerate(value):
         if not isinstance(v, str):
             raise DataError(f"{where}: {fieldname}[{i}]: expected a string, got {type(v).__name__} ({v!r})")
+        _check_unicode(v, where, f"{fieldname}[{i}]")
     return list(value)
 
 
@@ -180,9 +206,13 @@ def _utf8_lines(path: str) -> list[str]:
 
 def _json_object_line(line: str, where: str) -> dict:
     try:
-        obj = json.loads(line.rstrip("\r\n"))
+        obj = json.loads(line.rstrip("\r\n"), object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as e:
+        raise DataError(f"{where}: the key {e.args[0]!r} appears twice in the record (one would be lost)") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply to read") from None
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -226,6 +256,7 @@ def read_mr2_items(path: str, root: str, label_names: Sequence[str], require_lab
     present: list[bool] = []
     for key, item in data.items():
         where = f'{path}: item "{key}"'
+        _check_unicode(key, where, "id")
         if not isinstance(item, dict):
             raise DataError(f"{where}: expected an object, got {type(item).__name__}")
         if "caption" not in item:

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from ..engine.artifact import EXPORT_META, to_builtin
+from ..engine.artifact import EXPORT_META, export_path, to_builtin
 from ..engine.task import RecordError, prepare_each, record_id
 from .dataset import build_collate, build_dataset, data_value, image_transform_of
 from .images import DataError, load_rgb
@@ -70,7 +70,7 @@ def _preprocess(model_dir: str, meta: dict) -> dict:
 
 
 def export_tokenizer(model_dir: str, meta: dict):
-    return load_tokenizer(os.path.join(model_dir, _preprocess(model_dir, meta)["tokenizer"]))
+    return load_tokenizer(export_path(model_dir, "preprocess.tokenizer", _preprocess(model_dir, meta)["tokenizer"]))
 
 
 def data_settings(model_dir: str, meta: dict, overrides: dict | None = None) -> dict:
@@ -134,6 +134,19 @@ def read_input_file(model_dir: str, meta: dict, input_file: str, tokenizer, on_b
 
 # ---- request records --------------------------------------------------------------------------------------
 RECORD_FIELDS = ("id", "text", "image_b64", "evidence_texts", "evidence_images_b64", "label")
+
+
+def record_schema(use_image: bool) -> dict:
+    """The JSON schema (OpenAPI 3.0) of one request record of an export with (``use_image``) or without the
+    image modality: the fields :func:`record_to_item` reads."""
+    strings = {"type": "array", "nullable": True, "items": {"type": "string"}}
+    images = {"type": "array", "nullable": True, "items": {"type": "string", "format": "byte"}}
+    required = ["text", "image_b64"] if use_image else ["text"]
+    return {"type": "object", "additionalProperties": False, "required": required,
+            "properties": {"id": {"anyOf": [{"type": "string"}, {"type": "integer"}]}, "text": {"type": "string"},
+                           "image_b64": {"type": "string", "format": "byte"}, "evidence_texts": strings,
+                           "evidence_images_b64": images,
+                           "label": {"anyOf": [{"type": "string"}, {"type": "integer"}], "nullable": True}}}
 
 
 def decode_image_b64(value, field: str, transform, max_bytes: int, max_pixels: int) -> np.ndarray:

@@ -259,6 +259,9 @@ class MultimodalTask(Task):
         ``fusion: masked`` (padding is masked out, so it does not change an item's outputs) every batch is
         padded to the same shape: texts to ``max_len``, evidence to ``max_captions`` / ``max_evidence_images``;
         the predictor then meets a few shapes only (its oneDNN kernels are built once per shape)."""
+        return self._serving_collate()(items)
+
+    def _serving_collate(self):
         if getattr(self, "_serve_collate", None) is None:
             data = serving.data_settings(self.export_dir, self.export_meta)
             use_text, use_image = serving.modalities(self.export_dir, self.export_meta)
@@ -269,5 +272,11 @@ class MultimodalTask(Task):
             else:  # the baseline numerics see padding: pad exactly as tools/infer.py does
                 fixed = {}
             self._serve_collate = build_collate(data, self._export_tokenizer(), use_text, use_image, **fixed)
-        return self._serve_collate(items)
+        return self._serve_collate
 
+    def load_serving(self) -> None:
+        """The export's tokenizer (its import of paddlenlp included) and the serving collate, now."""
+        self._serving_collate()
+
+    def record_schema(self) -> dict:
+        return serving.record_schema(serving.modalities(self.export_dir, self.export_meta)[1])

@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ..fileio import write_bytes_atomic
+from .nlp import transformers
 
 SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 SP_MODEL_FILE = "sentencepiece.bpe.model"
@@ -41,7 +42,7 @@ def _ernie_m_splitter():
     It reuses the installed PaddleNLP's own ``_tokenize`` code (with a SentencePiece stand-in that
     returns the piece unchanged), so the vocabulary follows whatever that version does.
     """
-    from paddlenlp.transformers import ErnieMTokenizer
+    ErnieMTokenizer = transformers().ErnieMTokenizer
 
     class _OnePiece:
         is_ch_char = ErnieMTokenizer.is_ch_char
@@ -245,7 +246,7 @@ def load_tokenizer(path: str):
     directly (``do_lower_case`` from a tokenizer_config.json). ``[PAD]`` may have any id: ``vocab.txt`` of
     ernie-m-base has ``[CLS]`` at 0 and ``[PAD]`` at 1, the tokenizers trained here ``[PAD]`` at 0.
     """
-    from paddlenlp.transformers import ErnieMTokenizer
+    ErnieMTokenizer = transformers().ErnieMTokenizer
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"tokenizer folder {path!r} does not exist")

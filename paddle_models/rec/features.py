@@ -18,7 +18,9 @@ hashing. Numeric features: ``transform`` (``log``: sign(x)*log(1+|x|)), ``normal
 feature (``criteo``: floor(ln(x)^2) for x > 2 else int(x), the Criteo-challenge convention FuxiCTR
 calls ``convert_to_bucket``; ``quantile``: ``num_buckets`` train quantiles; ``boundaries``: given).
 Missing numeric cells (empty) become ``fill_na``; a literal NaN or Inf, or a token that is not a
-number, is an error naming the file, line and field.
+number, is an error naming the file, line and field. Validation and test files are encoded with the map
+fitted on the training rows: a category the training rows never had gets its feature's out-of-vocabulary
+id, and a column the map needs that a file lacks is an error naming the file and the feature.
 
 Feature spec keys (``Data.features`` entries; unknown keys are errors):
   name, type (categorical | numeric | sequence), source (input column, default: name),

@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from ..engine.artifact import export_path
 from ..engine.task import RecordError, ServingNotSupported
 from .data import FEATURE_MAP_FILE
 from .features import CATEGORICAL, NUMERIC, SEQUENCE, FeatureError, FeatureMap, Table
@@ -41,7 +42,7 @@ def load_feature_map(model_dir: str, meta: dict) -> FeatureMap:
     if pre.get("family") != "rec" or not name:
         raise ServingNotSupported(f"{model_dir}: export.yaml names no feature map (exported before request serving "
                                   f"was supported: export the model again)")
-    path = os.path.join(model_dir, name)
+    path = export_path(model_dir, "preprocess.feature_map", name)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: feature map listed in export.yaml is missing")
     return FeatureMap.load(path)

@@ -266,14 +266,22 @@ class RecTask(Task):
         return serving.export_metadata(self.data, self.kind, self.cfg["Global"]["checkpoint"], out_dir)
 
     # ---- serving (a task made by ``for_export``) ----------------------------------------------------
+    def load_serving(self) -> None:
+        """The export's feature map (CTR models; DSSM serves no records)."""
+        if self.kind == "ctr":
+            self._serving_feature_map()
+
+    def _serving_feature_map(self):
+        if getattr(self, "_serve_fmap", None) is None:
+            self._serve_fmap = serving.load_feature_map(self.export_dir, self.export_meta)
+        return self._serve_fmap
+
     def prepare_items(self, records: list, limits=None):
         """Records of raw column values (as in the training files) -> encoded rows; DSSM is not served."""
         if self.kind != "ctr":
             raise ServingNotSupported(f"{self.cfg['Arch']['name']} exports its user and item towers for retrieval; "
                                       f"POST /v1/predict serves the CTR models")
-        if getattr(self, "_serve_fmap", None) is None:
-            self._serve_fmap = serving.load_feature_map(self.export_dir, self.export_meta)
-        return serving.records_to_items(records, self._serve_fmap)
+        return serving.records_to_items(records, self._serving_feature_map())
 
     def collate_items(self, items: list):
         return serving.collate(items)

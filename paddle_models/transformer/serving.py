@@ -8,10 +8,9 @@ same decoding ``tools/eval.py`` does with ``Decode.beam_size: 1``.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from ..engine.artifact import export_path
 from ..engine.task import RecordError, prepare_each, record_id
 from .data import SpmTokenizer, ToyTokenizer, pad_batch
 from .decoding import export_greedy, strip_special
@@ -21,7 +20,7 @@ RECORD_FIELDS = ("id", "src")
 
 def export_tokenizer(model_dir: str, preprocess: dict):
     if preprocess.get("tokenizer"):
-        return SpmTokenizer(os.path.join(model_dir, preprocess["tokenizer"]))
+        return SpmTokenizer(export_path(model_dir, "preprocess.tokenizer", preprocess["tokenizer"]))
     return ToyTokenizer(int(preprocess["vocab_size"]))
 
 

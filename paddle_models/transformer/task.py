@@ -362,6 +362,9 @@ class TransformerTask(Task):
             self._serve_tok = serving.export_tokenizer(self.export_dir, self._serving_pre())
         return self._serve_tok
 
+    def load_serving(self) -> None:
+        self._serving_tokenizer()
+
     def prepare_items(self, records: list, limits: dict | None = None):
         """Records ``{"id", "src"}``: the source text tokenized with the export's vocabulary (+ EOS)."""
         server_limits = {"max_text_chars": 10_000, "truncate": True, **(limits or {})}
