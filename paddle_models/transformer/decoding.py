@@ -4,7 +4,9 @@ Both run the encoder once, then one decoder step per output token. With ``use_ca
 only the newest token and reuses the keys/values of earlier positions (``Transformer.init_cache``); with
 ``use_cache=False`` it recomputes the decoder over the whole prefix (the reference the cache must match).
 Outputs are ``[B, L]`` int64 numpy arrays: tokens up to and including EOS, then ``PAD_ID``.
-``strip_special`` turns a row into the token list a tokenizer decodes.
+``strip_special`` turns a row into the token list a tokenizer decodes. ``export_greedy`` and
+``export_beam_search`` run the same searches on the exported encoder and decoder-step graphs (the beam
+search's state is shared: ``_BeamSearch`` over a model's steps or the graphs' steps).
 """
 from __future__ import annotations
 
