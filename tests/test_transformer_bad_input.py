@@ -4,7 +4,11 @@ counted (eval and translate); decoding options out of range name the key or the 
 the exported graphs exactly as in dygraph. A property test feeds arbitrary bytes to the parallel-text reader."""
 import copy
 import gzip
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -28,6 +32,7 @@ from paddle_models.transformer.model import EOS_ID, Transformer
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                              HealthCheck.function_scoped_fixture])
+ROOT = Path(__file__).resolve().parents[1]
 WORDS = "ein Hund läuft über die Wiese zwei Männer spielen Fußball a dog runs across the meadow men play".split()
 
 
@@ -52,6 +57,21 @@ def test_translate_input_that_is_not_utf8_names_the_line(tmp_path):
     with pytest.raises(ValueError, match=rf"^{re.escape(path)}: line 2: not valid UTF-8"):
         T.read_source_lines(path)
     assert T.read_source_lines(write(tmp_path / "ok.txt", "\ufeffa\r\nb\n")) == ["a", "b"]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_translate_tool_names_the_file_and_line_of_input_that_is_not_utf8(tmp_path, packed):
+    """tools/translate.py ends in one ``error:`` line naming the input file and the line (it printed a bare codec
+    error), before it loads a model and before it writes ``--out``."""
+    body = "".join(f"ein Hund {i}\n" for i in range(7)).encode() + b"zwei \xe4pfel\nein Ball\n"
+    path = write(tmp_path / ("in.txt.gz" if packed else "in.txt"), gzip.compress(body) if packed else body)
+    out = tmp_path / "out.txt"
+    p = subprocess.run([sys.executable, "tools/translate.py", "--model-dir", str(tmp_path / "no_export"), "--input",
+                        path, "--out", str(out), "--json"], cwd=str(ROOT), capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines()[-1].startswith(f"error: {path}: line 8: not valid UTF-8"), p.stderr[-2000:]
+    assert "Traceback" not in p.stderr and not out.exists()
 
 
 # ---- a small multi30k-kind setup (text files, a 40-piece vocabulary) -----------------------------------
