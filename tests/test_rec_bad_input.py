@@ -9,7 +9,7 @@ import re
 import numpy as np
 import paddle
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from paddle_models.config import load_config
@@ -19,9 +19,10 @@ from paddle_models.rec import serving
 from paddle_models.rec.features import FeatureError, FeatureMap, Table, parse_feature
 from paddle_models.registry import build_model, get_task
 
-#: bounded example counts: the property tests here add a few seconds to the suite on 2 cores
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                             HealthCheck.function_scoped_fixture])
+#: bounded example counts (each example reads a small file; the suite runs on 2 cores); no example database, so
+#: a run depends on nothing a previous run left behind
+PROPERTY = settings(max_examples=60, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 INT64_MAX = 2 ** 63 - 1
 
 
@@ -270,21 +271,39 @@ def test_a_records_encoding_is_the_same_whatever_its_neighbours(serving_map, tar
 
 
 # ---------------------------------------------------------------------------------------------- property tests
-_NAMED = re.compile(r": line \d+")
+_NAMED = re.compile(r": line (\d+)")
+
+
+def text_lines(data: bytes) -> list[str]:
+    """The file's lines as the formats define them, computed here without the readers: gzip is detected by its
+    magic bytes, a leading byte-order mark is dropped, lines end at ``\\n``."""
+    text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8")
+    return (text[1:] if text.startswith("\ufeff") else text).split("\n")
 
 
 def check_read(fmt, path, data_cfg=None):
-    """Rows, or a FeatureError that names ``path`` and a line (or says that no rows were read)."""
+    """Rows, or a FeatureError that names ``path`` and a line within the file (or says that no rows were read)."""
     try:
         table = R.read_table(fmt, path, data_cfg or {})
     except FeatureError as e:
         msg = str(e)
         assert msg.startswith(path), msg
-        assert _NAMED.search(msg) or "no rows read" in msg, msg
+        named = _NAMED.search(msg)
+        assert named or "no rows read" in msg, msg
+        if named and "the gzip data is damaged" not in msg:  # the line named is one of the file's lines
+            with open(path, "rb") as f:
+                raw = f.read()
+            content = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+            assert 1 <= int(named.group(1)) <= content.count(b"\n") + 1, msg
         return None
     assert len(table) >= 1 and all(len(v) == len(table) for v in table.columns.values())
     assert np.all(np.diff(table.lines) > 0)
     return table
+
+
+def nonblank_lines(lines: list[str], skip_first: bool = False) -> list[int]:
+    """The numbers (from 1) of the lines holding more than white space."""
+    return [k + 1 for k, line in enumerate(lines) if line.strip() and not (skip_first and k == 0)]
 
 
 def maybe_gzip(data: bytes, how: int) -> bytes:
@@ -300,12 +319,35 @@ _LIBFM_PIECES = st.sampled_from([b"1", b"-1", b"0", b"2", b" ", b"\t", b"\n", b"
                                  b"\xef\xbb\xbf", b"\x00", b"-3:1", b"1_0:1"])
 
 
+#: whole lines of a two-field libfm file (field f0: indices 0..9, f1: 10..19), so that many files are read whole
+_LIBFM_LINES = st.builds("{} {}:1 {}:1{}".format, st.sampled_from(["1", "-1", "0"]), st.integers(0, 9),
+                         st.integers(10, 19), st.sampled_from(["\n", "\r\n", " \n"])).map(str.encode)
+
+
+def _insert(lines: list[bytes], damaged: bytes | None, at: int) -> bytes:
+    """``lines`` joined, with ``damaged`` (unless None) before line ``at`` (modulo the count)."""
+    at %= len(lines) + 1
+    return b"".join(lines if damaged is None else lines[:at] + [damaged] + lines[at:])
+
+
+def file_bytes(good_lines, pieces):
+    """Any bytes (pieces of the format and of anything), or (twice as often) good lines with, half the time, one
+    line of such pieces among them."""
+    any_piece = st.one_of(pieces, st.binary(max_size=3))
+    damaged = st.one_of(st.none(), st.lists(any_piece, min_size=1, max_size=6).map(lambda p: b"".join(p) + b"\n"))
+    lines = st.builds(_insert, st.lists(good_lines, min_size=1, max_size=12), damaged, st.integers(0, 12))
+    return st.one_of(st.lists(any_piece, max_size=60).map(b"".join), lines, lines)
+
+
 @PROPERTY
-@given(pieces=st.lists(st.one_of(_LIBFM_PIECES, st.binary(max_size=3)), max_size=60), how=st.sampled_from([0, 0, 1, 2]))
-def test_any_bytes_in_a_libfm_file_give_rows_or_a_named_error(tmp_path, pieces, how):
-    path = write(tmp_path, "p.libfm", maybe_gzip(b"".join(pieces), how))
+@given(content=file_bytes(_LIBFM_LINES, _LIBFM_PIECES), how=st.sampled_from([0, 0, 1, 2]))
+def test_any_bytes_in_a_libfm_file_give_rows_or_a_named_error(tmp_path, content, how):
+    data = maybe_gzip(content, how)
+    path = write(tmp_path, "p.libfm", data)
     table = check_read("libfm", path)
-    if table is not None:
+    event("rows" if table is not None else "named error")
+    if table is not None:  # every line with a token is a row: none dropped, none invented
+        assert table.lines.tolist() == nonblank_lines(text_lines(data))
         assert all(v.dtype == np.int64 and (v >= 0).all() for v in table.columns.values())
 
 
@@ -314,13 +356,28 @@ _CSV_PIECES = st.sampled_from([b"label,I1,C1\n", b"label\tI1\tC1\n", b"0", b"1",
                                b"\xef\xbb\xbf", b"\x00", b"-1", b"x" * 40])
 
 
+#: whole rows of a label,I1,C1 file, so that many files are read whole
+_CSV_LINES = st.builds("{},{},{}{}".format, st.sampled_from(["0", "1"]), st.sampled_from(["3", "", "2.5", "-1"]),
+                       st.sampled_from(["a", "b c", "", "é"]), st.sampled_from(["\n", "\r\n"])).map(str.encode)
+
+
 @PROPERTY
-@given(pieces=st.lists(st.one_of(_CSV_PIECES, st.binary(max_size=3)), max_size=60), how=st.sampled_from([0, 0, 1, 2]),
+@given(first=st.sampled_from([b"", b"label,I1,C1\n", b"\xef\xbb\xbflabel,I1,C1\r\n"]),
+       content=file_bytes(_CSV_LINES, _CSV_PIECES), how=st.sampled_from([0, 0, 1, 2]),
        header=st.sampled_from(["auto", "yes", "no"]))
-def test_any_bytes_in_a_csv_file_give_rows_or_a_named_error(tmp_path, pieces, how, header):
-    path = write(tmp_path, "p.csv", maybe_gzip(b"".join(pieces), how))
+def test_any_bytes_in_a_csv_file_give_rows_or_a_named_error(tmp_path, first, content, how, header):
+    data = maybe_gzip(first + content, how)
+    path = write(tmp_path, "p.csv", data)
     table = check_read("criteo", path, {"has_header": header})
+    event("rows" if table is not None else "named error")
     if table is not None:
+        lines = text_lines(data)
+        rows = table.lines.tolist()
+        if b'"' in first + content:  # a quoted cell may span lines: at most one row per line with text
+            assert set(rows) <= set(nonblank_lines(lines))
+        else:  # every line with text is a row, but a header line: none dropped, none invented
+            headed = {"yes": [True], "no": [False], "auto": [True, False]}[header]
+            assert any(rows == nonblank_lines(lines, skip_first=h) for h in headed), (rows, lines[:5])
         assert set(np.unique(table.label)) <= {0.0, 1.0}
         for name in table.columns:  # numeric parsing of every column: a value or a named error
             try:
