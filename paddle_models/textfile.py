@@ -83,6 +83,8 @@ def line_blocks(path: str, chunk_rows: int = 1 << 16, error: type[Exception] = V
             lines = _decode(block, path, first, error)
             if first == 1 and lines[0].startswith(_BOM):
                 lines[0] = lines[0][1:]
+                if not lines[0]:  # the file is a byte-order mark and nothing else: it has no line
+                    return
             yield first, lines
             first += len(lines)
 
