@@ -78,6 +78,21 @@ RANGES = {
     "Data.limit": (">=", 0),
     "Data.max_len": (">=", 2),
     "Data.tokenizer_vocab_size": (">=", 8),
+    # transformer: positions (a token and its EOS/BOS), decoding
+    "Arch.max_len": (">=", 2),
+    "Decode.beam_size": (">=", 1),
+    "Decode.length_penalty": (">=", 0),
+    "Decode.max_len_a": (">=", 0),
+    "Decode.max_len_b": (">=", 0),
+    # rec: reading in chunks, vocabularies, splits
+    "Data.chunk_rows": (">=", 1),
+    "Data.shuffle_buffer": (">=", 0),
+    "Data.min_count": (">=", 1),
+    "Data.cross_min_count": (">=", 1),
+    "Data.cross_hash_buckets": (">=", 0),
+    "Data.history_len": (">=", 0),
+    "Data.num_negatives": (">=", 0),
+    "Arch.embedding_dim": (">=", 1),
 }
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 

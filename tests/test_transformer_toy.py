@@ -220,3 +220,32 @@ def test_translate_tool_from_checkpoint_and_from_export(toy, tmp_path):
     b = (tmp_path / "export.txt").read_text(encoding="utf-8").splitlines()
     assert a == b and len(a) == len(sources) + 1 and a[5] == ""
     assert sum(t == s for t, s in zip(a[:5] + a[6:], sources, strict=True)) >= len(sources) - 1
+
+
+def test_translate_beam_search_and_truncation_alike_on_checkpoint_and_export(toy, tmp_path):
+    """--beam 4 runs beam search on the export too (it ran greedy without a word), with the same outputs as the
+    checkpoint's dygraph beam search; a 10,000-character line is cut to the model's positions on both paths
+    (the export path refused it, the checkpoint path cut it silently) and counted in the JSON."""
+    from paddle_models.config import load_config
+    from paddle_models.engine.export import export_model
+    from paddle_models.registry import get_task
+
+    ckpt = toy["result"]["best_checkpoint"]
+    cfg = load_config(str(ROOT / "configs" / "transformer" / "copy_toy.yaml"),
+                      [f"Global.checkpoint={ckpt}", f"Global.output_dir={tmp_path}"])
+    export_model(cfg, str(tmp_path / "export"), threads=1, check_onednn=False)
+    task = get_task("transformer")(cfg)
+    sources = [" ".join(map(str, s.tolist())) for s, _, _ in [task.dataset("test")[i] for i in range(0, 60, 5)]]
+    long_line = " ".join(["7", "9"] * 2500)
+    (tmp_path / "in.txt").write_text("\n".join(sources + [long_line]) + "\n", encoding="utf-8")
+    runs = {}
+    for name, how in (("ckpt", ["-c", "configs/transformer/copy_toy.yaml", "-o", f"Global.checkpoint={ckpt}", "-o",
+                                f"Global.output_dir={tmp_path / 'run'}"]),
+                      ("export", ["--model-dir", str(tmp_path / "export")])):
+        res, _ = _tool("tools/translate.py", *how, "--input", str(tmp_path / "in.txt"), "--out",
+                       str(tmp_path / f"{name}.txt"), "--beam", "4", "--json")
+        assert (res["lines"], res["truncated"], res["beam_size"]) == (len(sources) + 1, 1, 4), res
+        runs[name] = (tmp_path / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+    assert runs["ckpt"] == runs["export"]
+    assert sum(t == s for t, s in zip(runs["ckpt"], sources, strict=False)) >= len(sources) - 1
+    assert runs["ckpt"][-1].split()[:4] == ["7", "9", "7", "9"]  # the long line's cut copy

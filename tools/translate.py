@@ -3,7 +3,7 @@
 
     python tools/translate.py -c configs/transformer/multi30k.yaml -o Global.checkpoint=OUT/checkpoints/best \
         --input FILE.en [--out FILE.de] [--beam 4] [--json]
-    python tools/translate.py --model-dir OUT/export --input FILE.en [--out FILE.de] [--json]
+    python tools/translate.py --model-dir OUT/export --input FILE.en [--out FILE.de] [--beam 4] [--json]
 
 Options: ``--help``. The code: ``paddle_models/commands/translate.py``; the same command runs as
 ``python -m paddle_models translate``.

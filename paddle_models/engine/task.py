@@ -131,6 +131,13 @@ class Task:
         self.export_meta: dict | None = None
 
     # ---- setup -------------------------------------------------------------------------------
+    def check_data(self, splits: tuple[str, ...]) -> None:
+        """Read and check every record of ``splits`` before the run writes anything: training calls it on rank 0
+        with ``("train", "val")`` before :meth:`prepare`, so a bad record in either split is reported before
+        the first step and before the run's files (config copy, vocabulary or feature map, metrics log).
+        What it reads may be kept for the datasets. Default: nothing (records are checked when the datasets
+        are built)."""
+
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
         """Build what data needs before datasets exist (vocabularies, tokenizers) and save it under
         ``output_dir`` so eval/export/infer reuse it. Rank 0 runs it first; other ranks after a barrier

@@ -253,6 +253,8 @@ class Trainer:
             log.warning(BF16_TRAINING_NOTE)
         lock = OutputLock(self.output_dir, what="training").acquire() if self.is_main else None
         try:
+            if self.is_main:  # every split's records, before any file of the run is written
+                self.task.check_data(("train", "val"))
             self._prepare()
             self._open_run_files()
             model = self._build_train_model()

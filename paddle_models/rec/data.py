@@ -244,39 +244,63 @@ class RecData:
     # ---- feature map -----------------------------------------------------------------------------
     def prepare(self, output_dir: str | None = None, is_main: bool = True, checkpoint: str | None = None):
         """Load the feature map saved beside ``checkpoint`` or in ``output_dir``, else fit it on the
-        training split (rank 0) and save it to ``output_dir``."""
-        if self.fmap is not None:
-            if output_dir and is_main and not os.path.isfile(os.path.join(output_dir, FEATURE_MAP_FILE)):
-                self._save(output_dir)
-            return self.fmap
+        training split (rank 0), and save it to ``output_dir`` (when it is not there yet)."""
+        if self.fmap is None:
+            self.fmap = self._load_or_fit(output_dir, is_main, checkpoint)
+            self._unsaved = True
+        if output_dir and is_main and (getattr(self, "_unsaved", False)
+                                       or not os.path.isfile(os.path.join(output_dir, FEATURE_MAP_FILE))):
+            self._save(output_dir)
+            self._unsaved = False
+        return self.fmap
+
+    def _saved_map(self, output_dir: str | None, checkpoint: str | None) -> dict | None:
+        """The feature map saved beside ``checkpoint`` or in ``output_dir`` (as a dict), when it fits this config's
+        Data settings (or ``checkpoint`` was trained with it); else None."""
         found = find_feature_map(output_dir, checkpoint)
-        saved = None
-        if found:
-            with open(found, encoding="utf-8") as fh:
-                try:
-                    saved = json.load(fh)
-                except json.JSONDecodeError as e:
-                    raise FeatureError(f"{found}: not a valid feature map ({e})") from None
-            if saved.get("schema_key") != schema_key(self.data_cfg):
-                if checkpoint:  # the weights were trained with this map: keep it
-                    log.warning("%s was built with other Data settings than this config; using it because "
-                                "Global.checkpoint was trained with it", found)
-                else:
-                    log.info("%s was built with other Data settings: fitting a new feature map", found)
-                    saved = None
+        if not found:
+            return None
+        with open(found, encoding="utf-8") as fh:
+            try:
+                saved = json.load(fh)
+            except json.JSONDecodeError as e:
+                raise FeatureError(f"{found}: not a valid feature map ({e})") from None
+        if saved.get("schema_key") == schema_key(self.data_cfg):
+            return saved
+        if checkpoint:  # the weights were trained with this map: keep it
+            log.warning("%s was built with other Data settings than this config; using it because "
+                        "Global.checkpoint was trained with it", found)
+            return saved
+        log.info("%s was built with other Data settings: fitting a new feature map", found)
+        return None
+
+    def _load_or_fit(self, output_dir: str | None, is_main: bool, checkpoint: str | None) -> FeatureMap:
+        saved = self._saved_map(output_dir, checkpoint)
         if saved is not None:
-            self.fmap = FeatureMap.from_dict(saved)
+            fmap = FeatureMap.from_dict(saved)
             self._schema_key = saved.get("schema_key")
             if self.retrieval:
                 self._retrieval_setup()
-        elif not is_main:
+            return fmap
+        if not is_main:
             raise FileNotFoundError(f"{os.path.join(output_dir or '.', FEATURE_MAP_FILE)}: feature map not written "
                                     f"by rank 0")
-        else:
-            self.fmap = self._fit()
-        if output_dir and is_main:
-            self._save(output_dir)
-        return self.fmap
+        return self._fit()
+
+    def check_splits(self, splits, output_dir: str | None = None, checkpoint: str | None = None) -> None:
+        """Read, check and encode every row of ``splits`` (kept for training), writing nothing: the feature map
+        is loaded (as :meth:`prepare` would) or fitted in memory first. Streaming splits are read once, in
+        chunks: the training rows while fitting the map (when it is fitted here; a loaded map leaves them to
+        be checked as they stream), the validation rows in a pass of their own."""
+        if self.fmap is None:
+            self.fmap = self._load_or_fit(output_dir, True, checkpoint)
+            self._unsaved = True
+        for split in splits:
+            if not self.streaming:
+                self.dataset(split)
+            elif split != "train":
+                for _ in self.dataset(split)._encoded_chunks():
+                    pass
 
     def _save(self, output_dir: str):
         os.makedirs(output_dir, exist_ok=True)

@@ -143,20 +143,38 @@ def _canon(values: np.ndarray) -> np.ndarray:
     return values.astype(str)
 
 
+def _as_kind_of(vocab: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``values`` in the kind of ``vocab`` (text, or int64) and, when some cannot be (text that is no integer
+    literal, for integer training values), the mask of those that can. Each value is converted on its own:
+    its result never depends on the other values."""
+    if vocab.dtype.kind == values.dtype.kind:
+        return values, None
+    if vocab.dtype.kind == "U":
+        return values.astype(str), None
+    try:
+        return values.astype(np.int64), None
+    except (ValueError, OverflowError):
+        pass
+    uniq, inverse = np.unique(values, return_inverse=True)
+    converted, ok = np.zeros(len(uniq), np.int64), np.zeros(len(uniq), bool)
+    for k in range(len(uniq)):
+        try:
+            converted[k] = uniq[k:k + 1].astype(np.int64)[0]
+            ok[k] = True
+        except (ValueError, OverflowError):
+            pass
+    return converted[inverse], ok[inverse]
+
+
 def _lookup(vocab: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Local ids: position in the sorted vocabulary + 1, or 0 (out of vocabulary)."""
+    """Local ids: position in the sorted vocabulary + 1, or 0 (out of vocabulary, also for a text value that is
+    no integer when the vocabulary holds integers)."""
     if len(vocab) == 0 or len(values) == 0:
         return np.zeros(len(values), np.int64)
-    if vocab.dtype.kind != values.dtype.kind:  # e.g. ids read as text from another file
-        if vocab.dtype.kind == "U":
-            values = values.astype(str)
-        else:
-            try:
-                values = values.astype(np.int64)
-            except ValueError:
-                return np.zeros(len(values), np.int64)
+    values, ok = _as_kind_of(vocab, values)  # e.g. ids read as text from another file
     pos = np.minimum(np.searchsorted(vocab, values), len(vocab) - 1)
-    return np.where(vocab[pos] == values, pos + 1, 0).astype(np.int64)
+    found = vocab[pos] == values if ok is None else (vocab[pos] == values) & ok
+    return np.where(found, pos + 1, 0).astype(np.int64)
 
 
 def _criteo_bucket(x: np.ndarray) -> np.ndarray:

@@ -20,46 +20,38 @@ field. Layouts:
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 import os
 from collections.abc import Iterator
 
 import numpy as np
 
+from ..textfile import line_blocks
 from .features import FeatureError, Table
 
 DEFAULT_CHUNK = 1 << 16
+#: libfm indices are int64: 0 .. 2^63-1
+INDEX_MAX = 2 ** 63 - 1
 
 
-def _open(path: str):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: data file not found")
-    if path.endswith(".gz"):
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")  # a UTF-8 byte-order mark is accepted
+def _blocks(path: str, chunk_rows: int) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, [lines]) blocks of a UTF-8 data file, plain or gzipped; bytes that are not UTF-8 and
+    damaged gzip data are FeatureErrors naming the file and the line."""
+    return line_blocks(path, chunk_rows, error=FeatureError, what="data file")
 
 
-def _line_chunks(fh, chunk_rows: int, start_line: int = 1):
-    """(first line number, [lines]) blocks of the open file, blank lines dropped later by the parsers."""
-    line_no = start_line
-    while True:
-        block = list(itertools.islice(fh, chunk_rows))
-        if not block:
-            return
-        yield line_no, block
-        line_no += len(block)
+def _show(text: str, limit: int = 40) -> str:
+    """``repr`` of a value from a data file, shortened to about ``limit`` characters for an error message."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _label01(value: str, path: str, line: int, field: str = "label") -> float:
     try:
         v = float(value)
     except ValueError:
-        raise FeatureError(f"{path}: line {line}: field '{field}': label {value!r} is not a number") from None
+        raise FeatureError(f"{path}: line {line}: field '{field}': label {_show(value)} is not a number") from None
     if v not in (0.0, 1.0, -1.0):
-        raise FeatureError(f"{path}: line {line}: field '{field}': label {value!r} is outside the label set "
+        raise FeatureError(f"{path}: line {line}: field '{field}': label {_show(value)} is outside the label set "
                            f"{{0, 1}} (libfm: {{-1, 1}})")
     return 1.0 if v > 0 else 0.0
 
@@ -69,28 +61,30 @@ def iter_libfm(path: str, field_names: list[str] | None = None, chunk_rows: int 
                ) -> Iterator[Table]:
     names = list(field_names) if field_names else None
     seen_field: dict[int, tuple] = {}  # index -> (field position, first line): the field of every index
-    with _open(path) as fh:
-        for first, block in _line_chunks(fh, chunk_rows):
-            rows, labels, lines = [], [], []
-            for k, raw in enumerate(block):
-                tokens = raw.split()
-                if not tokens:
-                    continue
-                names = names or [f"f{i}" for i in range(len(tokens) - 1)]
-                label, indices = _libfm_line(tokens, names, path, first + k)
-                labels.append(label)
-                rows.append(indices)
-                lines.append(first + k)
-            if not rows:
+    for first, block in _blocks(path, chunk_rows):
+        rows, labels, lines = [], [], []
+        for k, raw in enumerate(block):
+            tokens = raw.split()
+            if not tokens:
                 continue
-            matrix = np.asarray(rows, dtype=np.int64)
-            _check_libfm_fields(matrix, names, lines, seen_field, path)
-            yield Table({n: matrix[:, j].copy() for j, n in enumerate(names)}, np.asarray(labels, np.float32), path,
-                        np.asarray(lines, np.int64))
+            names = names or [f"f{i}" for i in range(len(tokens) - 1)]
+            label, indices = _libfm_line(tokens, names, path, first + k)
+            labels.append(label)
+            rows.append(indices)
+            lines.append(first + k)
+        if not rows:
+            continue
+        matrix = np.asarray(rows, dtype=np.int64).reshape(len(rows), len(names))
+        _check_libfm_fields(matrix, names, lines, seen_field, path)
+        yield Table({n: matrix[:, j].copy() for j, n in enumerate(names)}, np.asarray(labels, np.float32), path,
+                    np.asarray(lines, np.int64))
 
 
 def _libfm_line(tokens: list[str], names: list[str], path: str, line: int) -> tuple[float, list[int]]:
     """The label and the index of each ``index:1`` token (one per field) of one libfm line."""
+    if not names:
+        raise FeatureError(f"{path}: line {line}: a label without index:value tokens (a libfm line is <label> "
+                           f"<index>:1 ..., one token per field)")
     if len(tokens) - 1 != len(names):
         raise FeatureError(f"{path}: line {line}: expected {len(names)} index:value tokens (one per field: "
                            f"{', '.join(names)}), got {len(tokens) - 1}")
@@ -102,30 +96,47 @@ def _libfm_line(tokens: list[str], names: list[str], path: str, line: int) -> tu
         try:
             index_value, float_value = int(index), float(value)
         except ValueError:
-            raise FeatureError(f"{where}: bad token {token!r}, expected <index>:<value>") from None
+            raise FeatureError(f"{where}: bad token {_show(token)}, expected <index>:<value>") from None
         if not sep or index_value < 0:
-            raise FeatureError(f"{where}: bad token {token!r}, expected <index>:<value> with index >= 0")
+            raise FeatureError(f"{where}: bad token {_show(token)}, expected <index>:<value> with index >= 0")
+        if index_value > INDEX_MAX:
+            raise FeatureError(f"{where}: index {_show(index)} is out of range (0 .. 2^63-1)")
         if float_value != 1.0:
-            raise FeatureError(f"{where}: value {value!r} in {token!r}: only one-hot libfm (value 1) is supported")
+            raise FeatureError(f"{where}: value {_show(value)} in {_show(token)}: only one-hot libfm (value 1) is "
+                               f"supported")
         indices.append(index_value)
     return label, indices
+
+
+def _index_field_pairs(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (index, field position) pairs of ``matrix`` ``[rows, fields]``, ``[n, 2]``, and the flat
+    position of each pair's first occurrence. Indices small enough are paired as ``index * fields + position``
+    in one int64 (fast); larger ones, which that would overflow, by rows."""
+    n_fields = matrix.shape[1]
+    positions = np.arange(n_fields, dtype=np.int64)
+    if int(matrix.max()) <= (INDEX_MAX - n_fields) // n_fields:
+        keys, first_flat = np.unique((matrix * n_fields + positions[None, :]).ravel(), return_index=True)
+        return np.stack([keys // n_fields, keys % n_fields], axis=1), first_flat
+    stacked = np.stack([matrix.ravel(), np.broadcast_to(positions, matrix.shape).ravel()], axis=1)
+    return np.unique(stacked, axis=0, return_index=True)
 
 
 def _check_libfm_fields(matrix: np.ndarray, names: list[str], lines: list[int], seen_field: dict[int, tuple],
                         path: str) -> None:
     """The field of an index is its position: an index in two positions (in this chunk, or against
-    ``seen_field`` from earlier chunks, updated here) is inconsistent data."""
-    pairs = np.unique(matrix * len(names) + np.arange(len(names))[None, :])
-    for pair in pairs.tolist():
-        index, pos = divmod(pair, len(names))
+    ``seen_field`` from earlier chunks, updated here) is inconsistent data, reported at the later line."""
+    n_fields = len(names)
+    pairs, first_flat = _index_field_pairs(matrix)
+    first_rows = first_flat // n_fields
+    for k in np.argsort(first_rows, kind="stable").tolist():  # (index, position) pairs in the order of their lines
+        index, pos = int(pairs[k, 0]), int(pairs[k, 1])
+        line = lines[int(first_rows[k])]
         previous = seen_field.get(index)
         if previous is None:
-            row = int(np.flatnonzero(matrix[:, pos] == index)[0])
-            seen_field[index] = (pos, lines[row])
+            seen_field[index] = (pos, line)
         elif previous[0] != pos:
-            row = int(np.flatnonzero(matrix[:, pos] == index)[0])
             raise FeatureError(
-                f"{path}: line {lines[row]}: field '{names[pos]}': index {index} was in field "
+                f"{path}: line {line}: field '{names[pos]}': index {index} was in field "
                 f"'{names[previous[0]]}' on line {previous[1]}; every index must belong to one field")
 
 
@@ -141,116 +152,164 @@ def _looks_numeric(s: str) -> bool:
         return False
 
 
+def _csv_error(error: csv.Error, path: str, line: int, delim: str) -> FeatureError:
+    """A line the csv module cannot read (a cell over its field limit, a carriage return inside a cell)."""
+    return FeatureError(f"{path}: line {line}: not readable as {delim!r}-separated cells ({error})")
+
+
+def _csv_layout(first_line: str, path: str, delimiter: str, label_col: str, has_header: str):
+    """(delimiter, column names, label column position, whether line 1 is a header) from the first line."""
+    if not first_line.strip():
+        raise FeatureError(f"{path}: line 1: empty file or empty first line")
+    delim = delimiter if delimiter not in ("auto", "") else ("\t" if "\t" in first_line else ",")
+    try:
+        first = next(csv.reader([first_line], delimiter=delim))  # a line that is not blank has one row
+    except csv.Error as e:
+        raise _csv_error(e, path, 1, delim) from None
+    header = has_header == "yes" or (has_header == "auto" and not _looks_numeric(first[0] or "0"))
+    if header:
+        names = [c.strip() for c in first]
+    else:
+        names = CRITEO_COLUMNS if len(first) == len(CRITEO_COLUMNS) else \
+            ["label"] + [f"c{i}" for i in range(1, len(first))]
+    if label_col not in names:
+        raise FeatureError(f"{path}: line 1: label column '{label_col}' not in the header "
+                           f"({_show(', '.join(names), 200)})")
+    return delim, names, names.index(label_col), header
+
+
+def _csv_table(block: list[str], first_no: int, layout: tuple, path: str, label_col: str) -> Table | None:
+    """The lines of one block (line ``first_no`` first) as a Table of text columns, or None when all are blank."""
+    delim, names, label_at, _ = layout
+    cells, labels, lines = [], [], []
+    reader = csv.reader(block, delimiter=delim)
+    consumed = 0  # lines the reader has read: a row starts on the line after them
+    try:
+        for row in reader:
+            line, consumed = first_no + consumed, reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(names):
+                raise FeatureError(f"{path}: line {line}: expected {len(names)} fields ({delim!r}-separated), "
+                                   f"got {len(row)}")
+            labels.append(_label01(row[label_at].strip(), path, line, label_col))
+            cells.append(row)
+            lines.append(line)
+    except csv.Error as e:
+        raise _csv_error(e, path, first_no + reader.line_num - 1, delim) from None
+    if not cells:
+        return None
+    arr = np.asarray(cells, dtype=str)
+    return Table({n: arr[:, j] for j, n in enumerate(names) if j != label_at}, np.asarray(labels, np.float32), path,
+                 np.asarray(lines, np.int64))
+
+
 def iter_csv(path: str, delimiter: str = "auto", label_col: str = "label", has_header: str = "auto",
              chunk_rows: int = DEFAULT_CHUNK) -> Iterator[Table]:
     """CSV/TSV rows; columns are text (numeric parsing happens in the feature map), the label 0/1."""
-    with _open(path) as fh:
-        first_line = fh.readline()
-        if not first_line.strip():
-            raise FeatureError(f"{path}: line 1: empty file or empty first line")
-        delim = delimiter if delimiter not in ("auto", "") else ("\t" if "\t" in first_line else ",")
-        first = next(csv.reader([first_line], delimiter=delim))
-        header = has_header == "yes" or (has_header == "auto" and not _looks_numeric(first[0] or "0"))
-        if header:
-            names = [c.strip() for c in first]
-            pending, start = [], 2
-        else:
-            names = CRITEO_COLUMNS if len(first) == len(CRITEO_COLUMNS) else \
-                ["label"] + [f"c{i}" for i in range(1, len(first))]
-            pending, start = [first_line], 1
-        if label_col not in names:
-            raise FeatureError(f"{path}: line 1: label column '{label_col}' not in the header ({', '.join(names)})")
-        li = names.index(label_col)
-        others = [(j, n) for j, n in enumerate(names) if j != li]
-        lines_iter = itertools.chain(pending, fh)
-        for first_no, block in _line_chunks(lines_iter, chunk_rows, start):
-            cells, labels, lines = [], [], []
-            for k, row in enumerate(csv.reader(block, delimiter=delim)):
-                ln = first_no + k
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) != len(names):
-                    raise FeatureError(f"{path}: line {ln}: expected {len(names)} fields ({delim!r}-separated), "
-                                       f"got {len(row)}")
-                labels.append(_label01(row[li].strip(), path, ln, label_col))
-                cells.append(row)
-                lines.append(ln)
-            if not cells:
-                continue
-            arr = np.asarray(cells, dtype=str)
-            yield Table({n: arr[:, j] for j, n in others}, np.asarray(labels, np.float32), path,
-                        np.asarray(lines, np.int64))
+    layout = None
+    for first_no, block in _blocks(path, chunk_rows):
+        if layout is None:
+            layout = _csv_layout(block[0], path, delimiter, label_col, has_header)
+            if layout[3]:  # the header is not a row
+                block, first_no = block[1:], 2
+        table = _csv_table(block, first_no, layout, path, label_col)
+        if table is not None:
+            yield table
+    if layout is None:
+        raise FeatureError(f"{path}: line 1: empty file or empty first line")
 
 
 # ---------------------------------------------------------------------------------------------- paddlerec slots
+def _slot_line(tokens: list[str], path: str, line: int, label_col: str, dense_slot: str):
+    """(label, [dense values], {slot: [ids]}) of one slot-format line."""
+    label, dense, slots = None, [], {}
+    for pos, token in enumerate(tokens):
+        name, sep, value = token.partition(":")
+        if not sep or not name or value == "":
+            raise FeatureError(f"{path}: line {line}: token {pos + 1} {_show(token)}: expected <slot>:<value>")
+        if name == label_col:
+            label = _label01(value, path, line, label_col)
+        elif name == dense_slot:
+            dense.append(value)
+        else:
+            slots.setdefault(name, []).append(value)
+    if label is None:
+        raise FeatureError(f"{path}: line {line}: field '{label_col}': missing label slot")
+    return label, dense, slots
+
+
+def _check_slot_layout(layout, dense: list, slots: dict, path: str, line: int, dense_slot: str) -> None:
+    """Every line has the first line's number of dense values and no slot the first line lacks."""
+    if len(dense) != layout[0]:
+        raise FeatureError(f"{path}: line {line}: field '{dense_slot}': expected {layout[0]} values, got {len(dense)}")
+    extra = set(slots) - set(layout[1])
+    if extra:
+        raise FeatureError(f"{path}: line {line}: slot(s) {_show(str(sorted(extra)), 200)} not on the first line "
+                           f"(slots: {', '.join(layout[1])})")
+
+
 def iter_slot(path: str, label_col: str = "click", dense_slot: str = "dense_feature",
               chunk_rows: int = DEFAULT_CHUNK) -> Iterator[Table]:
     layout = None  # (n_dense, [slot names]) fixed by the first line
-    with _open(path) as fh:
-        for first, block in _line_chunks(fh, chunk_rows):
-            cols: dict[str, list] = {}
-            labels, lines = [], []
-            for k, raw in enumerate(block):
-                toks = raw.split()
-                if not toks:
-                    continue
-                ln = first + k
-                label, dense, slots = None, [], {}
-                for pos, tok in enumerate(toks):
-                    name, sep, value = tok.partition(":")
-                    if not sep or not name or value == "":
-                        raise FeatureError(f"{path}: line {ln}: token {pos + 1} {tok!r}: expected <slot>:<value>")
-                    if name == label_col:
-                        label = _label01(value, path, ln, label_col)
-                    elif name == dense_slot:
-                        dense.append(value)
-                    else:
-                        slots.setdefault(name, []).append(value)
-                if label is None:
-                    raise FeatureError(f"{path}: line {ln}: field '{label_col}': missing label slot")
-                if layout is None:
-                    layout = (len(dense), list(slots))
-                if len(dense) != layout[0]:
-                    raise FeatureError(f"{path}: line {ln}: field '{dense_slot}': expected {layout[0]} values, "
-                                       f"got {len(dense)}")
-                for j, v in enumerate(dense):
-                    cols.setdefault(f"{dense_slot}_{j}", []).append(v)
-                for s in layout[1]:
-                    cols.setdefault(f"slot_{s}", []).append(" ".join(slots.get(s, [])))
-                extra = set(slots) - set(layout[1])
-                if extra:
-                    raise FeatureError(f"{path}: line {ln}: slot(s) {sorted(extra)} not on the first line "
-                                       f"(slots: {', '.join(layout[1])})")
-                labels.append(label)
-                lines.append(ln)
-            if labels:
-                yield Table({k: np.asarray(v, dtype=str) for k, v in cols.items()}, np.asarray(labels, np.float32),
-                            path, np.asarray(lines, np.int64))
+    for first, block in _blocks(path, chunk_rows):
+        cols: dict[str, list] = {}
+        labels, lines = [], []
+        for k, raw in enumerate(block):
+            tokens = raw.split()
+            if not tokens:
+                continue
+            label, dense, slots = _slot_line(tokens, path, first + k, label_col, dense_slot)
+            layout = layout or (len(dense), list(slots))
+            _check_slot_layout(layout, dense, slots, path, first + k, dense_slot)
+            for j, v in enumerate(dense):
+                cols.setdefault(f"{dense_slot}_{j}", []).append(v)
+            for slot in layout[1]:
+                cols.setdefault(f"slot_{slot}", []).append(" ".join(slots.get(slot, [])))
+            labels.append(label)
+            lines.append(first + k)
+        if labels:
+            yield Table({k: np.asarray(v, dtype=str) for k, v in cols.items()}, np.asarray(labels, np.float32),
+                        path, np.asarray(lines, np.int64))
 
 
 # ---------------------------------------------------------------------------------------------- recbole
+_ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+
+
+def _atomic_header(line: str, path: str) -> tuple[list[str], list[str]]:
+    """(names, types) of an atomic file's header ``name:type<TAB>...``."""
+    names, types = [], []
+    for j, column in enumerate(line.rstrip("\r\n").split("\t")):
+        name, sep, kind = column.partition(":")
+        if not sep or kind not in _ATOMIC_TYPES:
+            raise FeatureError(f"{path}: line 1: column {j + 1} {_show(column)}: expected "
+                               f"<name>:<{'|'.join(_ATOMIC_TYPES)}>")
+        names.append(name)
+        types.append(kind)
+    return names, types
+
+
 def read_atomic(path: str) -> Table:
     """One RecBole atomic file; float columns are parsed (errors name line and field), others stay text."""
-    with _open(path) as fh:
-        header = fh.readline().rstrip("\r\n").split("\t")
-        names, types = [], []
-        for j, h in enumerate(header):
-            name, sep, typ = h.partition(":")
-            if not sep or typ not in ("token", "token_seq", "float", "float_seq"):
-                raise FeatureError(f"{path}: line 1: column {j + 1} {h!r}: expected <name>:<token|token_seq|float|"
-                                   f"float_seq>")
-            names.append(name)
-            types.append(typ)
-        rows, lines = [], []
-        for ln, raw in enumerate(fh, start=2):
+    names, types = None, None
+    rows, lines = [], []
+    for first, block in _blocks(path, DEFAULT_CHUNK):
+        for k, raw in enumerate(block):
+            if names is None:
+                names, types = _atomic_header(raw, path)
+                continue
             raw = raw.rstrip("\r\n")
             if not raw.strip():
                 continue
             parts = raw.split("\t")
             if len(parts) != len(names):
-                raise FeatureError(f"{path}: line {ln}: expected {len(names)} tab-separated fields, got {len(parts)}")
+                raise FeatureError(f"{path}: line {first + k}: expected {len(names)} tab-separated fields, got "
+                                   f"{len(parts)}")
             rows.append(parts)
-            lines.append(ln)
+            lines.append(first + k)
+    if names is None:
+        raise FeatureError(f"{path}: line 1: empty file (an atomic file starts with its header)")
     cells = np.asarray(rows, dtype=str).reshape(len(rows), len(names))
     columns = {name: _float_column(cells[:, j], path, lines, name) if kind == "float" else cells[:, j]
                for j, (name, kind) in enumerate(zip(names, types, strict=True))}
@@ -270,7 +329,7 @@ def _float_column(cells: np.ndarray, path: str, lines: list[int], name: str) -> 
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
-            raise FeatureError(f"{path}: line {lines[i]}: field '{name}': {text!r} is not a finite number")
+            raise FeatureError(f"{path}: line {lines[i]}: field '{name}': {_show(text)} is not a finite number")
         column[i] = value
     return column
 

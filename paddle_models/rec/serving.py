@@ -6,7 +6,14 @@
   source column: numbers for numeric features, strings or integers for categorical ones, a list or a
   ``sep``-separated string for sequences; ``null`` is a missing value) -> per-record
   ``{"ids", ["values"], "id"}`` rows, each bad record with its own
-  :class:`~paddle_models.engine.task.RecordError`.
+  :class:`~paddle_models.engine.task.RecordError` (a value of the wrong type, a number that is not finite, an
+  integer outside the int64 range).
+
+  A record is encoded as if it were alone in the request: its values never change another record's ids. A
+  value is looked up as what it is: an integer among integer training values (or as its decimal text among
+  text ones), a string among text training values (or, when it is an integer literal such as ``"17"``,
+  among integer ones). A string that is no integer, for a feature whose training values are integers, is
+  out of vocabulary (local id 0), as is any value not seen in training.
 * :func:`ctr_rows`: click probabilities -> rows ``id, label, label_name, probabilities``.
 
 DSSM exports its two towers for retrieval; it takes no request records here
@@ -58,6 +65,28 @@ def _columns(fmap: FeatureMap) -> dict[str, str]:
     return cols
 
 
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_number(value):
+    """None when ``value`` is a finite number (or a numeric string, or blank: missing), else what is wrong."""
+    if isinstance(value, str):
+        try:
+            value = float(value) if value.strip() else 0.0
+        except ValueError:
+            return f"{value[:40]!r} is not a number"
+    elif not isinstance(value, (int, float)):
+        return f"expected a number, got {type(value).__name__}"
+    try:
+        return None if np.isfinite(float(value)) else "not a finite number"
+    except OverflowError:  # an integer beyond the float range
+        return "not a finite number"
+
+
 def _check_value(kind: str, value):
     """None when ``value`` fits a column of ``kind``, else what is wrong."""
     if value is None:
@@ -65,23 +94,18 @@ def _check_value(kind: str, value):
     if isinstance(value, bool):
         return f"expected a {'number' if kind == NUMERIC else 'string or integer'}, got a boolean"
     if kind == NUMERIC:
-        if isinstance(value, (int, float)):
-            return None if np.isfinite(value) else "not a finite number"
-        if isinstance(value, str):
-            try:
-                x = float(value) if value.strip() else 0.0
-            except ValueError:
-                return f"{value[:40]!r} is not a number"
-            return None if np.isfinite(x) else "not a finite number"
-        return f"expected a number, got {type(value).__name__}"
+        return _check_number(value)
     if kind == SEQUENCE:
         if isinstance(value, str):
             return None
-        if isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-            return None
-        return "expected a list of strings or integers (or one separated string)"
-    if isinstance(value, (str, int)):
+        if not isinstance(value, list) or not all(isinstance(v, str) or _is_int(v) for v in value):
+            return "expected a list of strings or integers (or one separated string)"
+        big = [v for v in value if _is_int(v) and not INT64_MIN <= v <= INT64_MAX]
+        return f"integer {str(big[0])[:40]} is outside the int64 range" if big else None
+    if isinstance(value, str):
         return None
+    if _is_int(value):
+        return None if INT64_MIN <= value <= INT64_MAX else f"integer {str(value)[:40]} is outside the int64 range"
     return f"expected a string or integer, got {type(value).__name__}"
 
 
@@ -110,43 +134,71 @@ def _encode(fmap: FeatureMap, cols: dict[str, str], records: list) -> dict[str, 
     return fmap.transform(table)
 
 
+def _value_kind(kind: str, value, sep: str) -> str:
+    """How :func:`_column_array` holds ``value``: ``i`` (integers) or ``s`` (text); numbers are ``n``."""
+    if kind == NUMERIC:
+        return "n"
+    if kind == SEQUENCE:
+        tokens = value if isinstance(value, list) else ([w for w in value.split(sep) if w] if value else [])
+        return "i" if all(_is_int(w) for w in tokens) else "s"
+    return "i" if _is_int(value) else "s"
+
+
+def _alike_groups(fmap: FeatureMap, cols: dict[str, str], records: list, good: list[int]) -> list[list[int]]:
+    """The good records grouped by how each column holds their values: a group's column arrays hold each
+    record's values exactly as that record's own arrays would (an integer column stays integers), so encoding
+    a group gives every record the ids it gets alone."""
+    sep = {f.source: f.sep for f in fmap.selected() if f.type == SEQUENCE}
+    groups: dict[tuple, list[int]] = {}
+    for i in good:
+        key = tuple(_value_kind(kind, records[i][c], sep.get(c, " ")) for c, kind in cols.items())
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _record_error(cols: dict[str, str], index: int, rec) -> RecordError | None:
+    """The first problem of request record ``index`` (not an object, a bad id, a missing or bad field), or None."""
+    if not isinstance(rec, dict):
+        return RecordError(index, None, "record", f"expected a JSON object, got {type(rec).__name__}")
+    rid = rec.get("id", index)
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return RecordError(index, None, "id", f"expected a string or integer, got {type(rid).__name__}")
+    for c, kind in cols.items():
+        if c not in rec:
+            return RecordError(index, rid, c, f"missing field (the model reads columns {', '.join(cols)})")
+        why = _check_value(kind, rec[c])
+        if why:
+            return RecordError(index, rid, c, why)
+    return None
+
+
+def _encode_group(fmap: FeatureMap, cols: dict[str, str], records: list, group: list[int], rows: dict,
+                  errors: list) -> None:
+    """Encoded rows of the records ``group`` into ``rows``; when the group fails, each record alone (its own
+    error into ``errors``)."""
+    try:
+        arrays = _encode(fmap, cols, [records[i] for i in group])
+        rows.update({i: {k: v[j] for k, v in arrays.items()} for j, i in enumerate(group)})
+        return
+    except (FeatureError, ValueError):
+        pass
+    for i in group:
+        try:
+            one = _encode(fmap, cols, [records[i]])
+            rows[i] = {k: v[0] for k, v in one.items()}
+        except (FeatureError, ValueError) as e:
+            errors[i] = RecordError(i, records[i].get("id", i), "record", str(e).replace("<request>: ", ""))
+
+
 def records_to_items(records: list, fmap: FeatureMap) -> tuple[list, list[RecordError | None]]:
     """(``{"ids": [n_ids], "values": [n_dense], "id": str}`` per good record or None, per-record errors)."""
     cols = _columns(fmap)
-    errors: list[RecordError | None] = []
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            errors.append(RecordError(i, None, "record", f"expected a JSON object, got {type(rec).__name__}"))
-            continue
-        rid = rec.get("id", i)
-        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-            errors.append(RecordError(i, None, "id", f"expected a string or integer, got {type(rid).__name__}"))
-            continue
-        err = None
-        for c, kind in cols.items():
-            if c not in rec:
-                err = RecordError(i, rid, c, f"missing field (the model reads columns {', '.join(cols)})")
-                break
-            why = _check_value(kind, rec[c])
-            if why:
-                err = RecordError(i, rid, c, why)
-                break
-        errors.append(err)
+    errors: list[RecordError | None] = [_record_error(cols, i, rec) for i, rec in enumerate(records)]
     good = [i for i, e in enumerate(errors) if e is None]
+    rows: dict[int, dict] = {}
+    for group in _alike_groups(fmap, cols, records, good):
+        _encode_group(fmap, cols, records, group, rows, errors)
     items: list = [None] * len(records)
-    if not good:
-        return items, errors
-    try:
-        arrays = _encode(fmap, cols, [records[i] for i in good])
-        rows = {i: {k: v[j] for k, v in arrays.items()} for j, i in enumerate(good)}
-    except (FeatureError, ValueError):  # find the record: encode one at a time
-        rows = {}
-        for i in good:
-            try:
-                one = _encode(fmap, cols, [records[i]])
-                rows[i] = {k: v[0] for k, v in one.items()}
-            except (FeatureError, ValueError) as e:
-                errors[i] = RecordError(i, records[i].get("id", i), "record", str(e).replace("<request>: ", ""))
     for i, row in rows.items():
         items[i] = {**row, "id": str(records[i].get("id", i))}
     return items, errors

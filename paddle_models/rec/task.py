@@ -62,6 +62,11 @@ class RecTask(Task):
         return "test" if self.cfg["Data"]["test_path"] else "val"
 
     # ---- setup -----------------------------------------------------------------------------------
+    def check_data(self, splits) -> None:
+        """Every row of ``splits`` read and encoded with the feature map (fitted in memory when none is saved)
+        before the run writes its files; see ``RecData.check_splits``."""
+        self.data.check_splits(splits, self.output_dir, self.cfg["Global"]["checkpoint"])
+
     def prepare(self, output_dir: str, is_main: bool = True) -> None:
         self.data.prepare(output_dir, is_main, checkpoint=self.cfg["Global"]["checkpoint"])
 

@@ -7,14 +7,15 @@ target text (detokenized; what BLEU / exact match compare against). ``collate`` 
 """
 from __future__ import annotations
 
-import gzip
 import os
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import paddle
 
+from .. import textfile
 from .model import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 Example = tuple[np.ndarray, np.ndarray, str]
@@ -22,20 +23,9 @@ Example = tuple[np.ndarray, np.ndarray, str]
 
 # ---- text files -----------------------------------------------------------------------------------
 def read_lines(path: str) -> list[str]:
-    """Lines of a UTF-8 text file, plain or gzipped (detected by its magic bytes), without newlines."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: file not found")
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
-    lines = []
-    with opener(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                lines.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}: line {n}: not valid UTF-8 ({e})") from None
-    return lines
+    """Lines of a UTF-8 text file, plain or gzipped (detected by its magic bytes), without newlines; bytes that
+    are not UTF-8 and damaged gzip data are ValueErrors naming the file and the line."""
+    return textfile.read_lines(path)
 
 
 def read_parallel(src_path: str, tgt_path: str) -> tuple[list[str], list[str]]:
@@ -115,36 +105,51 @@ class ToyTokenizer:
         self.vocab_size = vocab_size
 
     def encode(self, text: str) -> list[int]:
-        return [int(t) for t in text.split()]
+        """The ids of ``text``; a token that is no integer, or no id of the vocabulary, is a ValueError."""
+        ids = [int(t) for t in text.split()]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token {bad[0]} is outside the vocabulary 0..{self.vocab_size - 1}")
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return " ".join(str(int(i)) for i in ids)
 
 
 # ---- examples -------------------------------------------------------------------------------------
+@dataclass
+class ExampleCounts:
+    """Sentence pairs of a split left out or cut: ``skipped`` (an empty side, or too long for training) and
+    ``truncated`` (a side longer than the model's positions, cut to fit: evaluation scores the cut pair)."""
+    skipped: int = 0
+    truncated: int = 0
+
+
 def make_examples(tokenizer, src_lines: Sequence[str], tgt_lines: Sequence[str], max_positions: int,
-                  drop_long: bool, where: str = "") -> tuple[list[Example], int]:
+                  drop_long: bool, where: str = "") -> tuple[list[Example], ExampleCounts]:
     """Tokenize parallel lines. Pairs with an empty side are skipped. A side longer than the model's
     positions (``max_positions - 1``, one slot is EOS/BOS) is dropped when ``drop_long`` (training),
-    else truncated. Returns the examples and how many pairs were skipped or dropped."""
+    else truncated to them (the reference text stays whole). Returns the examples and the counts of
+    skipped and truncated pairs."""
     enc = (tokenizer.encode_batch if hasattr(tokenizer, "encode_batch")
            else (lambda xs: [tokenizer.encode(x) for x in xs]))
     src_ids, tgt_ids = enc(src_lines), enc(tgt_lines)
     limit = max_positions - 1
-    out, skipped = [], 0
+    out, counts = [], ExampleCounts()
     for s, t, ref in zip(src_ids, tgt_ids, tgt_lines, strict=True):
         if not s or not t:
-            skipped += 1
+            counts.skipped += 1
             continue
         if len(s) > limit or len(t) > limit:
             if drop_long:
-                skipped += 1
+                counts.skipped += 1
                 continue
             s, t = s[:limit], t[:limit]
+            counts.truncated += 1
         out.append((np.asarray(s, "int64"), np.asarray(t, "int64"), ref))
     if not out:
         raise ValueError(f"{where}: no usable sentence pairs")
-    return out, skipped
+    return out, counts
 
 
 def make_toy_examples(n: int, task: str, vocab_size: int, min_len: int, max_len: int, seed: int,

@@ -4,7 +4,9 @@ Both run the encoder once, then one decoder step per output token. With ``use_ca
 only the newest token and reuses the keys/values of earlier positions (``Transformer.init_cache``); with
 ``use_cache=False`` it recomputes the decoder over the whole prefix (the reference the cache must match).
 Outputs are ``[B, L]`` int64 numpy arrays: tokens up to and including EOS, then ``PAD_ID``.
-``strip_special`` turns a row into the token list a tokenizer decodes.
+``strip_special`` turns a row into the token list a tokenizer decodes. ``export_greedy`` and
+``export_beam_search`` run the same searches on the exported encoder and decoder-step graphs (the beam
+search's state is shared: ``_BeamSearch`` over a model's steps or the graphs' steps).
 """
 from __future__ import annotations
 
@@ -14,6 +16,17 @@ import paddle
 from .model import BOS_ID, EOS_ID, PAD_ID, reorder_cache
 
 _NEG = -1e9  # "impossible" log-probability (finite, so sums and ratios never give NaN)
+
+
+def check_decode_settings(decode_cfg: dict) -> None:
+    """The output budget ``max_len_a * source_length + max_len_b`` must allow a one-token source (length 2 with
+    its EOS) two output tokens (a token and EOS); else a ValueError naming the keys. (The single keys' ranges
+    are in ``config.RANGES``.)"""
+    a, b = float(decode_cfg["max_len_a"]), int(decode_cfg["max_len_b"])
+    if int(a * 2 + b) < 2:
+        raise ValueError(f"Decode.max_len_a / Decode.max_len_b: {a} * source_length + {b} output tokens leaves a "
+                         f"one-token source (2 with EOS) fewer than 2 output tokens: every translation would be "
+                         f"cut to one token; raise max_len_a or max_len_b")
 
 
 def max_output_len(model, src_len: int, a: float, b: int) -> int:
@@ -83,34 +96,95 @@ def beam_search(model, src_ids, beam_size: int, max_len: int, alpha: float = 0.6
     was_training = model.training
     model.eval()
     src_ids = paddle.to_tensor(src_ids) if not isinstance(src_ids, paddle.Tensor) else src_ids
-    search = _BeamSearch(model, src_ids, int(beam_size), bos_id, use_cache)
-    steps = min(max_len, model.max_len - 1)
-    max_lp = length_penalty(float(steps), alpha)
-    for t in range(steps):
+    steps = _ModelSteps(model, src_ids, int(beam_size), use_cache)
+    out = _run_beam_search(steps, src_ids.shape[0], int(beam_size), min(max_len, model.max_len - 1), alpha, bos_id,
+                           eos_id, pad_id)
+    model.train(was_training)
+    return out
+
+
+def _run_beam_search(steps, batch: int, beam_size: int, max_steps: int, alpha: float, bos_id: int, eos_id: int,
+                     pad_id: int) -> np.ndarray:
+    """The search of :func:`beam_search` over ``steps`` (:class:`_ModelSteps` or :class:`_GraphSteps`)."""
+    search = _BeamSearch(steps, batch, beam_size, bos_id)
+    max_lp = length_penalty(float(max_steps), alpha)
+    for t in range(max_steps):
         top_scores, beam, tok = search.best_extensions(t)
         is_eos = tok == eos_id
         search.keep_finished(top_scores, beam, is_eos, length_penalty(t + 1.0, alpha), eos_id)
         search.advance(top_scores, beam, tok, is_eos)
         if search.done(max_lp):
             break
-    out = search.outputs(max_lp, pad_id)
-    model.train(was_training)
-    return out
+    return search.outputs(max_lp, pad_id)
+
+
+class _ModelSteps:
+    """The decoder steps of a dygraph model for ``B*K`` hypotheses (each source's encoding repeated for its
+    ``K`` beams, rows ``b*K .. b*K+K-1``): the next token's log-probabilities, and the cache's rows reordered
+    when the hypotheses are."""
+
+    def __init__(self, model, src_ids, beam_size: int, use_cache: bool):
+        B, K = src_ids.shape[0], beam_size
+        memory, memory_mask = model.encode(src_ids)
+        rows = paddle.arange(B, dtype="int64").unsqueeze(1).expand([B, K]).reshape([-1])  # b -> b*K..b*K+K-1
+        self.model = model
+        self.memory, self.memory_mask = paddle.index_select(memory, rows, 0), paddle.index_select(memory_mask, rows, 0)
+        self.cache = model.init_cache(self.memory) if use_cache else None
+
+    def log_probs(self, tokens, t: int):
+        """``[B*K, V]`` log-probabilities of the token after ``tokens`` ``[B*K, t+1]``."""
+        return log_softmax(_step_logits(self.model, tokens, self.memory, self.memory_mask, self.cache, t))
+
+    def reorder(self, rows) -> None:
+        if self.cache is not None:
+            self.cache = reorder_cache(self.cache, rows)
+
+
+class _GraphSteps:
+    """:class:`_ModelSteps` over the exported ``encoder`` and ``decoder_step`` graphs (callables on numpy arrays
+    in the graphs' input/output order, see :func:`export_greedy`); the step graph's self-attention cache is
+    carried here."""
+
+    def __init__(self, encoder_fn, step_fn, src_ids: np.ndarray, beam_size: int, num_layers: int, num_heads: int,
+                 head_dim: int):
+        memory_k, memory_v, memory_mask = encoder_fn(src_ids)
+        self.memory = [np.repeat(np.asarray(x), beam_size, axis=0) for x in (memory_k, memory_v, memory_mask)]
+        rows = self.memory[0].shape[0]
+        self.cache_k = np.zeros([rows, num_layers, num_heads, 0, head_dim], "float32")
+        self.cache_v = self.cache_k.copy()
+        self.step_fn = step_fn
+
+    def log_probs(self, tokens, t: int):
+        last = tokens[:, -1:].numpy()
+        logp, self.cache_k, self.cache_v = self.step_fn(last, *self.memory, self.cache_k, self.cache_v)
+        return paddle.to_tensor(np.asarray(logp, "float32"))
+
+    def reorder(self, rows) -> None:
+        index = rows.numpy()
+        self.cache_k, self.cache_v = np.asarray(self.cache_k)[index], np.asarray(self.cache_v)[index]
+
+
+@paddle.no_grad()
+def export_beam_search(encoder_fn, step_fn, src_ids: np.ndarray, beam_size: int, max_len: int, num_layers: int,
+                       num_heads: int, head_dim: int, alpha: float = 0.6, bos_id: int = BOS_ID, eos_id: int = EOS_ID,
+                       pad_id: int = PAD_ID) -> np.ndarray:
+    """:func:`beam_search` driven by the two exported graphs (as :func:`export_greedy`): the same search over
+    the same log-probabilities, ``max_len`` tokens at most (within the export's positional table)."""
+    src_ids = np.asarray(src_ids, "int64")
+    steps = _GraphSteps(encoder_fn, step_fn, src_ids, int(beam_size), num_layers, num_heads, head_dim)
+    return _run_beam_search(steps, src_ids.shape[0], int(beam_size), max_len, alpha, bos_id, eos_id, pad_id)
 
 
 class _BeamSearch:
     """The state of a batched beam search over ``B`` sentences: ``K`` live hypotheses each (``tokens``
     ``[B*K, t+1]``, BOS first, rows ``b*K .. b*K+K-1`` for sentence ``b``; ``scores`` ``[B, K]``, their total
-    log-probabilities), the decoder's cache, and each sentence's best finished hypothesis, kept aside
-    (``best_norm``: its length-normalized score, ``best_seq``: its tokens)."""
+    log-probabilities), the decoder ``steps`` (model or exported graphs, with their cache), and each
+    sentence's best finished hypothesis, kept aside (``best_norm``: its length-normalized score, ``best_seq``:
+    its tokens)."""
 
-    def __init__(self, model, src_ids, beam_size: int, bos_id: int, use_cache: bool):
-        B, K = src_ids.shape[0], beam_size
-        self.model, self.B, self.K, self.V = model, B, K, model.vocab_size
-        memory, memory_mask = model.encode(src_ids)
-        rows = paddle.arange(B, dtype="int64").unsqueeze(1).expand([B, K]).reshape([-1])  # b -> b*K..b*K+K-1
-        self.memory, self.memory_mask = paddle.index_select(memory, rows, 0), paddle.index_select(memory_mask, rows, 0)
-        self.cache = model.init_cache(self.memory) if use_cache else None
+    def __init__(self, steps, batch: int, beam_size: int, bos_id: int):
+        B, K = batch, beam_size
+        self.steps, self.B, self.K = steps, B, K
         self.tokens = paddle.full([B * K, 1], bos_id, dtype="int64")
         # all K beams start as the same BOS hypothesis: let only the first one expand at step 0
         self.scores = paddle.to_tensor(np.tile(np.array([0.0] + [_NEG] * (K - 1), "float32"), (B, 1)))
@@ -122,9 +196,9 @@ class _BeamSearch:
     def best_extensions(self, t: int):
         """(total log-probabilities, source beam, token), each ``[B, 2K]``: the ``2K`` best one-token
         extensions of each sentence's live hypotheses (all of length t+1, so ranked by raw score)."""
-        B, K, V = self.B, self.K, self.V
-        step = _step_logits(self.model, self.tokens, self.memory, self.memory_mask, self.cache, t)
-        logp = log_softmax(step).reshape([B, K * V])
+        B, K = self.B, self.K
+        logp = self.steps.log_probs(self.tokens, t)
+        V = logp.shape[-1]
         cand = (self.scores.unsqueeze(-1) + logp.reshape([B, K, V])).reshape([B, K * V])
         top_scores, top = paddle.topk(cand, 2 * K, axis=-1)
         return top_scores, top // V, top % V
@@ -151,8 +225,7 @@ class _BeamSearch:
         flat = (self.offsets + paddle.take_along_axis(beam, order, axis=1)).reshape([-1])
         nxt = paddle.take_along_axis(tok, order, axis=1).reshape([-1, 1])
         self.tokens = paddle.concat([paddle.index_select(self.tokens, flat, 0), nxt], axis=1)
-        if self.cache is not None:
-            self.cache = reorder_cache(self.cache, flat)
+        self.steps.reorder(flat)
 
     def done(self, max_lp: float) -> bool:
         """True when every sentence's best finished hypothesis beats what any live one could still reach

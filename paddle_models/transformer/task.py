@@ -9,6 +9,7 @@ value, reached at ``warmup_steps``; the paper's d_model^-0.5 * warmup^-0.5 is 7.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from functools import partial
@@ -25,6 +26,7 @@ from . import serving
 from .bleu import sacre_bleu, tokenized_bleu, tokenized_bleu_protocol
 from .data import (
     Example,
+    ExampleCounts,
     ExampleDataset,
     SpmTokenizer,
     ToyTokenizer,
@@ -35,10 +37,18 @@ from .data import (
     token_batches,
     train_sentencepiece,
 )
-from .decoding import DecoderStepGraph, EncoderGraph, decode_batch, max_output_len, strip_special
+from .decoding import (
+    DecoderStepGraph,
+    EncoderGraph,
+    check_decode_settings,
+    decode_batch,
+    max_output_len,
+    strip_special,
+)
 from .model import BOS_ID, EOS_ID, PAD_ID
 
 SPM_NAME = "spm.model"
+log = logging.getLogger("paddle_models")
 
 
 def label_smoothed_nll(logits, target, epsilon: float, pad_id: int = PAD_ID):
@@ -96,9 +106,11 @@ class TransformerTask(Task):
         if self.kind not in ("multi30k", "toy"):
             raise ValueError(f"Data.kind: unknown {self.kind!r} (multi30k, toy)")
         self.best_metric = "exact_match" if self.kind == "toy" else "bleu"
+        check_decode_settings(cfg["Decode"])
         self.tokenizer = None
         self._toy_cache: dict[str, list] = {}
-        self.skipped: dict[str, int] = {}  # sentence pairs dropped per split (empty side, too long for training)
+        self._lines: dict[str, tuple[list[str], list[str]]] = {}  # split -> parallel lines read by check_data
+        self.counts: dict[str, ExampleCounts] = {}  # split -> pairs skipped (empty, too long to train) / truncated
 
     # ---- setup -------------------------------------------------------------------------------
     def _data_path(self, key: str) -> str:
@@ -188,6 +200,25 @@ class TransformerTask(Task):
                                                            exclude=held_keys, **args)
         return self._toy_cache[split]
 
+    def _split_files(self, split: str) -> tuple[str, str]:
+        src_key, tgt_key = f"{split}_src", f"{split}_tgt"
+        src_path, tgt_path = self._data_path(src_key), self._data_path(tgt_key)
+        if not src_path or not tgt_path:
+            raise ValueError(f"Data.{src_key} / Data.{tgt_key}: set both files for the {split!r} split")
+        return src_path, tgt_path
+
+    def check_data(self, splits) -> None:
+        """Every split's files read before the run writes anything (its vocabulary, config copy): one sentence a
+        line in both files, UTF-8, gzip data intact; the lines are kept for :meth:`examples`. The toy task's
+        splits are generated (and their lengths checked) here."""
+        for split in splits:
+            if split not in ("train", "val", "test"):
+                raise ValueError(f"unknown split {split!r} (train, val, test)")
+            if self.kind == "toy":
+                self.examples(split)
+            elif split not in self._lines:
+                self._lines[split] = read_parallel(*self._split_files(split))
+
     def examples(self, split: str) -> list[Example]:
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r} (train, val, test)")
@@ -195,14 +226,16 @@ class TransformerTask(Task):
             if int(self.cfg["Data"]["toy_max_len"]) + 1 > int(self.cfg["Arch"]["max_len"]):
                 raise ValueError("Data.toy_max_len: sequences (+EOS) must fit in Arch.max_len positions")
             return self._toy_examples(split)
-        src_key, tgt_key = f"{split}_src", f"{split}_tgt"
-        src_path, tgt_path = self._data_path(src_key), self._data_path(tgt_key)
-        if not src_path or not tgt_path:
-            raise ValueError(f"Data.{src_key} / Data.{tgt_key}: set both files for the {split!r} split")
-        src, tgt = read_parallel(src_path, tgt_path)
-        ex, skipped = make_examples(self._tok(), src, tgt, int(self.cfg["Arch"]["max_len"]),
-                                      drop_long=(split == "train"), where=f"{src_path} / {tgt_path}")
-        self.skipped[split] = skipped
+        src_path, tgt_path = self._split_files(split)
+        src, tgt = self._lines.pop(split, None) or read_parallel(src_path, tgt_path)
+        max_len = int(self.cfg["Arch"]["max_len"])
+        ex, counts = make_examples(self._tok(), src, tgt, max_len, drop_long=(split == "train"),
+                                   where=f"{src_path} / {tgt_path}")
+        if counts.truncated:
+            log.warning("%s / %s: %d of %d sentence pairs have a side longer than the model's %d positions "
+                        "(Arch.max_len - 1): cut to fit (the references stay whole)", src_path, tgt_path,
+                        counts.truncated, len(src), max_len - 1)
+        self.counts[split] = counts
         return ex
 
     def dataset(self, split: str):
@@ -230,7 +263,11 @@ class TransformerTask(Task):
         return "test" if self.cfg["Data"]["test_src"] else "val"
 
     def run_summary(self) -> dict:
-        return {f"{split}_pairs_skipped": n for split, n in self.skipped.items() if n}
+        """``<split>_pairs_skipped`` and ``<split>_pairs_truncated`` of the splits read (those not 0)."""
+        out = {}
+        for split, counts in self.counts.items():
+            out.update({f"{split}_pairs_{what}": n for what, n in vars(counts).items() if n})
+        return out
 
     def collate_fn(self, split: str):
         return partial(collate, pad_id=PAD_ID)
@@ -375,7 +412,13 @@ class TransformerTask(Task):
 
     def serving_runner(self, make_predictor):
         """Greedy decoding through the exported ``encoder`` and ``decoder_step`` graphs."""
-        return serving.greedy_runner(make_predictor, self._serving_pre())
+        return self.export_translator(make_predictor)
+
+    def export_translator(self, make_predictor, beam_size: int = 1):
+        """batch -> tokens through the export's graphs: greedy (``beam_size`` 1) or beam search with the export
+        config's ``Decode.length_penalty``."""
+        return serving.decoding_runner(make_predictor, self._serving_pre(), beam_size,
+                                       float(self.cfg["Decode"]["length_penalty"]))
 
     def prediction_rows(self, outputs, batch):
         """``{"id", "translation"}`` per source."""
