@@ -47,7 +47,6 @@ def test_mismatched_line_counts_name_both_files_and_counts(tmp_path):
     assert str(error.value).startswith(f"{tmp_path / 'val.en'} has 5 lines but {tmp_path / 'val.de'} has 4")
 
 
-@pytest.mark.xfail(strict=False, reason="fixed on branch i25 (transformer check_data before the run writes)")
 def test_mismatched_line_counts_stop_training_before_anything_is_written(tmp_path):
     cfg = multi30k_cfg(tmp_path, sentences(WORDS_EN, 5, 1), sentences(WORDS_DE, 4, 1))
     with pytest.raises(ValueError, match=r"val\.en has 5 lines but .*val\.de has 4"):
