@@ -255,6 +255,37 @@ def test_the_docs_test_runs_in_make_test():
     assert "pytest -q tests" in recipe
 
 
+def cjk_count(text: str) -> int:
+    """Chinese characters in ``text`` (CJK unified ideographs, extension A and compatibility ideographs)."""
+    return sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
+               or "\uf900" <= ch <= "\ufaff")
+
+
+def _code_commands(page: Path) -> set[str]:
+    _, code = split_markdown(page.read_text(encoding="utf-8"))
+    return {" ".join(tokens[:2]) for _, _, line in code for tokens in simple_commands(line)}
+
+
+def test_the_readmes_are_entry_pages_linked_to_each_other():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    readme_cn = (ROOT / "README_cn.md").read_text(encoding="utf-8")
+    assert len(readme) <= 250, f"README.md has {len(readme)} lines (at most 250)"
+    first_screen = "\n".join(readme[:60])
+    assert "make demo" in first_screen and "make test" in first_screen
+    assert "(README_cn.md)" in "\n".join(readme[:5]) and "(README.md)" in "\n".join(readme_cn.splitlines()[:5])
+    assert {"make demo", "make test"} <= _code_commands(ROOT / "README_cn.md")
+    assert cjk_count(readme_cn) >= 1500, f"README_cn.md has {cjk_count(readme_cn)} Chinese characters"
+    assert len(list((ROOT / "docs").glob("*.md"))) >= 4
+
+
+def test_every_picture_in_docs_images_is_shown_somewhere():
+    shown = {(page.parent / target.partition("#")[0]).resolve() for page in PAGES
+             for _, target in relative_links(page.read_text(encoding="utf-8"))}
+    pictures = sorted((ROOT / "docs" / "images").glob("*.png"))
+    assert pictures
+    assert [p.name for p in pictures if p.resolve() not in shown] == []
+
+
 # ---- the checker on bad snippets ------------------------------------------------------------------------
 BAD_PAGE = """# Guide
 ## Two commands: `make demo`
@@ -305,6 +336,10 @@ def test_command_checker_reports_bad_targets_flags_and_tools(bad_repo):
     assert "make target 'no-such-target'" in errors[0]
     assert "tools/train.py has no flag --bogus-flag" in errors[1] and ":9:" in errors[1]
     assert "tools/absent.py does not exist" in errors[2]
+
+
+def test_chinese_characters_are_counted_without_punctuation_or_latin():
+    assert cjk_count("中文说明：make demo，两条命令。") == 8
 
 
 def test_slugs_follow_github():
