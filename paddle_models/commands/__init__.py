@@ -45,6 +45,7 @@ COMMANDS = {
     "average-checkpoints": ("average_checkpoints", ()),
     "convert-weights": ("convert_weights", ()),
     "weights-parity": ("weights_parity", (THREADS,)),
+    "draw-architecture": ("draw_architecture", ()),
 }
 
 
