@@ -78,37 +78,9 @@ def test_interrupted_save_falls_back_to_previous(tmp_path):
     assert resume_path(str(tmp_path / "none")) is None
 
 
-def test_sigint_saves_last_and_says_how_to_resume(demo, tmp_path):
-    """Ctrl-C: the run stops at the next optimizer step, writes checkpoints/last there, prints where it
-    stopped and how to resume (no traceback) and exits 130; --resume then finishes the run."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", GLOG_minloglevel="2")
-    out = tmp_path / "run"
-    proc = subprocess.Popen(cmd(demo, out, "-o", "Global.save_every_steps=0"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    state_file = out / "checkpoints" / "last" / "trainer.json"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and not state_file.exists():  # after epoch 1's eval
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    m = re.search(r"interrupted at step (\d+) \(checkpoint \S+last\); resume with --resume", err)
-    assert m, err[-3000:]
-    step = int(m.group(1))
-    assert json.loads(state_file.read_text())["step"] == step and 12 <= step < 24
-    res = subprocess.run(cmd(demo, out, "--resume", "--json"), capture_output=True, text=True, timeout=600, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert last_json(res.stdout)["steps"] == 24
-    steps = [json.loads(line)["step"] for line in open(out / "metrics.jsonl") if '"train"' in line]
-    assert steps == sorted(set(steps)), steps  # no step logged twice
-
-
-def test_sigterm_saves_last_and_resumes(demo, tmp_path):
-    """SIGTERM (a scheduler stopping the job) ends like Ctrl-C: checkpoints/last at the next optimizer step,
-    one line saying where to resume, exit code 143 (it used to be killed by the signal, or by paddlenlp's reset
-    of its handler, without saving); --resume then finishes the run."""
+def _stop_after_first_checkpoint(demo, tmp_path, sig):
+    """Start the demo training, send ``sig`` once epoch 1's checkpoint is written; (out, env, returncode,
+    stderr, the saved trainer.json path)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOG_minloglevel="2")
     out = tmp_path / "run"
     proc = subprocess.Popen(cmd(demo, out, "-o", "Global.save_every_steps=0"), stdout=subprocess.DEVNULL,
@@ -118,17 +90,44 @@ def test_sigterm_saves_last_and_resumes(demo, tmp_path):
     while time.time() < deadline and proc.poll() is None and not state_file.exists():  # after epoch 1's eval
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be stopped"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err[-3000:]
+    return out, env, proc.returncode, err, state_file
+
+
+def _resume_to_the_end(demo, out, env):
+    res = subprocess.run(cmd(demo, out, "--resume", "--json"), capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert last_json(res.stdout)["steps"] == 24
+
+
+def test_sigint_saves_last_and_says_how_to_resume(demo, tmp_path):
+    """Ctrl-C: the run stops at the next optimizer step, writes checkpoints/last there, prints where it
+    stopped and how to resume (no traceback) and exits 130; --resume then finishes the run."""
+    out, env, returncode, err, state_file = _stop_after_first_checkpoint(demo, tmp_path, signal.SIGINT)
+    assert returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    m = re.search(r"interrupted at step (\d+) \(checkpoint \S+last\); resume with --resume", err)
+    assert m, err[-3000:]
+    step = int(m.group(1))
+    assert json.loads(state_file.read_text())["step"] == step and 12 <= step < 24
+    _resume_to_the_end(demo, out, env)
+    steps = [json.loads(line)["step"] for line in open(out / "metrics.jsonl") if '"train"' in line]
+    assert steps == sorted(set(steps)), steps  # no step logged twice
+
+
+def test_sigterm_saves_last_and_resumes(demo, tmp_path):
+    """SIGTERM (a scheduler stopping the job) ends like Ctrl-C: checkpoints/last at the next optimizer step,
+    one line saying where to resume, exit code 143 (it used to be killed by the signal, or by paddlenlp's reset
+    of its handler, without saving); --resume then finishes the run."""
+    out, env, returncode, err, state_file = _stop_after_first_checkpoint(demo, tmp_path, signal.SIGTERM)
+    assert returncode == 143, err[-3000:]
     assert "Traceback" not in err and "FatalError" not in err, err[-3000:]
     m = re.search(r"interrupted by SIGTERM: interrupted at step (\d+) \(checkpoint \S+last\); resume with --resume",
                   err)
     assert m, err[-3000:]
     assert json.loads(state_file.read_text())["step"] == int(m.group(1))
-    res = subprocess.run(cmd(demo, out, "--resume", "--json"), capture_output=True, text=True, timeout=600, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert last_json(res.stdout)["steps"] == 24
+    _resume_to_the_end(demo, out, env)
 
 
 # A training whose third checkpoint save SIGKILLs its own process half-way through writing the weights file.

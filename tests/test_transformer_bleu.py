@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import paddle
 import pytest
 import sacrebleu
 from conftest import ROOT
+from tiny_transformer import tiny_run
 
 from paddle_models.transformer.bleu import (
     moses_preprocessor,
@@ -99,21 +99,10 @@ def test_eval_tool_reports_both_bleus_for_an_averaged_checkpoint(tmp_path):
     """tools/average_checkpoints.py averages two checkpoints into a folder; tools/eval.py evaluates it and its
     JSON carries ``bleu`` (sacreBLEU) and ``bleu_tokenized`` with its protocol, equal to recomputing both on
     the hypotheses file."""
-    from paddle_models.config import load_config
     from paddle_models.engine.checkpoint import save_checkpoint
     from paddle_models.registry import get_task
-    from paddle_models.transformer.data import train_sentencepiece
 
-    r = np.random.RandomState(0)
-    words = "ein Hund läuft über die Wiese zwei Männer spielen Fußball a dog runs across the meadow men play".split()
-    lines = [" ".join(r.choice(words, r.randint(3, 8))) + "." for _ in range(300)]
-    (tmp_path / "corpus.txt").write_text("\n".join(lines), encoding="utf-8")
-    run = tmp_path / "run"
-    train_sentencepiece([str(tmp_path / "corpus.txt")], str(run / "spm"), vocab_size=40)
-    overrides = ["Arch.vocab_size=40", "Arch.d_model=16", "Arch.num_heads=2", "Arch.num_encoder_layers=1",
-                 "Arch.num_decoder_layers=1", "Arch.d_ff=16", f"Global.output_dir={tmp_path / 'eval'}",
-                 "Global.progress=false"]
-    cfg = load_config(str(ROOT / "configs" / "transformer" / "multi30k_small.yaml"), overrides)
+    run, lines, overrides, cfg = tiny_run(tmp_path)
     for seed in (0, 1):
         paddle.seed(seed)
         model = get_task("transformer")(cfg).build_model()

@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import paddle
 import pytest
 from conftest import ROOT
+from tiny_transformer import tiny_run
 
 ENV = {**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH": str(ROOT)}
 
@@ -99,20 +99,9 @@ def test_trained_toy_exports_and_greedy_decodes_identically(toy, tmp_path):
 def test_eval_tool_reports_bleu_on_test_files(tmp_path):
     """The eval contract: -o Data.test_src=FILE -o Data.test_tgt=FILE (plain / gzipped) -> JSON with bleu;
     the vocabulary is found beside the checkpoint."""
-    from paddle_models.config import load_config
     from paddle_models.registry import get_task
-    from paddle_models.transformer.data import train_sentencepiece
 
-    r = np.random.RandomState(0)
-    words = "ein Hund läuft über die Wiese zwei Männer spielen Fußball a dog runs across the meadow men play".split()
-    lines = [" ".join(r.choice(words, r.randint(3, 8))) + "." for _ in range(300)]
-    (tmp_path / "corpus.txt").write_text("\n".join(lines), encoding="utf-8")
-    run = tmp_path / "run"
-    train_sentencepiece([str(tmp_path / "corpus.txt")], str(run / "spm"), vocab_size=40)
-    overrides = ["Arch.vocab_size=40", "Arch.d_model=16", "Arch.num_heads=2", "Arch.num_encoder_layers=1",
-                 "Arch.num_decoder_layers=1", "Arch.d_ff=16", f"Global.output_dir={tmp_path / 'eval'}",
-                 "Global.progress=false"]
-    cfg = load_config(str(ROOT / "configs" / "transformer" / "multi30k_small.yaml"), overrides)
+    run, lines, overrides, cfg = tiny_run(tmp_path)
     paddle.seed(0)
     model = get_task("transformer")(cfg).build_model()
     (run / "checkpoints" / "best").mkdir(parents=True)
