@@ -33,9 +33,14 @@ def lazy_model(config_path, overrides):
         for key in pretrained:
             if key != "strict":
                 pretrained[key] = None
-    logging.getLogger("paddle_models").setLevel(logging.ERROR)  # no "random weights" warning here
-    with paddle.LazyGuard():  # shapes only: parameters are not initialised
-        return model_entry(cfg["Arch"]["name"])["builder"](cfg)
+    logger = logging.getLogger("paddle_models")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # no "random weights" warning here; the caller's level comes back after
+    try:
+        with paddle.LazyGuard():  # shapes only: parameters are not initialised
+            return model_entry(cfg["Arch"]["name"])["builder"](cfg)
+    finally:
+        logger.setLevel(level)
 
 
 def main(argv=None, prog=None):
