@@ -41,6 +41,22 @@ def toy(tmp_path_factory):
     return {"out": out, "result": res, "cpu": cpu, "wall": time.time() - t0}
 
 
+@pytest.fixture(scope="module")
+def toy_export(toy, tmp_path_factory):
+    """The toy's best checkpoint exported once (Paddle Inference, no oneDNN check) for the serving and
+    translate tests: {"cfg", "ckpt", "export", "task"}."""
+    from paddle_models.config import load_config
+    from paddle_models.engine.export import export_model
+    from paddle_models.registry import get_task
+
+    folder = tmp_path_factory.mktemp("copy_toy_export")
+    ckpt = toy["result"]["best_checkpoint"]
+    cfg = load_config(str(ROOT / "configs" / "transformer" / "copy_toy.yaml"),
+                      [f"Global.checkpoint={ckpt}", f"Global.output_dir={folder}"])
+    export_model(cfg, str(folder / "export"), threads=1, check_onednn=False)
+    return {"cfg": cfg, "ckpt": ckpt, "export": folder / "export", "task": get_task("transformer")(cfg)}
+
+
 def test_copy_toy_reaches_full_exact_match_within_two_minutes(toy):
     """Two minutes of this 2-core machine: counted as the CPU time the whole tool used (import, data,
     training, evaluations), since wall time here depends on what else the shared CPU is running."""
@@ -137,25 +153,19 @@ def test_train_spm_tool(tmp_path):
     assert p.returncode == 2 and "nope.txt: file not found" in p.stderr
 
 
-def test_trained_toy_serves_translations_over_http(toy, tmp_path):
+def test_trained_toy_serves_translations_over_http(toy_export, tmp_path):
     """tools/serve.py on the toy export: {"src"} records -> greedy translations equal to dygraph greedy
     search on the same sources (the copies of the sources); bad records get a 422 naming the field."""
     import httpx
 
-    from paddle_models.config import load_config
     from paddle_models.engine.checkpoint import load_model_weights
-    from paddle_models.engine.export import export_model
-    from paddle_models.registry import get_task
     from paddle_models.transformer.data import collate
     from paddle_models.transformer.decoding import greedy_search, max_output_len, strip_special
 
-    cfg = load_config(str(ROOT / "configs" / "transformer" / "copy_toy.yaml"),
-                      [f"Global.checkpoint={toy['result']['best_checkpoint']}", f"Global.output_dir={tmp_path}"])
-    export_model(cfg, str(tmp_path / "export"), threads=1, check_onednn=False)
-    task = get_task("transformer")(cfg)
+    cfg, task, export_dir = toy_export["cfg"], toy_export["task"], toy_export["export"]
     examples = [task.dataset("test")[i] for i in range(0, 60, 3)]
     sources = [" ".join(map(str, s.tolist())) for s, _, _ in examples]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "serve.py"), "--model-dir", str(tmp_path / "export"),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "serve.py"), "--model-dir", str(export_dir),
                              "--port", "0", "--processes", "1", "--onednn", "off", "--threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     try:
@@ -186,24 +196,16 @@ def test_trained_toy_serves_translations_over_http(toy, tmp_path):
         proc.wait(30)
 
 
-def test_translate_tool_from_checkpoint_and_from_export(toy, tmp_path):
+def test_translate_tool_from_checkpoint_and_from_export(toy_export, tmp_path):
     """tools/translate.py on raw lines: the checkpoint (dygraph greedy) and the export (Paddle Inference
     greedy) give the same translations, copies of the sources; empty lines stay empty."""
-    from paddle_models.config import load_config
-    from paddle_models.engine.export import export_model
-    from paddle_models.registry import get_task
-
-    ckpt = toy["result"]["best_checkpoint"]
-    cfg = load_config(str(ROOT / "configs" / "transformer" / "copy_toy.yaml"),
-                      [f"Global.checkpoint={ckpt}", f"Global.output_dir={tmp_path}"])
-    export_model(cfg, str(tmp_path / "export"), threads=1, check_onednn=False)
-    task = get_task("transformer")(cfg)
+    ckpt, task, export_dir = toy_export["ckpt"], toy_export["task"], toy_export["export"]
     sources = [" ".join(map(str, s.tolist())) for s, _, _ in [task.dataset("test")[i] for i in range(0, 40, 4)]]
     (tmp_path / "in.txt").write_text("\n".join(sources[:5] + [""] + sources[5:]) + "\n", encoding="utf-8")
     _tool("tools/translate.py", "-c", "configs/transformer/copy_toy.yaml", "-o", f"Global.checkpoint={ckpt}", "-o",
           f"Global.output_dir={tmp_path / 'run'}", "--input", str(tmp_path / "in.txt"), "--out",
           str(tmp_path / "ckpt.txt"), "--beam", "1", "--json")
-    _tool("tools/translate.py", "--model-dir", str(tmp_path / "export"), "--input", str(tmp_path / "in.txt"), "--out",
+    _tool("tools/translate.py", "--model-dir", str(export_dir), "--input", str(tmp_path / "in.txt"), "--out",
           str(tmp_path / "export.txt"), "--json")
     a = (tmp_path / "ckpt.txt").read_text(encoding="utf-8").splitlines()
     b = (tmp_path / "export.txt").read_text(encoding="utf-8").splitlines()
@@ -211,26 +213,18 @@ def test_translate_tool_from_checkpoint_and_from_export(toy, tmp_path):
     assert sum(t == s for t, s in zip(a[:5] + a[6:], sources, strict=True)) >= len(sources) - 1
 
 
-def test_translate_beam_search_and_truncation_alike_on_checkpoint_and_export(toy, tmp_path):
+def test_translate_beam_search_and_truncation_alike_on_checkpoint_and_export(toy_export, tmp_path):
     """--beam 4 runs beam search on the export too (it ran greedy without a word), with the same outputs as the
     checkpoint's dygraph beam search; a 10,000-character line is cut to the model's positions on both paths
     (the export path refused it, the checkpoint path cut it silently) and counted in the JSON."""
-    from paddle_models.config import load_config
-    from paddle_models.engine.export import export_model
-    from paddle_models.registry import get_task
-
-    ckpt = toy["result"]["best_checkpoint"]
-    cfg = load_config(str(ROOT / "configs" / "transformer" / "copy_toy.yaml"),
-                      [f"Global.checkpoint={ckpt}", f"Global.output_dir={tmp_path}"])
-    export_model(cfg, str(tmp_path / "export"), threads=1, check_onednn=False)
-    task = get_task("transformer")(cfg)
+    ckpt, task, export_dir = toy_export["ckpt"], toy_export["task"], toy_export["export"]
     sources = [" ".join(map(str, s.tolist())) for s, _, _ in [task.dataset("test")[i] for i in range(0, 60, 5)]]
     long_line = " ".join(["7", "9"] * 2500)
     (tmp_path / "in.txt").write_text("\n".join(sources + [long_line]) + "\n", encoding="utf-8")
     runs = {}
     for name, how in (("ckpt", ["-c", "configs/transformer/copy_toy.yaml", "-o", f"Global.checkpoint={ckpt}", "-o",
                                 f"Global.output_dir={tmp_path / 'run'}"]),
-                      ("export", ["--model-dir", str(tmp_path / "export")])):
+                      ("export", ["--model-dir", str(export_dir)])):
         res, _ = _tool("tools/translate.py", *how, "--input", str(tmp_path / "in.txt"), "--out",
                        str(tmp_path / f"{name}.txt"), "--beam", "4", "--json")
         assert (res["lines"], res["truncated"], res["beam_size"]) == (len(sources) + 1, 1, 4), res
